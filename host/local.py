@@ -1,0 +1,200 @@
+"""`--host local`: the same agent on this machine, without SSH.
+
+`LocalConnection` implements the `Connection` interface of edgeq.host.transport with
+subprocesses (argv lists, never a shell) and plain file copies, so deploy and
+bench-remote run unchanged on a laptop with no board attached, like TVM's LocalSession.
+It behaves like the SSH implementation where it matters: `put_file` does not create
+parent directories (SFTP does not either), a missing command exits 127 as it would
+through a remote shell, and remote paths may start with `~`.
+Imports: standard library and edgeq.host.transport / edgeq.device.errors only.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Optional, Sequence
+
+from edgeq.device.errors import EdgeqError
+from edgeq.host.transport import CommandResult, Connection, ProgressCallback, Stream
+
+logger = logging.getLogger(__name__)
+
+_CHUNK_BYTES = 1 << 20
+
+
+class LocalCommandError(EdgeqError):
+    """A local command could not be run or did not finish in time."""
+
+
+class LocalTransferError(EdgeqError):
+    """A local file copy failed."""
+
+
+class LocalStreamError(EdgeqError):
+    """The process behind a local stream went away or sent a line that is too long."""
+
+
+def _expand(path: str) -> str:
+    """Remote paths may be given relative to the device user's home (`~/...`)."""
+    return os.path.expanduser(path)
+
+
+class LocalStream(Stream):
+    """stdin/stdout of a local subprocess; stderr goes to a temp file (no pipe deadlock)."""
+
+    def __init__(self, argv: Sequence[str], env: Optional[dict[str, str]] = None) -> None:
+        self.argv = tuple(str(a) for a in argv)
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self._proc = subprocess.Popen(
+                list(self.argv),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                env=env,
+                close_fds=True,
+            )
+        except OSError as exc:
+            self._stderr.close()
+            raise LocalCommandError(
+                f"cannot start {self.argv[0]}: {exc.strerror or exc}",
+                hint="check that the agent is deployed (edgeq deploy --host local)",
+            ) from exc
+
+    def write(self, data: bytes) -> None:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(data)
+            self._proc.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError) as exc:
+            raise LocalStreamError(
+                f"{self.argv[0]} closed its input: {self.stderr_text() or exc}",
+                hint="is the agent daemon running? (edgeq deploy starts it)",
+            ) from exc
+
+    def readline(self, limit: int) -> bytes:
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline(limit + 1)
+        if len(line) > limit and not line.endswith(b"\n"):
+            raise LocalStreamError(
+                f"a line from {self.argv[0]} is longer than {limit} bytes",
+                hint="the device answered with more than the protocol allows; update the agent",
+            )
+        return line
+
+    def stderr_text(self) -> str:
+        """What the process wrote to stderr so far (for error messages)."""
+        try:
+            self._stderr.seek(0)
+            return self._stderr.read().decode("utf-8", "replace").strip()
+        except (OSError, ValueError):
+            return ""
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self._proc.poll()
+
+    def close(self) -> None:
+        proc = self._proc
+        for pipe in (proc.stdin, proc.stdout):
+            try:
+                if pipe is not None:
+                    pipe.close()
+            except OSError:
+                pass
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self._stderr.close()
+
+
+class LocalConnection(Connection):
+    """This machine as the device: the agent runs in local subprocesses."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self._streams: list[LocalStream] = []
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: Optional[bytes] = None,
+        timeout_s: Optional[float] = None,
+        env: Optional[dict[str, str]] = None,
+    ) -> CommandResult:
+        words = tuple(str(a) for a in argv)
+        full_env = {**os.environ, **env} if env else None
+        logger.debug("local run: %s", words)
+        try:
+            proc = subprocess.run(
+                list(words),
+                input=stdin if stdin is not None else b"",
+                capture_output=True,
+                timeout=timeout_s,
+                env=full_env,
+            )
+        except FileNotFoundError:
+            return CommandResult(words, 127, b"", f"{words[0]}: command not found\n".encode())
+        except PermissionError:
+            return CommandResult(words, 126, b"", f"{words[0]}: permission denied\n".encode())
+        except subprocess.TimeoutExpired as exc:
+            raise LocalCommandError(
+                f"{words[0]} did not finish within {timeout_s:g} s",
+                hint="use smaller --eval-limit / run counts, or check the machine's load",
+            ) from exc
+        return CommandResult(words, proc.returncode, proc.stdout, proc.stderr)
+
+    def open_stream(self, argv: Sequence[str]) -> Stream:
+        stream = LocalStream(argv)
+        self._streams.append(stream)
+        return stream
+
+    def home(self) -> str:
+        return str(Path.home())
+
+    def put_file(
+        self,
+        local_path: Path,
+        remote_path: str,
+        *,
+        progress: Optional[ProgressCallback] = None,
+    ) -> None:
+        target = _expand(remote_path)
+        try:
+            total = os.path.getsize(local_path)
+            done = 0
+            if progress is not None:
+                progress(0, total)
+            with open(local_path, "rb") as src, open(target, "wb") as dst:
+                while True:
+                    chunk = src.read(_CHUNK_BYTES)
+                    if not chunk:
+                        break
+                    dst.write(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
+                dst.flush()
+                os.fsync(dst.fileno())
+        except OSError as exc:
+            raise LocalTransferError(
+                f"cannot copy {local_path} to {target}: {exc.strerror or exc}",
+                hint="check that the directory exists and is writable",
+            ) from exc
+
+    def get_file(self, remote_path: str, local_file: BinaryIO) -> None:
+        """Copy `remote_path` into `local_file`; a missing file raises FileNotFoundError."""
+        with open(_expand(remote_path), "rb") as src:
+            shutil.copyfileobj(src, local_file, _CHUNK_BYTES)
+
+    def close(self) -> None:
+        while self._streams:
+            self._streams.pop().close()

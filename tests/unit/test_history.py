@@ -1,0 +1,169 @@
+"""The run history: a real SQLite file in tmp_path, written and read back."""
+from __future__ import annotations
+
+import copy
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgeq.host.history import (
+    SCHEMA_VERSION,
+    History,
+    HistoryError,
+    RunNotFoundError,
+    default_history_path,
+)
+
+
+def _doc(p50_f32: float, p50_i8: float, *, host: str = "pi@pi.local:22",
+         acc: float = 0.99) -> dict[str, Any]:
+    def model(p50: float, size: int, sha: str, accuracy: float) -> dict[str, Any]:
+        return {"size_bytes": size, "sha256": sha, "accuracy": accuracy,
+                "latency_ms_p50": p50, "latency_ms_p90": p50 * 1.2, "latency_ms_p99": p50 * 1.5,
+                "latency_ms_mean": p50 * 1.05, "throughput_samples_per_s": 1000.0 / p50,
+                "init_ms": 3.0, "peak_rss_bytes": 40_000_000,
+                "runtime": {"name": "ai-edge-litert", "version": "2.3.0"}, "result": {}}
+
+    return {
+        "schema": "edgeq.compare/1",
+        "run_id": None,
+        "time_utc": "2026-11-28T12:00:00Z",
+        "host": host,
+        "artifacts_dir": "/tmp/a",
+        "settings": {"threads": 1, "xnnpack": True, "rounds": 2, "model_name": "mnist-cnn"},
+        "device": {"machine": "aarch64", "emulated": True, "emulator": "qemu-aarch64",
+                   "runtime": {"name": "ai-edge-litert", "version": "2.3.0"}},
+        "agreement": 0.998,
+        "models": {"float32": model(p50_f32, 400_000, "a" * 64, acc),
+                   "int8": model(p50_i8, 110_000, "b" * 64, acc - 0.001)},
+        "ratios": {"latency_ms_p50": p50_i8 / p50_f32},
+    }
+
+
+def test_add_get_latest_list(tmp_path: Path) -> None:
+    h = History(tmp_path / "sub" / "history.sqlite3")
+    assert h.latest() is None
+    assert h.list() == []
+    first = _doc(2.0, 1.0)
+    run1 = h.add(first)
+    run2 = h.add(_doc(3.0, 1.5, host="local"))
+    assert run2 > run1
+    assert first["run_id"] is None, "add must not change the caller's document"
+    got = h.get(run1)
+    assert got["run_id"] == run1
+    assert got["models"] == first["models"]
+    assert h.latest()["run_id"] == run2
+    rows = h.list(limit=10)
+    assert [r["run_id"] for r in rows] == [run2, run1]
+    assert rows[0]["host"] == "local" and rows[1]["host"] == "pi@pi.local:22"
+    assert rows[1]["float32_latency_ms_p50"] == 2.0 and rows[1]["int8_latency_ms_p50"] == 1.0
+    assert rows[1]["emulated"] is True and rows[1]["xnnpack"] is True
+    assert rows[1]["model_name"] == "mnist-cnn" and rows[1]["runtime"] == "ai-edge-litert 2.3.0"
+    assert [r["run_id"] for r in h.list(limit=1)] == [run2]
+    env = h.environment(run1)
+    assert env["device"]["machine"] == "aarch64" and env["host"]["edgeq_version"]
+    # a second History on the same file sees the same runs
+    assert History(h.path).count() == 2
+
+
+def test_two_runs_compare_through_history(tmp_path: Path) -> None:
+    from edgeq.host.compare import delta_rows
+
+    h = History(tmp_path / "h.sqlite3")
+    a = h.add(_doc(2.0, 1.0))
+    b = h.add(_doc(2.0, 0.5))
+    rows = {name: (va, vb, change) for name, va, vb, change in delta_rows(h.get(a), h.get(b))}
+    assert rows["int8 Latency p50 (ms)"] == ("1.000", "0.500", "0.500x")
+    assert rows["float32 Latency p50 (ms)"][2] == "1.000x"
+
+
+def test_schema_version_is_recorded_and_newer_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    History(path).add(_doc(1.0, 1.0))
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    db.commit()
+    db.close()
+    with pytest.raises(HistoryError, match="schema version"):
+        History(path).list()
+
+
+def test_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    path.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(HistoryError) as info:
+        History(path).add(_doc(1.0, 1.0))
+    assert str(path) in info.value.message and "\n" not in info.value.message
+    assert "EDGEQ_HISTORY_DB" in info.value.hint
+    assert path.read_bytes().startswith(b"this is not sqlite"), "the bad file must be left alone"
+
+
+def test_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE customers (name TEXT)")
+    db.commit()
+    db.close()
+    with pytest.raises(HistoryError, match="not an edgeq history"):
+        History(path).latest()
+
+
+def test_unknown_run_and_wrong_document(tmp_path: Path) -> None:
+    h = History(tmp_path / "h.sqlite3")
+    with pytest.raises(RunNotFoundError, match="no run 42"):
+        h.get(42)
+    with pytest.raises(HistoryError, match="edgeq.compare"):
+        h.add({"schema": "edgeq.bench/1"})
+
+
+def test_env_var_sets_the_default_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEQ_HISTORY_DB", str(tmp_path / "x.sqlite3"))
+    assert default_history_path() == tmp_path / "x.sqlite3"
+    History().add(_doc(1.0, 1.0))
+    assert (tmp_path / "x.sqlite3").exists()
+    monkeypatch.delenv("EDGEQ_HISTORY_DB")
+    assert default_history_path().name == "history.sqlite3"
+    assert "edgeq" in str(default_history_path())
+
+
+def test_concurrent_writers_all_land(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    History(path).list()  # create the schema first
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            h = History(path)
+            for i in range(10):
+                h.add(_doc(1.0 + n + i / 100, 1.0))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    h = History(path)
+    assert h.count() == 40
+    ids = [r["run_id"] for r in h.list(limit=None)]
+    assert len(set(ids)) == 40
+    # every stored document carries its own id
+    for run_id in ids[:5]:
+        assert h.get(run_id)["run_id"] == run_id
+
+
+def test_document_json_roundtrips_exactly(tmp_path: Path) -> None:
+    h = History(tmp_path / "h.sqlite3")
+    doc = _doc(1.25, 0.75)
+    doc["models"]["int8"]["latencies_ms"] = [0.7, 0.75, 0.8]
+    run_id = h.add(copy.deepcopy(doc))
+    stored = h.get(run_id)
+    doc["run_id"] = run_id
+    assert json.dumps(stored, sort_keys=True) == json.dumps(doc, sort_keys=True)
