@@ -1,0 +1,314 @@
+"""The report's figures, drawn with matplotlib and returned as PNG bytes.
+
+Every function takes plain data (lists, numpy arrays, dicts) and returns the PNG of one
+figure. Figures are built with `matplotlib.figure.Figure` + the Agg canvas, never pyplot, so
+no display, no global state and no GUI backend is ever touched; PNGs carry no timestamp, so
+the same data gives the same bytes. The report embeds them as base64 `data:` URIs.
+Imports: standard library, numpy; matplotlib lazily inside the functions (it is heavy).
+"""
+from __future__ import annotations
+
+import io
+import math
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+#: one colour per model, the same in every figure
+MODEL_COLORS = {"float32": "#1f77b4", "int8": "#d62728"}
+OUTLIER_COLOR = "#ff7f0e"
+_DPI = 100
+
+
+def new_figure(width_in: float, height_in: float) -> "Figure":
+    """A Figure on the Agg canvas (no pyplot, no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def to_png(fig: "Figure") -> bytes:
+    """The figure as PNG bytes, without the timestamp/software metadata."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _color(model: str) -> str:
+    return MODEL_COLORS.get(model, "#555555")
+
+
+# ------------------------------------------------------------------ run-level figures
+
+
+def latency_ecdf(latencies_ms: Mapping[str, Sequence[float]],
+                 medians_ci: Optional[Mapping[str, tuple[float, float]]] = None) -> bytes:
+    """ECDF of the batch-1 latencies of each model on shared axes (+ histogram below).
+
+    The median of each model is a dashed line, its bootstrap interval a shaded band.
+    """
+    fig = new_figure(9.0, 6.0)
+    ax, hx = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
+    all_values = np.concatenate([np.asarray(v, dtype=float) for v in latencies_ms.values()
+                                 if len(v)] or [np.zeros(1)])
+    lo, hi = float(all_values.min()), float(all_values.max())
+    use_log = lo > 0 and hi / lo > 20
+    bins = (np.geomspace(lo, hi, 60) if use_log else np.linspace(lo, hi if hi > lo else lo + 1, 60))
+    for model, values in latencies_ms.items():
+        x = np.sort(np.asarray(values, dtype=float))
+        if x.size == 0:
+            continue
+        y = np.arange(1, x.size + 1) / x.size
+        med = float(np.median(x))
+        ax.step(x, y, where="post", color=_color(model), lw=1.6,
+                label=f"{model}: n={x.size}, median {med:.3g} ms")
+        ax.axvline(med, color=_color(model), ls="--", lw=1)
+        if medians_ci and model in medians_ci:
+            ax.axvspan(*medians_ci[model], color=_color(model), alpha=0.15, lw=0)
+        hx.hist(x, bins=bins, color=_color(model), alpha=0.5, label=model)
+    if use_log:
+        ax.set_xscale("log")
+    ax.set_ylabel("fraction of runs <= x")
+    ax.set_ylim(0, 1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title("Batch-1 latency per inference (ECDF; dashed = median, band = bootstrap 95% CI)")
+    hx.set_xlabel("latency (ms)")
+    hx.set_ylabel("runs")
+    hx.grid(alpha=0.3)
+    return to_png(fig)
+
+
+def per_class_accuracy(per_class: Mapping[str, Sequence[Optional[float]]],
+                       intervals: Optional[Mapping[str, Sequence[tuple[float, float]]]] = None
+                       ) -> bytes:
+    """Grouped bars: top-1 per digit class for each model, with Wilson 95% error bars."""
+    fig = new_figure(9.0, 3.8)
+    ax = fig.subplots()
+    models = list(per_class)
+    classes = max((len(v) for v in per_class.values()), default=10)
+    width = 0.8 / max(1, len(models))
+    floor = 1.0
+    for i, model in enumerate(models):
+        vals = np.array([np.nan if v is None else 100.0 * v for v in per_class[model]], float)
+        x = np.arange(len(vals)) + (i - (len(models) - 1) / 2) * width
+        yerr = None
+        if intervals and model in intervals:
+            lo = np.array([100.0 * a for a, _ in intervals[model]])
+            hi = np.array([100.0 * b for _, b in intervals[model]])
+            yerr = np.vstack([np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)])
+            floor = min(floor, float(np.nanmin(lo)) / 100.0)
+        ax.bar(x, vals, width=width, color=_color(model), label=model, yerr=yerr, capsize=2,
+               error_kw={"lw": 0.8})
+        if np.isfinite(vals).any():
+            floor = min(floor, float(np.nanmin(vals)) / 100.0)
+    ax.set_xticks(range(classes))
+    ax.set_xlabel("digit class")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_ylim(max(0.0, math.floor(floor * 100 - 2)), 100.5)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title("Per-class top-1 (error bars: Wilson 95% CI)")
+    return to_png(fig)
+
+
+def changed_gallery(images: np.ndarray, labels: Sequence[int], pred_float: Sequence[int],
+                    pred_int8: Sequence[int], indices: Sequence[int], columns: int = 8) -> bytes:
+    """The images whose prediction int8 changed: label y, float32 f, int8 q under each.
+
+    The title is green when int8 fixed the float32 mistake, red when it broke a right answer.
+    """
+    n = len(indices)
+    if n == 0:
+        fig = new_figure(6.0, 1.0)
+        fig.text(0.5, 0.5, "int8 changed no prediction", ha="center", va="center")
+        return to_png(fig)
+    cols = min(columns, n)
+    rows = int(math.ceil(n / cols))
+    fig = new_figure(1.25 * cols, 1.45 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, idx in zip(axes, indices):
+        y, f, q = int(labels[idx]), int(pred_float[idx]), int(pred_int8[idx])
+        ax.imshow(np.asarray(images[idx]).reshape(28, 28), cmap="gray_r", vmin=0, vmax=255)
+        color = "#2ca02c" if q == y else ("#d62728" if f == y else "#555555")
+        ax.set_title(f"#{idx} y={y}\nf={f} q={q}", fontsize=8, color=color)
+    return to_png(fig)
+
+
+# ------------------------------------------------------------------ per-layer figures
+
+
+def layer_weights(
+    name: str,
+    weights: np.ndarray,
+    scales: Sequence[float],
+    zero_points: Sequence[int],
+    *,
+    axis: Optional[int] = None,
+    quantized: Optional[np.ndarray] = None,
+    outlier_threshold: Optional[float] = None,
+) -> bytes:
+    """One weight tensor: distribution vs the Min-Max range and int8 grid, per-channel ranges.
+
+    Left: histogram of the float weights whose bins are the int8 grid cells of the widest
+    channel (one bar per code), the Min-Max range as solid lines, the range per-tensor
+    quantization would use as dotted lines, outliers (|w - median| > threshold) as marks on the
+    axis. Middle: min..max of each output channel (axis `axis`) with its quantization range.
+    Right: how often each int8 code is used (the grid as the model stores it).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    sc = np.atleast_1d(np.asarray(scales, dtype=np.float64))
+    zp = np.atleast_1d(np.asarray(zero_points, dtype=np.int64))
+    fig = new_figure(13.0, 3.4)
+    ax_h, ax_c, ax_q = fig.subplots(1, 3, width_ratios=[5, 4, 3])
+
+    # left: distribution on the grid of the widest channel
+    wide = int(np.argmax(sc))
+    step = float(sc[wide]) if sc[wide] > 0 else (float(np.ptp(w)) / 255 or 1.0)
+    q_lo, q_hi = (-128 - int(zp[wide])) * step, (127 - int(zp[wide])) * step
+    lo = min(float(w.min()), q_lo)
+    hi = max(float(w.max()), q_hi)
+    k0 = math.floor((lo - q_lo) / step)
+    k1 = math.ceil((hi - q_lo) / step)
+    edges = q_lo + (np.arange(k0, k1 + 1) - 0.5) * step
+    ax_h.hist(w.ravel(), bins=edges, color="#4c72b0", alpha=0.85)
+    ax_h.set_yscale("log")
+    ax_h.axvline(float(w.min()), color="k", lw=1.2, label=f"Min-Max [{w.min():.3g}, {w.max():.3g}]")
+    ax_h.axvline(float(w.max()), color="k", lw=1.2)
+    ax_h.axvspan(q_lo, q_hi, color="#999999", alpha=0.12,
+                 label=f"int8 range of widest channel, step {step:.2g}")
+    if outlier_threshold is not None:
+        med = float(np.median(w))
+        out = w.ravel()[np.abs(w.ravel() - med) > outlier_threshold]
+        if out.size:
+            ax_h.plot(out, np.full(out.size, 0.7), "|", color=OUTLIER_COLOR, ms=14, mew=1.5,
+                      label=f"{out.size} outliers")
+    ax_h.set_xlabel("weight value (bins = int8 grid cells)")
+    ax_h.set_ylabel("count")
+    ax_h.legend(fontsize=7, loc="upper right")
+    ax_h.set_title(f"{name}: weights", fontsize=9)
+
+    # middle: per-channel ranges
+    if axis is not None and w.ndim > 0 and sc.size > 1:
+        moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+        cmin, cmax = moved.min(axis=1), moved.max(axis=1)
+        ch = np.arange(moved.shape[0])
+        qmin = (-128 - zp[: ch.size]) * sc[: ch.size]
+        qmax = (127 - zp[: ch.size]) * sc[: ch.size]
+        ax_c.fill_between(ch, qmin, qmax, step="mid", color="#999999", alpha=0.25,
+                          label="int8 range per channel")
+        ax_c.vlines(ch, cmin, cmax, color="#4c72b0", lw=2, label="weights min..max")
+        span = cmax - cmin
+        med_span = float(np.median(span))
+        wide_ch = span > 2.0 * med_span if med_span > 0 else np.zeros_like(span, bool)
+        if wide_ch.any():
+            ax_c.vlines(ch[wide_ch], cmin[wide_ch], cmax[wide_ch], color=OUTLIER_COLOR, lw=2.5,
+                        label="range > 2x median")
+        ax_c.set_xlabel(f"output channel (axis {axis})")
+        ax_c.set_title(f"per-channel ranges ({ch.size} channels)", fontsize=9)
+        ax_c.legend(fontsize=7, loc="upper right")
+    else:
+        ax_c.vlines([0], [w.min()], [w.max()], color="#4c72b0", lw=6)
+        ax_c.set_title("per-tensor: one range", fontsize=9)
+        ax_c.set_xticks([])
+    ax_c.set_ylabel("value")
+    ax_c.grid(alpha=0.3)
+
+    # right: int8 code usage
+    if quantized is not None:
+        qv = np.asarray(quantized).astype(np.int64).ravel()
+        counts = np.bincount(qv + 128, minlength=256)
+        ax_q.bar(np.arange(-128, 128), counts, width=1.0, color="#55a868")
+        used = int(np.count_nonzero(counts))
+        ax_q.set_title(f"int8 codes used: {used}/256", fontsize=9)
+        ax_q.set_yscale("log")
+        ax_q.set_xlim(-129, 128)
+    else:
+        ax_q.text(0.5, 0.5, "no int8 tensor", ha="center", va="center", transform=ax_q.transAxes)
+    ax_q.set_xlabel("int8 code")
+    return to_png(fig)
+
+
+def activation_ranges(tensors: Sequence[Mapping[str, Any]]) -> bytes:
+    """Horizontal bars: the real range [min, max] each activation tensor got from calibration.
+
+    Each item: name, min, max, scale, and optional `outlier` (bool) drawn in orange.
+    """
+    n = len(tensors)
+    fig = new_figure(9.0, max(2.0, 0.32 * n + 1.2))
+    ax = fig.subplots()
+    if n == 0:
+        ax.text(0.5, 0.5, "no activation tensors", ha="center", va="center")
+        ax.set_axis_off()
+        return to_png(fig)
+    y = np.arange(n)[::-1]
+    for yi, t in zip(y, tensors):
+        color = OUTLIER_COLOR if t.get("outlier") else "#4c72b0"
+        ax.plot([t["min"], t["max"]], [yi, yi], color=color, lw=6, solid_capstyle="butt")
+        ax.text(t["max"], yi, f"  scale {t['scale']:.3g}", va="center", fontsize=7)
+    ax.axvline(0, color="k", lw=0.6)
+    ax.set_yticks(y)
+    ax.set_yticklabels([_short(str(t["name"])) for t in tensors], fontsize=7)
+    ax.set_xlabel("real value range covered by int8 (from calibration)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("Activation ranges seen in calibration (orange: flagged as stretched by outliers)")
+    return to_png(fig)
+
+
+def layer_errors(names: Sequence[str], values: Sequence[float], *, metric: str,
+                 secondary: Optional[Sequence[float]] = None, secondary_label: str = "") -> bytes:
+    """Bars of the per-layer quantization error (e.g. RMSE / scale from QuantizationDebugger)."""
+    n = len(names)
+    fig = new_figure(9.0, max(2.0, 0.32 * n + 1.2))
+    ax = fig.subplots()
+    y = np.arange(n)[::-1]
+    vals = np.asarray(values, dtype=float)
+    ax.barh(y, vals, color="#8172b2", label=metric)
+    if secondary is not None:
+        ax.plot(np.asarray(secondary, float), y, "o", color=OUTLIER_COLOR, ms=4,
+                label=secondary_label)
+    ax.set_yticks(y)
+    ax.set_yticklabels([_short(n_) for n_ in names], fontsize=7)
+    ax.set_xlabel(metric)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Per-layer quantization error (float vs int8, on calibration images)")
+    return to_png(fig)
+
+
+def sweep_accuracy(points: Sequence[Mapping[str, Any]]) -> bytes:
+    """top-1 vs calibration-set size, one line per granularity; the float32 top-1 dashed."""
+    fig = new_figure(7.0, 3.6)
+    ax = fig.subplots()
+    by_gran: dict[str, list[tuple[int, float]]] = {}
+    float_top1: Optional[float] = None
+    for p in points:
+        if p.get("int8_top1") is not None:
+            by_gran.setdefault(str(p["granularity"]), []).append(
+                (int(p["calibration_size"]), 100.0 * float(p["int8_top1"])))
+        if p.get("float32_top1") is not None:
+            float_top1 = 100.0 * float(p["float32_top1"])
+    for gran, pts in sorted(by_gran.items()):
+        pts.sort()
+        ax.plot([a for a, _ in pts], [b for _, b in pts], "o-", label=f"int8 {gran}")
+    if float_top1 is not None:
+        ax.axhline(float_top1, color=_color("float32"), ls="--", label="float32")
+    ax.set_xscale("log")
+    ax.set_xlabel("calibration images")
+    ax.set_ylabel("top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Sweep: calibration-set size and granularity")
+    return to_png(fig)
+
+
+def _short(name: str, width: int = 48) -> str:
+    return name if len(name) <= width else "..." + name[-(width - 3):]

@@ -1,0 +1,187 @@
+"""`edgeq sweep`: the paper's future-work comparisons, on the host.
+
+Re-quantizes the same trained Keras model (ARTIFACTS/model.keras) once per calibration-set
+size x weight granularity (per-channel / per-tensor), each into its own directory
+ARTIFACTS/sweep/<granularity>-cal<N>/ through edgeq.host.quantize.quantize, evaluates every
+variant on the host with edgeq.host.evaluate.evaluate (LiteRT, the runtime the board uses), and
+records top-1 and size per variant in ARTIFACTS/sweep.json (`"schema": "edgeq.sweep/1"`):
+
+    {"schema", "created_utc", "artifacts_dir", "path", "seed", "eval_limit", "eval_count",
+     "runtime", "points": [{"granularity", "per_channel", "calibration_size", "dir",
+     "int8_top1", "float32_top1", "agreement", "int8_size_bytes", "float32_size_bytes",
+     "int8_sha256", "seconds"}]}
+
+`edgeq report` adds the file to the report when it is present.
+Imports: standard library, edgeq.device.errors; edgeq.host.quantize / evaluate lazily
+(TensorFlow).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from edgeq.device.errors import EdgeqError, UsageError
+
+logger = logging.getLogger(__name__)
+
+SWEEP_SCHEMA = "edgeq.sweep/1"
+SWEEP_FILE = "sweep.json"
+SWEEP_DIR = "sweep"
+GRANULARITIES = ("per-channel", "per-tensor")
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class SweepError(EdgeqError):
+    """The sweep cannot run on this artifacts directory."""
+
+
+def parse_granularities(text: str) -> tuple[str, ...]:
+    """"per-channel,per-tensor" -> ("per-channel", "per-tensor"), rejecting anything else."""
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    bad = [v for v in values if v not in GRANULARITIES]
+    if not values or bad:
+        raise UsageError(f"unknown granularity {', '.join(bad) or repr(text)}",
+                         hint=f"choose from {', '.join(GRANULARITIES)}")
+    return values
+
+
+def _model_entry(result: dict[str, Any], kind: str) -> dict[str, Any]:
+    models = result.get("models") if isinstance(result.get("models"), dict) else result
+    entry = models.get(kind) if isinstance(models, dict) else None
+    if not isinstance(entry, dict):
+        raise SweepError(f"the host evaluation returned no {kind} result",
+                         hint="edgeq.host.evaluate is older or newer than edgeq.host.sweep")
+    return entry
+
+
+def _top1(entry: dict[str, Any]) -> float:
+    for key in ("top1", "accuracy"):
+        value = entry.get(key)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, dict) and isinstance(value.get("top1"), (int, float)):
+            return float(value["top1"])
+    raise SweepError("the host evaluation returned no top-1",
+                     hint="edgeq.host.evaluate is older or newer than edgeq.host.sweep")
+
+
+def _count(entry: dict[str, Any]) -> Optional[int]:
+    for key in ("count",):
+        if isinstance(entry.get(key), int):
+            return int(entry[key])
+    preds = entry.get("predictions")
+    return len(preds) if isinstance(preds, list) else None
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def sweep(
+    artifacts_dir: Path,
+    *,
+    calibration_sizes: Sequence[int] = (10, 100, 1000),
+    granularities: Sequence[str] = GRANULARITIES,
+    eval_limit: Optional[int] = None,
+    seed: int = 0,
+    threads: int = 1,
+    progress: Optional[ProgressCallback] = None,
+) -> dict[str, Any]:
+    """Quantize + evaluate every (calibration size, granularity); save and return sweep.json."""
+    from edgeq.host.evaluate import evaluate
+    from edgeq.host.quantize import quantize
+
+    artifacts_dir = Path(artifacts_dir)
+    if not (artifacts_dir / "model.keras").is_file():
+        raise SweepError(f"no trained model at {artifacts_dir / 'model.keras'}",
+                         hint="run edgeq train (or edgeq run) first")
+    sizes = [int(s) for s in calibration_sizes]
+    if not sizes or any(s < 1 for s in sizes):
+        raise UsageError("calibration sizes must be whole numbers >= 1",
+                         hint="for example --calibration-sizes 10,100,1000")
+    grans = list(granularities)
+    bad = [g for g in grans if g not in GRANULARITIES]
+    if not grans or bad:
+        raise UsageError(f"unknown granularity {', '.join(bad)}",
+                         hint=f"choose from {', '.join(GRANULARITIES)}")
+    combos = [(g, s) for g in grans for s in sizes]
+    points: list[dict[str, Any]] = []
+    eval_count: Optional[int] = None
+    runtime: Optional[str] = None
+    for done, (gran, size) in enumerate(combos):
+        out = artifacts_dir / SWEEP_DIR / f"{gran}-cal{size}"
+        out.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        logger.info("sweep: quantizing %s with %d calibration images", gran, size)
+        manifest = quantize(artifacts_dir, out_dir=out, calibration_size=size, seed=seed,
+                            per_channel=(gran == "per-channel"), eval_limit=eval_limit)
+        result = evaluate(out, limit=eval_limit, threads=threads)
+        f32, i8 = _model_entry(result, "float32"), _model_entry(result, "int8")
+        agreement = result.get("agreement")
+        eval_count = _count(i8) or eval_count
+        rt = result.get("runtime")
+        runtime = (f"{rt.get('name')} {rt.get('version')}" if isinstance(rt, dict)
+                   else str(rt) if rt else runtime)
+        points.append({
+            "granularity": gran,
+            "per_channel": gran == "per-channel",
+            "calibration_size": size,
+            "dir": str(out.relative_to(artifacts_dir)),
+            "int8_top1": _top1(i8),
+            "float32_top1": _top1(f32),
+            "agreement": float(agreement) if isinstance(agreement, (int, float)) else None,
+            "int8_size_bytes": int(manifest["models"]["int8"]["size_bytes"]),
+            "float32_size_bytes": int(manifest["models"]["float32"]["size_bytes"]),
+            "int8_sha256": manifest["models"]["int8"]["sha256"],
+            "seconds": round(time.perf_counter() - t0, 3),
+        })
+        if progress:
+            progress(done + 1, len(combos))
+    path = artifacts_dir / SWEEP_FILE
+    doc: dict[str, Any] = {
+        "schema": SWEEP_SCHEMA,
+        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "artifacts_dir": str(artifacts_dir.resolve()),
+        "path": str(path),
+        "seed": seed,
+        "eval_limit": eval_limit,
+        "eval_count": eval_count,
+        "runtime": runtime or "LiteRT",
+        "points": points,
+    }
+    _write_json(path, doc)
+    return doc
+
+
+def load_sweep(artifacts_dir: Path) -> Optional[dict[str, Any]]:
+    """ARTIFACTS/sweep.json, or None when there is none."""
+    path = Path(artifacts_dir) / SWEEP_FILE
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SweepError(f"cannot read {path}: {exc}", hint="run edgeq sweep again") from exc
+    if not isinstance(doc, dict) or doc.get("schema") != SWEEP_SCHEMA:
+        raise SweepError(f"{path} is not an {SWEEP_SCHEMA} document", hint="run edgeq sweep again")
+    return doc
