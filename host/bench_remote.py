@@ -13,6 +13,43 @@
 Float/int8 agreement is computed here, on the host, from the two prediction lists.
 The result is the `edgeq.compare/1` document of docs/SCHEMA.md; with `history` given it is
 stored and gets its `run_id`.
+
+The `edgeq bench-remote --json` document (`"schema": "edgeq.compare/1"`; keys are stable,
+new keys may be added, a removed or renamed key bumps the schema):
+
+    schema          "edgeq.compare/1"
+    run_id          history id (int) or null when not stored (--no-history)
+    time_utc        when the benchmark started, ISO 8601 UTC
+    host            the device as named on the command line ("local", "pi@pi.local:22")
+    artifacts_dir   the local artifacts checked against the deployment, or null
+    device          the device environment: hostname, machine, system, kernel, cpu_model,
+                    cpu_count, python_version, numpy_version, runtime {name, version},
+                    cpu_governor, cpu_temperature_c, throttled, emulated (bool), emulator
+    agreement       fraction of evaluation images where float32 and int8 predict the same
+                    class (null when the deployment has no evaluation data)
+    settings        threads, xnnpack, order ("ABBA"), rounds, eval_limit, runs_min, run_s_min,
+                    warmup_runs_min, warmup_s_min, runs_max (null = agent default),
+                    path ("daemon" | "one-shot"), daemon_error (why the daemon was not used),
+                    device_dir, model_name, deployment {float32, int8, eval_data sha256s},
+                    duration_s
+    models.float32, models.int8:
+        size_bytes, sha256             the .tflite file on the device
+        accuracy, eval_count           top-1 in [0, 1] on eval_count images (null: no data)
+        latency_ms_p50/_p90/_p99/_mean/_min/_std, runs
+                                       batch-1 latency over all rounds' timed runs pooled
+        throughput_samples_per_s       batched throughput, median over rounds
+        init_ms                        interpreter load + init, median over rounds
+        peak_rss_bytes                 peak resident memory of the worker, max over rounds
+        runtime                        {name, version, xnnpack_applied, delegated_nodes,
+                                       total_nodes}
+        latencies_ms                   the pooled timed latencies, in run order
+        rounds                         per round: round, time_utc, runs, latency_ms_p50,
+                                       throughput_samples_per_s, init_ms, peak_rss_bytes,
+                                       cpu_temperature_c
+        result                         the device's edgeq.bench/1 result of the round that
+                                       evaluated the model (with accuracy.predictions)
+    ratios          int8 / float32 of size_bytes, accuracy, latency_ms_p50/p90/p99/mean,
+                    throughput_samples_per_s, init_ms, peak_rss_bytes (null when undefined)
 Imports: standard library, edgeq.device (client, errors), edgeq.host (deploy, compare, history).
 """
 from __future__ import annotations
@@ -130,9 +167,10 @@ class _Daemon:
 
     path = "daemon"
 
-    def __init__(self, conn: Connection, argv: list[str]) -> None:
+    def __init__(self, conn: Connection, argv: list[str], timeout_s: float) -> None:
         from edgeq.device.client import AgentClient
 
+        self.timeout_s = timeout_s
         self.stream = conn.open_stream(argv)
         try:
             self.client = AgentClient(self.stream.write,
@@ -143,7 +181,7 @@ class _Daemon:
             raise
 
     def bench(self, *, sha256: str, data_sha256: Optional[str], opts: dict[str, Any]) -> dict:
-        args: dict[str, Any] = {"model": sha256, **opts}
+        args: dict[str, Any] = {"model": sha256, **opts, "timeout_s": self.timeout_s}
         if data_sha256 is not None:
             args["data"] = data_sha256
         return self.client.call("bench", **args)
@@ -258,8 +296,8 @@ def bench_remote(
     daemon_error: Optional[str] = None
     if use_daemon:
         try:
-            session = _Daemon(conn, agent_argv(dir_abs, "bridge"))
-        except (EdgeqError, OSError, EOFError, ValueError) as exc:
+            session = _Daemon(conn, agent_argv(dir_abs, "bridge"), timeout_s)
+        except Exception as exc:  # any failure to reach the daemon means: use the one-shot agent
             daemon_error = str(exc) or type(exc).__name__
             logger.info("no daemon answers on %s (%s); using the one-shot agent",
                         conn.name, daemon_error)

@@ -403,13 +403,11 @@ def run_command(
     else:
         from edgeq.host.train import train
 
-        kwargs: dict[str, Any] = {"model_name": model, "seed": seed, "train_limit": train_limit}
-        if epochs is not None:
-            kwargs["epochs"] = epochs
         with _progress() as progress:
             on_progress, _ = _callbacks(progress, "training")
-            info = train(out, progress=on_progress, **kwargs)
-        acc = info.get("float32_test_accuracy", info.get("test_accuracy"))
+            info = train(out, model_name=model, epochs=epochs, seed=seed,
+                         train_limit=train_limit, progress=on_progress)
+        acc = info.get("float32_test_top1")
         err_console.print(f"trained {model}" + (f": float32 top-1 {acc * 100:.2f} %"
                                                 if isinstance(acc, float) else ""),
                           highlight=False)
