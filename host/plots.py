@@ -113,7 +113,7 @@ def per_class_accuracy(per_class: Mapping[str, Sequence[Optional[float]]],
     ax.set_ylabel("top-1 (%)")
     ax.set_ylim(max(0.0, math.floor(floor * 100 - 2)), 100.5)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title("Per-class top-1 (error bars: Wilson 95% CI)")
     return to_png(fig)
 
@@ -240,7 +240,8 @@ def layer_weights(
 def activation_ranges(tensors: Sequence[Mapping[str, Any]]) -> bytes:
     """Horizontal bars: the real range [min, max] each activation tensor got from calibration.
 
-    Each item: name, min, max, scale, and optional `outlier` (bool) drawn in orange.
+    Each item: name, min, max, scale, optional `outlier` (bool, drawn in orange) and optional
+    p_lo/p_hi (where the bulk of the float values seen lies, drawn as a black bar).
     """
     n = len(tensors)
     fig = new_figure(9.0, max(2.0, 0.32 * n + 1.2))
@@ -252,7 +253,9 @@ def activation_ranges(tensors: Sequence[Mapping[str, Any]]) -> bytes:
     y = np.arange(n)[::-1]
     for yi, t in zip(y, tensors):
         color = OUTLIER_COLOR if t.get("outlier") else "#4c72b0"
-        ax.plot([t["min"], t["max"]], [yi, yi], color=color, lw=6, solid_capstyle="butt")
+        ax.plot([t["min"], t["max"]], [yi, yi], color=color, lw=7, solid_capstyle="butt")
+        if t.get("p_lo") is not None and t.get("p_hi") is not None:
+            ax.plot([t["p_lo"], t["p_hi"]], [yi, yi], color="k", lw=2, solid_capstyle="butt")
         ax.text(t["max"], yi, f"  scale {t['scale']:.3g}", va="center", fontsize=7)
     ax.axvline(0, color="k", lw=0.6)
     ax.set_yticks(y)

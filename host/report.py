@@ -108,7 +108,7 @@ def fmt_num(value: Optional[float], sig: int = 4) -> str:
     v = float(value)
     if v == 0:
         return "0"
-    decimals = max(0, min(6, sig - 1 - int(math.floor(math.log10(abs(v))))))
+    decimals = max(0, min(12, sig - 1 - int(math.floor(math.log10(abs(v))))))
     return f"{v:.{decimals}f}"
 
 
@@ -329,14 +329,215 @@ class LayerAnalysis:
     figures: list[Figure] = field(default_factory=list)
     tensor_rows: list[dict[str, Any]] = field(default_factory=list)
     error_rows: list[dict[str, Any]] = field(default_factory=list)
+    weight_rows: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""
 
 
-def layer_analysis(artifacts_dir: Path, *, max_weight_figures: int = 12) -> LayerAnalysis:
-    """Per-layer figures and tables from edgeq.host.inspection (TensorFlow; may be slow)."""
-    from edgeq.host import layers  # local module: adapts edgeq.host.inspection to plain data
+#: ops whose second input is a weight tensor
+WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+#: ops that only move shapes around (their outputs are not analysed)
+_SKIP_OPS = ("DELEGATE", "QUANTIZE", "DEQUANTIZE", "SHAPE", "STRIDED_SLICE", "PACK")
+LAYER_IMAGES = 200
+#: an activation range is "stretched by outliers" when the calibrated int8 range is this many
+#: times wider than where the central 99.8 % of the observed float values lie
+STRETCH_FLAG = 2.0
+#: a weight is an outlier beyond this many robust standard deviations (1.4826 * MAD)
+WEIGHT_OUTLIER_SIGMAS = 6.0
 
-    return layers.analyze_layers(artifacts_dir, max_weight_figures=max_weight_figures)
+
+def _interpreter(path: Path) -> Any:
+    """A TFLite interpreter that keeps every intermediate tensor (no delegate)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:  # pragma: no cover - the host extra installs ai-edge-litert
+        import tensorflow as tf
+
+        Interpreter, OpResolverType = tf.lite.Interpreter, tf.lite.experimental.OpResolverType
+    interp = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp.allocate_tensors()
+    return interp
+
+
+def _ops(interp: Any) -> list[dict[str, Any]]:
+    return [op for op in interp._get_ops_details() if op["op_name"] not in _SKIP_OPS]
+
+
+def _feed(interp: Any, image: np.ndarray) -> None:
+    d = interp.get_input_details()[0]
+    x = image.astype(np.float32).reshape(d["shape"])
+    if d["dtype"] in (np.int8, np.uint8):
+        scale, zp = d["quantization"]
+        info = np.iinfo(d["dtype"])
+        x = np.clip(np.round(x / scale + zp), info.min, info.max)
+    interp.set_tensor(d["index"], x.astype(d["dtype"]))
+    interp.invoke()
+
+
+def _robust_threshold(w: np.ndarray) -> float:
+    med = float(np.median(w))
+    mad = float(np.median(np.abs(w - med))) * 1.4826
+    return WEIGHT_OUTLIER_SIGMAS * mad if mad > 0 else float(np.abs(w - med).max()) + 1.0
+
+
+def _slug(text: str) -> str:
+    out = "".join(c if c.isalnum() else "_" for c in text.lower())
+    return "_".join(part for part in out.split("_") if part)[:40] or "layer"
+
+
+def layer_analysis(artifacts_dir: Path, *, max_weight_figures: int = 12,
+                   images: Optional[np.ndarray] = None) -> LayerAnalysis:
+    """Per layer: weights vs the Min-Max range and int8 grid, activation ranges, error.
+
+    Both TFLite models are run without delegates, keeping every intermediate tensor, on up to
+    LAYER_IMAGES evaluation images. Each op of the int8 graph is matched with the same op of
+    the float32 graph (same type, same position). For an activation the calibrated int8 range
+    [(-128 - zp) * s, (127 - zp) * s] is compared with the float values actually seen: its
+    "stretch" is the range width over the width of the central 99.8 % of the values (> 2:
+    the range is set by outliers and the bulk gets less than half the 256 levels); the error
+    is the RMSE between the dequantized int8 output and the float output, also in units of the
+    int8 step (LSB). The error accumulates through the graph (it is end-to-end, like the
+    accuracy). Weights: the float weights of the float32 model against the int8 codes, scales
+    and zero points of the int8 model.
+    """
+    from edgeq.host import plots
+
+    manifest = _load_json(artifacts_dir / "manifest.json") or {}
+    files = {m: artifacts_dir / (_get(manifest, "models", m, "file") or f"model_{m}.tflite")
+             for m in MODELS}
+    for m, f in files.items():
+        if not f.is_file():
+            raise ReportError(f"no {m} model at {f}", hint="run edgeq quantize first")
+    if images is None:
+        images, _ = _load_eval(artifacts_dir)
+    images = images[:LAYER_IMAGES]
+    fi, qi = _interpreter(files["float32"]), _interpreter(files["int8"])
+    f_ops, q_ops = _ops(fi), _ops(qi)
+    f_det = {t["index"]: t for t in fi.get_tensor_details()}
+    q_det = {t["index"]: t for t in qi.get_tensor_details()}
+
+    def key_list(ops: list[dict[str, Any]]) -> list[tuple[str, int]]:
+        seen: dict[str, int] = {}
+        out = []
+        for op in ops:
+            seen[op["op_name"]] = seen.get(op["op_name"], 0) + 1
+            out.append((op["op_name"], seen[op["op_name"]]))
+        return out
+
+    f_by_key = dict(zip(key_list(f_ops), f_ops))
+    pairs = [(k, f_by_key[k], q) for k, q in zip(key_list(q_ops), q_ops) if k in f_by_key]
+    if not pairs:
+        raise ReportError("the float32 and int8 graphs have no op in common",
+                          hint="re-create both models with edgeq quantize")
+    # activations: collect float and dequantized int8 outputs of every matched op
+    acts: list[dict[str, Any]] = []
+    for (name, nth), fop, qop in pairs:
+        qt = q_det[qop["outputs"][0]]
+        ft = f_det[fop["outputs"][0]]
+        qp = qt["quantization_parameters"]
+        if qt["dtype"] != np.int8 or ft["dtype"] != np.float32 or len(qp["scales"]) != 1:
+            continue
+        acts.append({"op": name, "nth": nth, "f": ft["index"], "q": qt["index"],
+                     "tensor": qt["name"], "scale": float(qp["scales"][0]),
+                     "zero_point": int(qp["zero_points"][0]), "fvals": [], "err2": 0.0, "n": 0})
+    for img in images:
+        _feed(fi, img)
+        _feed(qi, img)
+        for a in acts:
+            fv = fi.get_tensor(a["f"]).astype(np.float64).ravel()
+            qv = (qi.get_tensor(a["q"]).astype(np.float64).ravel() - a["zero_point"]) * a["scale"]
+            a["fvals"].append(fv)
+            a["err2"] += float(np.sum((qv - fv) ** 2))
+            a["n"] += fv.size
+    tensor_rows: list[dict[str, Any]] = []
+    act_items: list[dict[str, Any]] = []
+    for a in acts:
+        fv = np.concatenate(a["fvals"])
+        lo, hi = (-128 - a["zero_point"]) * a["scale"], (127 - a["zero_point"]) * a["scale"]
+        p_lo, p_hi = (float(v) for v in np.quantile(fv, [0.001, 0.999]))
+        bulk = p_hi - p_lo
+        stretch = (hi - lo) / bulk if bulk > 0 else float("inf")
+        clipped = float(np.mean((fv < lo - a["scale"] / 2) | (fv > hi + a["scale"] / 2)))
+        rmse = math.sqrt(a["err2"] / a["n"]) if a["n"] else float("nan")
+        outlier = bool(stretch > STRETCH_FLAG)
+        label = f"{a['op'].lower()}_{a['nth']}"
+        tensor_rows.append({
+            "layer": label, "tensor": a["tensor"], "scale": a["scale"],
+            "zero_point": a["zero_point"], "range_min": lo, "range_max": hi,
+            "seen_p0.1": p_lo, "seen_p99.9": p_hi, "seen_max": float(fv.max()),
+            "stretch": stretch, "clipped_pct": 100.0 * clipped, "rmse": rmse,
+            "rmse_lsb": rmse / a["scale"], "outlier": "yes" if outlier else "no"})
+        act_items.append({"name": label, "min": lo, "max": hi,
+                          "scale": a["scale"], "outlier": outlier, "p_lo": p_lo, "p_hi": p_hi})
+    figures: list[Figure] = []
+    if act_items:
+        figures.append(Figure(
+            "activations", "Activation ranges from calibration",
+            f"The real range each int8 activation covers (set by Min-Max calibration), with the "
+            f"central 99.8 % of the float values seen on {len(images)} evaluation images in "
+            f"black. Orange: the range is more than {STRETCH_FLAG:g}x wider than that bulk, i.e. "
+            "stretched by outliers.",
+            plots.activation_ranges(act_items)))
+        figures.append(Figure(
+            "layer_errors", "Per-layer quantization error",
+            f"RMSE between each layer's dequantized int8 output and the float32 output on "
+            f"{len(images)} images, in int8 steps (LSB); accumulated through the graph.",
+            plots.layer_errors([r["layer"] for r in tensor_rows],
+                               [r["rmse_lsb"] for r in tensor_rows],
+                               metric="RMSE (int8 steps)")))
+    error_rows = [{"layer": r["layer"], "scale": r["scale"], "zero_point": r["zero_point"],
+                   "range_min": r["range_min"], "range_max": r["range_max"],
+                   "stretch": r["stretch"], "clipped_pct": r["clipped_pct"],
+                   "rmse_lsb": r["rmse_lsb"], "outlier": r["outlier"]} for r in tensor_rows]
+    # weights
+    weight_rows: list[dict[str, Any]] = []
+    for (name, nth), fop, qop in pairs:
+        if name not in WEIGHT_OPS or len(qop["inputs"]) < 2 or len(fop["inputs"]) < 2:
+            continue
+        qt, ft = q_det[qop["inputs"][1]], f_det[fop["inputs"][1]]
+        if qt["dtype"] != np.int8 or ft["dtype"] != np.float32:
+            continue
+        try:
+            q = qi.get_tensor(qt["index"])
+            w = fi.get_tensor(ft["index"]).astype(np.float64)
+        except ValueError:
+            continue
+        if q.shape != w.shape:
+            continue
+        qp = qt["quantization_parameters"]
+        scales = np.asarray(qp["scales"], dtype=np.float64)
+        zps = np.asarray(qp["zero_points"], dtype=np.int64)
+        axis = int(qp["quantized_dimension"]) if scales.size > 1 else None
+        thr = _robust_threshold(w)
+        n_out = int(np.sum(np.abs(w - np.median(w)) > thr))
+        label = f"{name.lower()}_{nth}"
+        deq = ((q.astype(np.float64) - (zps.reshape([-1 if i == axis else 1 for i in range(q.ndim)])
+                                         if axis is not None else zps[0]))
+               * (scales.reshape([-1 if i == axis else 1 for i in range(q.ndim)])
+                  if axis is not None else scales[0]))
+        weight_rows.append({
+            "layer": label, "tensor": qt["name"], "shape": "x".join(str(d) for d in q.shape),
+            "granularity": f"per-channel ({scales.size})" if axis is not None else "per-tensor",
+            "w_min": float(w.min()), "w_max": float(w.max()),
+            "scale_min": float(scales.min()), "scale_max": float(scales.max()),
+            "weight_rmse_lsb": float(np.sqrt(np.mean((deq - w) ** 2)) / scales.mean()),
+            "codes_used": int(np.unique(q).size), "outliers": n_out})
+        if len([f for f in figures if f.name.startswith("weights_")]) < max_weight_figures:
+            figures.append(Figure(
+                f"weights_{label}", f"Weights of {label}",
+                f"{qt['name']} ({'x'.join(str(d) for d in q.shape)}): left, the float32 weights "
+                "on the int8 grid of the widest channel (one bar per code) with the Min-Max "
+                f"range; {n_out} weights beyond {WEIGHT_OUTLIER_SIGMAS:g} robust sigmas marked. "
+                "Middle: each output channel's range and its int8 range. Right: int8 codes used.",
+                plots.layer_weights(label, w, scales, zps, axis=axis, quantized=q,
+                                    outlier_threshold=thr)))
+    return LayerAnalysis(
+        figures=figures, tensor_rows=tensor_rows, error_rows=error_rows, weight_rows=weight_rows,
+        note=(f"From both TFLite models run without delegates on {len(images)} evaluation "
+              f"images (every intermediate tensor kept). Activation 'stretch' = calibrated range "
+              f"/ width of the central 99.8 % of the values seen; flagged above "
+              f"{STRETCH_FLAG:g}. Weight outliers: beyond {WEIGHT_OUTLIER_SIGMAS:g} x 1.4826 x "
+              "MAD from the median."))
 
 
 # ------------------------------------------------------------------ figures
@@ -605,11 +806,12 @@ def render_html(run: dict[str, Any], summary: dict[str, Any], manifest: Optional
         if layers.note:
             out.append(f'<p class="note">{e(layers.note)}</p>')
         out.extend(_img(f) for f in layers.figures)
-        if layers.error_rows:
-            out.append(_dict_table("layer-errors", layers.error_rows))
+        if layers.weight_rows:
+            out.append("<h3>Weights per layer</h3>")
+            out.append(_dict_table("weights", layers.weight_rows))
         if layers.tensor_rows:
-            out.append("<h3>Quantization parameters per tensor</h3>")
-            out.append(_dict_table("tensors", layers.tensor_rows))
+            out.append("<h3>Activations per layer: int8 range, values seen, error</h3>")
+            out.append(_dict_table("activations", layers.tensor_rows))
     if sweep:
         out.append('<h2 id="sweep">Sweep: calibration-set size and granularity</h2>')
         out.append('<table id="sweep-table"><thead><tr>'
@@ -687,10 +889,15 @@ def render_markdown(run: dict[str, Any], summary: dict[str, Any],
     out += ["", "## Figures", ""]
     for fig, rel in figure_files:
         out += [f"### {fig.title}", "", f"![{fig.title}]({rel})", "", fig.caption, ""]
-    if layers is not None and layers.error_rows:
-        out += ["## Per-layer quantization error", ""] + _md_dict_table(layers.error_rows) + [""]
-    elif layers is not None and layers.note:
-        out += ["## Per-layer analysis", "", layers.note, ""]
+    if layers is not None and (layers.error_rows or layers.note):
+        out += ["## Per-layer analysis", ""]
+        if layers.weight_rows:
+            out += ["Weights:", ""] + _md_dict_table(
+                [{k: v for k, v in r.items() if k != "tensor"} for r in layers.weight_rows]) + [""]
+        if layers.error_rows:
+            out += ["Activations:", ""] + _md_dict_table(layers.error_rows) + [""]
+        if layers.note:
+            out += [layers.note, ""]
     if sweep:
         out += ["## Sweep: calibration-set size and granularity", "",
                 "| " + " | ".join(SWEEP_HEADER) + " |", "|---|" + "---:|" * (len(SWEEP_HEADER) - 1)]
@@ -810,7 +1017,7 @@ def build_report(
     la: Optional[LayerAnalysis] = None
     if layers:
         try:
-            la = layer_analysis(artifacts_dir)
+            la = layer_analysis(artifacts_dir, images=images)
         except EdgeqError as exc:
             logger.warning("per-layer analysis failed: %s", exc)
             la = LayerAnalysis(note=f"per-layer analysis not available: {exc.message}")
