@@ -2,6 +2,8 @@
 
 Every error a user can act on is an EdgeqError carrying a one-line message and
 a hint that says what to do next. Only the CLIs turn these into exit codes.
+The device-side subclasses live here too, so the daemon client can turn an error
+response back into the same class by its `type` name (`error_class`).
 Imports: standard library only.
 """
 from __future__ import annotations
@@ -29,3 +31,107 @@ class UsageError(EdgeqError):
     """Bad options or arguments."""
 
     exit_code = 2
+
+
+# --- device: runtime and models ------------------------------------------------------------
+
+
+class RuntimeMissingError(EdgeqError):
+    """No TFLite runtime (ai-edge-litert, tflite-runtime, tensorflow) can be imported."""
+
+
+class ModelLoadError(EdgeqError):
+    """A .tflite file that is missing, truncated, corrupt or not a TFLite model."""
+
+
+class InputShapeError(EdgeqError):
+    """Input data that does not fit the model's input tensor."""
+
+
+class EvalDataError(EdgeqError):
+    """An evaluation-set .npz that is missing or malformed."""
+
+
+# --- device: worker processes ----------------------------------------------------------------
+
+
+class WorkerCrashedError(EdgeqError):
+    """The benchmark worker process died (signal or non-zero exit) without a result."""
+
+
+class WorkerTimeoutError(EdgeqError):
+    """The benchmark worker process did not finish in time and was killed."""
+
+
+# --- device: store ---------------------------------------------------------------------------
+
+
+class StoreError(EdgeqError):
+    """The device store ($EDGEQ_HOME) cannot be read or written."""
+
+
+class ModelNotFoundError(EdgeqError):
+    """A model or data set (by sha256 or deployment kind) that is not in the store."""
+
+
+class IntegrityError(EdgeqError):
+    """A stored file whose content no longer matches its sha256 name."""
+
+
+# --- device: daemon protocol -----------------------------------------------------------------
+
+
+class ProtocolError(EdgeqError):
+    """A malformed, oversize or otherwise invalid protocol message."""
+
+
+class ProtocolVersionError(ProtocolError):
+    """Client and daemon speak different protocol versions."""
+
+
+class UnknownOpError(ProtocolError):
+    """A request for an operation the daemon does not know."""
+
+
+class AgentConnectionError(EdgeqError):
+    """The daemon cannot be reached, or the connection broke or timed out."""
+
+
+class DaemonNotRunningError(AgentConnectionError):
+    """No daemon answers on the socket / no live pid in the pidfile."""
+
+
+class AgentInternalError(EdgeqError):
+    """An unexpected failure inside the daemon (a bug); the daemon keeps serving."""
+
+
+class RemoteError(EdgeqError):
+    """An error response whose type this side does not know; `remote_type` names it."""
+
+    def __init__(self, message: str, hint: str = "", remote_type: str = "") -> None:
+        super().__init__(message, hint)
+        self.remote_type = remote_type
+
+    def to_dict(self) -> dict[str, str]:
+        d = super().to_dict()
+        if self.remote_type:
+            d["type"] = self.remote_type
+        return d
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    out: list[type] = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+def error_class(type_name: str) -> type[EdgeqError] | None:
+    """The EdgeqError subclass (loaded anywhere in this process) named `type_name`, or None."""
+    if type_name == "EdgeqError":
+        return EdgeqError
+    for sub in _all_subclasses(EdgeqError):
+        if sub.__name__ == type_name:
+            return sub
+    return None

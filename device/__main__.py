@@ -1,0 +1,278 @@
+"""The agent's command line: `python -m edgeq.device` (the `edgeq-agent` script).
+
+    python -m edgeq.device [--home DIR] bench MODEL.tflite [--data EVAL.npz] [--json] ...
+    python -m edgeq.device [--home DIR] evaluate MODEL.tflite --data EVAL.npz [--json]
+    python -m edgeq.device [--home DIR] serve [--detach] [--socket PATH]
+    python -m edgeq.device [--home DIR] stop | status [--json] | bridge [--socket PATH]
+    python -m edgeq.device runtime            (which TFLite runtime is used)
+
+argparse only (no third-party CLI library on the board). Errors are one line on stderr,
+`error: MESSAGE / hint: HINT`, and a non-zero exit (2 for usage errors); with --json the
+error is also printed on stdout as {"error": {"type", "message", "hint"}}.
+Imports: standard library and edgeq.device (heavier modules lazily, per command).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any, NoReturn, Optional, Sequence
+
+from edgeq.device import __version__
+from edgeq.device.errors import EdgeqError, UsageError
+
+logger = logging.getLogger("edgeq.device")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting, so --json errors stay JSON."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, hint=f"see {self.prog} --help")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not >= 1")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not >= 0")
+    return v
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (v >= 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number >= 0")
+    return v
+
+
+def _add_measure_args(p: argparse.ArgumentParser, *, timing: bool) -> None:
+    p.add_argument("model", help="the .tflite model file")
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="interpreter threads (default 1)")
+    p.add_argument("--xnnpack", dest="xnnpack", action="store_true", default=True,
+                   help="use the XNNPACK delegate (the default)")
+    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false",
+                   help="run without default delegates (op resolver "
+                        "BUILTIN_WITHOUT_DEFAULT_DELEGATES)")
+    p.add_argument("--batch-size", type=_positive_int, default=32,
+                   help="batch for throughput and evaluation (default 32)")
+    p.add_argument("--eval-limit", type=_positive_int, default=None,
+                   help="evaluate on the first N images only")
+    p.add_argument("--runtime", choices=("ai-edge-litert", "tflite-runtime", "tensorflow"),
+                   default=None, help="force a TFLite runtime (default: the first installed)")
+    p.add_argument("--sha256", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    if timing:
+        p.add_argument("--data", default=None, help="evaluation set .npz (images, labels)")
+        p.add_argument("--warmup-runs-min", type=_nonneg_int, default=10,
+                       help="minimum warm-up runs (default 10)")
+        p.add_argument("--warmup-s-min", type=_nonneg_float, default=0.5,
+                       help="minimum warm-up seconds (default 0.5)")
+        p.add_argument("--runs-min", type=_positive_int, default=50,
+                       help="minimum timed runs (default 50)")
+        p.add_argument("--run-s-min", type=_nonneg_float, default=2.0,
+                       help="minimum timed seconds (default 2.0)")
+        p.add_argument("--runs-max", type=_positive_int, default=5000,
+                       help="at most this many timed runs (default 5000)")
+    else:
+        p.add_argument("--data", required=True, help="evaluation set .npz (images, labels)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m edgeq.device",
+                     description="edgeq on-device agent: benchmark TFLite models, serve a daemon.")
+    parser.add_argument("--version", action="version", version=f"edgeq-agent {__version__}")
+    parser.add_argument("--home", default=None,
+                        help="the edgeq directory (default $EDGEQ_HOME or ~/.edgeq)")
+    parser.add_argument("--log-level", default="WARNING",
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="logging level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("bench", help="benchmark one model in this process and print the result")
+    _add_measure_args(p, timing=True)
+
+    p = sub.add_parser("evaluate", help="accuracy of one model on an evaluation set")
+    _add_measure_args(p, timing=False)
+
+    p = sub.add_parser("serve", help="run the daemon on a Unix socket")
+    p.add_argument("--detach", action="store_true",
+                   help="run in the background (log to $EDGEQ_HOME/logs/agent.log)")
+    p.add_argument("--socket", default=None, help="socket path (default $EDGEQ_HOME/agent.sock)")
+    p.add_argument("--worker-timeout-s", type=_nonneg_float, default=None,
+                   help="upper bound on any worker's run time (default: per request)")
+
+    p = sub.add_parser("stop", help="stop the daemon (by its pidfile)")
+    p.add_argument("--timeout-s", type=_nonneg_float, default=10.0,
+                   help="seconds to wait for it to exit")
+
+    p = sub.add_parser("status", help="ask the daemon for its status")
+    p.add_argument("--socket", default=None, help="socket path (default $EDGEQ_HOME/agent.sock)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("bridge", help="relay stdin/stdout to the daemon's socket (for SSH)")
+    p.add_argument("--socket", default=None, help="socket path (default $EDGEQ_HOME/agent.sock)")
+
+    p = sub.add_parser("runtime", help="show which TFLite runtime would be used")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _settings(args: argparse.Namespace, timing: bool) -> Any:
+    from edgeq.device.bench import BenchSettings
+
+    kw: dict[str, Any] = {"threads": args.threads, "xnnpack": args.xnnpack,
+                          "batch_size": args.batch_size, "eval_limit": args.eval_limit,
+                          "runtime": args.runtime}
+    if timing:
+        kw.update(warmup_runs_min=args.warmup_runs_min, warmup_s_min=args.warmup_s_min,
+                  runs_min=args.runs_min, run_s_min=args.run_s_min, runs_max=args.runs_max)
+    return BenchSettings(**kw)
+
+
+def _print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, separators=(",", ":"), allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def _fmt(v: Any, fmt: str = ".3f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _summary(doc: dict[str, Any]) -> str:
+    m, t, mem, rt = doc["model"], doc.get("timing") or {}, doc.get("memory") or {}, \
+        doc.get("runtime") or {}
+    env = doc.get("environment") or {}
+    lines = [
+        f"model     {m['path']}  ({m['size_bytes']} bytes, sha256 {m['sha256'][:12]})",
+        f"input     {m['input']['dtype']} {m['input']['shape']}  "
+        f"scale {m['input']['scale']:g} zero_point {m['input']['zero_point']}",
+        f"runtime   {rt.get('name')} {rt.get('version')}  op resolver {rt.get('op_resolver')}  "
+        f"XNNPACK {'on' if doc['settings']['xnnpack'] else 'off'} "
+        f"({rt.get('delegated_nodes')} of {rt.get('total_nodes')} nodes delegated)  "
+        f"threads {doc['settings']['threads']}",
+        f"machine   {env.get('machine')}  {env.get('cpu_model')}  "
+        f"{'EMULATED (' + str(env.get('emulator')) + ')' if env.get('emulated') else 'native'}",
+    ]
+    if t:
+        lines += [
+            f"load      {_fmt(t.get('load_ms'))} ms  init {_fmt(t.get('init_ms'))} ms  "
+            f"first inference {_fmt(t.get('first_inference_ms'))} ms",
+            f"latency   p50 {_fmt(t.get('latency_ms_p50'))} ms  p90 "
+            f"{_fmt(t.get('latency_ms_p90'))}  p99 {_fmt(t.get('latency_ms_p99'))}  "
+            f"min {_fmt(t.get('latency_ms_min'))}  mean {_fmt(t.get('latency_ms_mean'))} "
+            f"± {_fmt(t.get('latency_ms_std'))}  ({t.get('runs')} runs in "
+            f"{_fmt(t.get('timed_s'), '.2f')} s after {t.get('warmup_runs')} warm-up)",
+            f"throughput {_fmt(t.get('throughput_samples_per_s'), '.1f')} samples/s "
+            f"at batch {t.get('throughput_batch_size')}",
+        ]
+    if mem.get("peak_rss_bytes") is not None:
+        mib = 1024 * 1024
+        lines.append(
+            f"memory    peak RSS {mem['peak_rss_bytes'] / mib:.1f} MiB"
+            + (f"  growth load {(mem.get('rss_growth_bytes_load') or 0) / mib:.2f} / "
+               f"allocate {(mem.get('rss_growth_bytes_allocate') or 0) / mib:.2f} / "
+               f"invoke {(mem.get('rss_growth_bytes_invoke') or 0) / mib:.2f} MiB"
+               if "rss_growth_bytes_load" in mem else ""))
+    acc = doc.get("accuracy")
+    if acc:
+        lines.append(f"accuracy  top-1 {acc['top1']:.4f} ({acc['correct']}/{acc['count']})")
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd in ("bench", "evaluate"):
+        from edgeq.device.bench import run_benchmark, run_evaluation
+
+        settings = _settings(args, timing=cmd == "bench")
+        if cmd == "bench":
+            doc = run_benchmark(args.model, data_path=args.data, settings=settings,
+                                sha256=args.sha256)
+        else:
+            doc = run_evaluation(args.model, data_path=args.data, settings=settings,
+                                 sha256=args.sha256)
+        if args.json:
+            _print_json(doc)
+        else:
+            print(_summary(doc))
+        return 0
+    if cmd == "runtime":
+        from edgeq.device.runtime import detect_runtime
+
+        info = detect_runtime()
+        if args.json:
+            _print_json(info.to_dict())
+        else:
+            print(f"{info.name} {info.version}")
+        return 0
+    from edgeq.device import daemon
+
+    if cmd == "serve":
+        return daemon.serve(home=args.home, socket_path=args.socket, detach=args.detach,
+                            worker_timeout_s=args.worker_timeout_s)
+    if cmd == "stop":
+        return daemon.stop(home=args.home, timeout_s=args.timeout_s)
+    if cmd == "status":
+        doc = daemon.query_status(home=args.home, socket_path=args.socket)
+        if args.json:
+            _print_json(doc)
+        else:
+            print(daemon.format_status(doc))
+        return 0
+    if cmd == "bridge":
+        return daemon.bridge(home=args.home, socket_path=args.socket)
+    raise UsageError(f"unknown command {cmd!r}", hint="see --help")  # pragma: no cover
+
+
+def _report_error(exc: EdgeqError, want_json: bool) -> None:
+    line = f"error: {exc.message}"
+    if exc.hint:
+        line += f" / hint: {exc.hint}"
+    sys.stderr.write(" ".join(line.split()) + "\n")
+    sys.stderr.flush()
+    if want_json:
+        try:
+            _print_json({"error": exc.to_dict()})
+        except (OSError, ValueError):
+            pass
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; returns the exit code (0 ok, 1 failure, 2 usage, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    want_json = "--json" in argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=getattr(logging, args.log_level),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return _run(args)
+    except EdgeqError as exc:
+        _report_error(exc, want_json)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

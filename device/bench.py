@@ -1,0 +1,435 @@
+"""One benchmark of one model, in this process: the `edgeq.bench/1` document.
+
+Methodology after TFLite's benchmark_model and MLPerf LoadGen:
+1. import the runtime and load the evaluation data first (fail fast; they are the baseline);
+2. load (file checks + interpreter construction, `load_ms`), allocate (`init_ms`);
+3. the first inference alone (`first_inference_ms`, includes lazy kernel preparation);
+4. warm-up until both `warmup_runs_min` runs and `warmup_s_min` seconds are done;
+5. timed batch-1 runs until both `runs_min` runs and `run_s_min` seconds are done, at most
+   `runs_max`; each run is one set_tensor/invoke/get_tensor on a fixed prepared image,
+   timed with perf_counter_ns and nothing else in the loop;
+6. batched throughput at `batch_size` (when the model's batch dimension can be resized);
+7. accuracy over the evaluation set (inputs quantized with the model's own scale/zero-point).
+Memory: VmRSS/VmHWM/RssAnon/RssFile from /proc/self/status where available (else psutil /
+getrusage): RSS growth at load, allocate and invoke, and the process's peak. Run it in a fresh
+process (edgeq.device.worker) so one model's memory never shows in another's numbers.
+Library code: no printing; progress via `progress(done, total)` over the 7 stages above.
+Imports: standard library, numpy, psutil (optional), edgeq.device.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+
+from edgeq.device import __version__
+from edgeq.device.environment import collect_environment
+from edgeq.device.errors import UsageError
+from edgeq.device.evaldata import load_eval_data
+from edgeq.device.runtime import (
+    LoadedModel,
+    check_tflite_file,
+    detect_runtime,
+    open_model,
+    sha256_file,
+)
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = "edgeq.bench/1"
+ProgressCallback = Callable[[int, int], None]
+STAGES = ("load", "allocate", "first_inference", "warmup", "timed", "throughput", "accuracy")
+NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How to measure; every field is recorded in the result's `settings`."""
+
+    threads: int = 1
+    xnnpack: bool = True
+    batch_size: int = 32
+    warmup_runs_min: int = 10
+    warmup_s_min: float = 0.5
+    runs_min: int = 50
+    run_s_min: float = 2.0
+    runs_max: int = 5000
+    eval_limit: Optional[int] = None
+    runtime: Optional[str] = None  # None: the first available (ai-edge-litert first)
+
+    def __post_init__(self) -> None:
+        def bad(name: str, what: str) -> UsageError:
+            flag = "--" + name.replace("_", "-")
+            return UsageError(f"{name} must be {what}, not {getattr(self, name)!r}",
+                              hint=f"pass a valid {flag}")
+
+        for name in ("threads", "batch_size", "runs_min", "runs_max"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise bad(name, "an integer >= 1")
+        v = self.warmup_runs_min
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise bad("warmup_runs_min", "an integer >= 0")
+        for name in ("warmup_s_min", "run_s_min"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                    or v < 0:
+                raise bad(name, "a number of seconds >= 0")
+        if not isinstance(self.xnnpack, bool):
+            raise bad("xnnpack", "true or false")
+        if self.runs_max < self.runs_min:
+            raise UsageError(f"runs_max ({self.runs_max}) is below runs_min ({self.runs_min})",
+                             hint="raise --runs-max or lower --runs-min")
+        e = self.eval_limit
+        if e is not None and (isinstance(e, bool) or not isinstance(e, int) or e < 1):
+            raise bad("eval_limit", "an integer >= 1 or null")
+        if self.runtime is not None and not isinstance(self.runtime, str):
+            raise bad("runtime", "a runtime name or null")
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BenchSettings":
+        """Settings from a dict of field values (unknown keys are an error)."""
+        unknown = set(d) - set(cls.field_names())
+        if unknown:
+            raise UsageError(f"unknown bench setting(s): {', '.join(sorted(unknown))}",
+                             hint=f"known: {', '.join(cls.field_names())}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# memory
+# ---------------------------------------------------------------------------------------------
+
+
+def _proc_status() -> dict[str, int]:
+    """Vm*/Rss* lines of /proc/self/status in bytes ({} where there is no such file)."""
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for raw in fh:
+                line = raw.decode("ascii", "replace")
+                if line.startswith(("Vm", "Rss")) and line.rstrip().endswith("kB"):
+                    key, _, rest = line.partition(":")
+                    out[key] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError):
+        return {}
+    return out
+
+
+def memory_snapshot() -> dict[str, Optional[int]]:
+    """rss, peak rss (high-water mark), anonymous and file-backed rss, in bytes or None."""
+    st = _proc_status()
+    rss = st.get("VmRSS")
+    peak = st.get("VmHWM")
+    anon = st.get("RssAnon")
+    file_backed = st.get("RssFile")
+    if rss is None or peak is None:
+        try:
+            import psutil
+
+            info = psutil.Process().memory_info()
+            rss = rss if rss is not None else int(info.rss)
+            peak_attr = getattr(info, "peak_wset", None)  # Windows
+            if peak is None and peak_attr is not None:
+                peak = int(peak_attr)
+        except Exception:  # psutil missing or the OS refuses
+            pass
+    if peak is None:
+        try:
+            import resource
+
+            maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peak = int(maxrss if sys.platform == "darwin" else maxrss * 1024)
+        except (ImportError, OSError, ValueError):
+            pass
+    return {"rss": rss, "peak": peak, "anon": anon, "file": file_backed}
+
+
+def _diff(a: Optional[int], b: Optional[int]) -> Optional[int]:
+    return None if a is None or b is None else int(a - b)
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+# ---------------------------------------------------------------------------------------------
+
+
+def latency_stats(latencies_ms: list[float]) -> dict[str, Optional[float]]:
+    """min / p50 / p90 / p99 / mean / std (population) of latencies in ms."""
+    if not latencies_ms:
+        return {k: None for k in ("latency_ms_min", "latency_ms_p50", "latency_ms_p90",
+                                  "latency_ms_p99", "latency_ms_mean", "latency_ms_std")}
+    a = np.asarray(latencies_ms, dtype=np.float64)
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {
+        "latency_ms_min": float(a.min()),
+        "latency_ms_p50": float(p50),
+        "latency_ms_p90": float(p90),
+        "latency_ms_p99": float(p99),
+        "latency_ms_mean": float(a.mean()),
+        "latency_ms_std": float(a.std()),
+    }
+
+
+def timed_loop(model: LoadedModel, x: np.ndarray, *, runs_min: int, s_min: float,
+               runs_max: int) -> tuple[list[int], float]:
+    """Run set_tensor/invoke/get_tensor until runs_min AND s_min are reached (<= runs_max).
+
+    Returns the per-run durations in ns and the wall time of the whole loop in s.
+    """
+    it = model.interpreter
+    set_tensor = it.set_tensor
+    invoke = it.invoke
+    get_tensor = it.get_tensor
+    in_idx = model._in_index
+    out_idx = model._out_index
+    clock = time.perf_counter_ns
+    durations: list[int] = []
+    append = durations.append
+    s_min_ns = int(s_min * 1e9)
+    start = clock()
+    deadline = start + s_min_ns
+    n = 0
+    while n < runs_max:
+        t0 = clock()
+        set_tensor(in_idx, x)
+        invoke()
+        get_tensor(out_idx)
+        t1 = clock()
+        append(t1 - t0)
+        n += 1
+        if n >= runs_min and t1 >= deadline:
+            break
+    return durations, (clock() - start) / 1e9
+
+
+def _sample_input(model: LoadedModel, images: Optional[np.ndarray]) -> np.ndarray:
+    """One raw-pixel image: the first evaluation image, else a seeded random one."""
+    if images is not None and len(images):
+        return images[:1]
+    shape = tuple(abs(s) if s != -1 else 1 for s in model.sample_shape())
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(1, *shape), dtype=np.uint8)
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def accuracy_section(predictions: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """count / correct / top1 / per_class_top1 (0..9, null for absent classes) / predictions."""
+    labels = np.asarray(labels, dtype=np.int64)
+    predictions = np.asarray(predictions, dtype=np.int64)
+    hit = predictions == labels
+    count = int(labels.size)
+    correct = int(hit.sum())
+    n_classes = max(NUM_CLASSES, int(labels.max()) + 1 if count else 0)
+    per_class: list[Optional[float]] = []
+    for c in range(n_classes):
+        mask = labels == c
+        total = int(mask.sum())
+        per_class.append(float(hit[mask].sum()) / total if total else None)
+    return {
+        "count": count,
+        "correct": correct,
+        "top1": correct / count if count else None,
+        "per_class_top1": per_class,
+        "predictions": [int(p) for p in predictions],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# the benchmark
+# ---------------------------------------------------------------------------------------------
+
+
+def run_benchmark(
+    model_path: Union[str, os.PathLike],
+    *,
+    data_path: Union[str, os.PathLike, None] = None,
+    settings: Optional[BenchSettings] = None,
+    progress: Optional[ProgressCallback] = None,
+    sha256: Optional[str] = None,
+) -> dict[str, Any]:
+    """Measure one model in this process; the edgeq.bench/1 document of docs/SCHEMA.md.
+
+    `sha256` (already verified by the caller, e.g. the store) skips hashing the file.
+    """
+    s = settings or BenchSettings()
+    total_stages = len(STAGES)
+
+    def step(i: int) -> None:
+        if progress is not None:
+            progress(i, total_stages)
+
+    time_utc = _utc_now()
+    runtime = detect_runtime(s.runtime)
+    images: Optional[np.ndarray] = None
+    labels: Optional[np.ndarray] = None
+    if data_path is not None:
+        images, labels = load_eval_data(data_path)
+        if s.eval_limit is not None:
+            images, labels = images[: s.eval_limit], labels[: s.eval_limit]
+    if sha256 is None:
+        check_tflite_file(model_path)  # clear errors before hashing
+        sha256 = sha256_file(model_path)
+    step(0)
+
+    mem0 = memory_snapshot()
+    model = open_model(model_path, threads=s.threads, xnnpack=s.xnnpack, runtime=s.runtime,
+                       sha256=sha256)
+    mem_load = memory_snapshot()
+    step(1)
+    model.allocate()
+    mem_alloc = memory_snapshot()
+    step(2)
+
+    # input checks before any timing: a shape mismatch is an error, not a number
+    sample = model.prepare_input(_sample_input(model, images))
+    if model.batch_size != 1 and not model.set_batch(1):
+        logger.info("%s has a fixed batch of %d; timing that batch", model.path.name,
+                    model.batch_size)
+    timed_batch = model.batch_size
+    if sample.shape[0] != timed_batch:
+        sample = np.repeat(sample, timed_batch, axis=0)
+
+    t0 = time.perf_counter_ns()
+    model.run_prepared(sample)
+    first_ms = (time.perf_counter_ns() - t0) / 1e6
+    step(3)
+
+    warm, _ = timed_loop(model, sample, runs_min=max(s.warmup_runs_min, 0),
+                         s_min=s.warmup_s_min, runs_max=max(s.warmup_runs_min, s.runs_max))
+    warmup_runs = len(warm) if (s.warmup_runs_min > 0 or s.warmup_s_min > 0) else 0
+    step(4)
+
+    durations_ns, timed_s = timed_loop(model, sample, runs_min=s.runs_min, s_min=s.run_s_min,
+                                       runs_max=s.runs_max)
+    mem_invoke = memory_snapshot()
+    latencies_ms = [d / 1e6 for d in durations_ns]
+    step(5)
+
+    # batched throughput
+    tp_batch = timed_batch
+    tp_samples_per_s: Optional[float] = None
+    if s.batch_size > 1 and model.set_batch(s.batch_size):
+        tp_batch = s.batch_size
+        src = images[: s.batch_size] if images is not None else None
+        if src is None or len(src) < s.batch_size:
+            base = _sample_input(model, src)
+            reps = int(math.ceil(s.batch_size / max(1, len(base))))
+            src = np.concatenate([base] * reps)[: s.batch_size]
+        xb = model.prepare_input(src)
+        timed_loop(model, xb, runs_min=max(1, min(3, s.warmup_runs_min)), s_min=0.0,
+                   runs_max=s.runs_max)
+        tp_durations, _ = timed_loop(model, xb, runs_min=max(3, s.runs_min // 10),
+                                     s_min=s.run_s_min / 4.0, runs_max=s.runs_max)
+        tp_samples_per_s = tp_batch * len(tp_durations) / (sum(tp_durations) / 1e9)
+    elif latencies_ms:
+        tp_samples_per_s = timed_batch * len(durations_ns) / (sum(durations_ns) / 1e9)
+    step(6)
+
+    accuracy: Optional[dict[str, Any]] = None
+    if images is not None and labels is not None:
+        preds = model.predict(images, batch_size=s.batch_size)
+        accuracy = accuracy_section(preds, labels)
+    step(7)
+    mem_end = memory_snapshot()
+
+    info = model.info()
+    timing: dict[str, Any] = {
+        "load_ms": model.load_ms,
+        "init_ms": model.init_ms,
+        "first_inference_ms": first_ms,
+        "warmup_runs": warmup_runs,
+        "runs": len(durations_ns),
+        "timed_s": timed_s,
+        **latency_stats(latencies_ms),
+        "latencies_ms": latencies_ms,
+        "timed_batch_size": timed_batch,
+        "throughput_samples_per_s": tp_samples_per_s,
+        "throughput_batch_size": tp_batch,
+    }
+    memory: dict[str, Any] = {
+        "peak_rss_bytes": mem_end["peak"],
+        "peak_rss_bytes_before_accuracy": mem_invoke["peak"],
+        "rss_bytes_start": mem0["rss"],
+        "rss_growth_bytes_load": _diff(mem_load["rss"], mem0["rss"]),
+        "rss_growth_bytes_allocate": _diff(mem_alloc["rss"], mem_load["rss"]),
+        "rss_growth_bytes_invoke": _diff(mem_invoke["rss"], mem_alloc["rss"]),
+        "rss_bytes_end": mem_end["rss"],
+        "rss_anon_bytes": mem_invoke["anon"],
+        "rss_file_bytes": mem_invoke["file"],
+        "source": "/proc/self/status" if mem0["anon"] is not None else "psutil/getrusage",
+    }
+    settings_doc = s.to_dict()
+    return {
+        "schema": SCHEMA,
+        "model": info["model"],
+        "settings": settings_doc,
+        "runtime": info["runtime"],
+        "timing": timing,
+        "memory": memory,
+        "accuracy": accuracy,
+        "environment": collect_environment(runtime),
+        "edgeq_version": __version__,
+        "time_utc": time_utc,
+        "pid": os.getpid(),
+    }
+
+
+
+def run_evaluation(
+    model_path: Union[str, os.PathLike],
+    *,
+    data_path: Union[str, os.PathLike],
+    settings: Optional[BenchSettings] = None,
+    progress: Optional[ProgressCallback] = None,
+    sha256: Optional[str] = None,
+) -> dict[str, Any]:
+    """Accuracy only (no timing runs): the `edgeq.evaluate/1` document.
+
+    `progress(done, total)` counts evaluated images.
+    """
+    s = settings or BenchSettings()
+    time_utc = _utc_now()
+    runtime = detect_runtime(s.runtime)
+    images, labels = load_eval_data(data_path)
+    if s.eval_limit is not None:
+        images, labels = images[: s.eval_limit], labels[: s.eval_limit]
+    if sha256 is None:
+        check_tflite_file(model_path)
+        sha256 = sha256_file(model_path)
+    model = open_model(model_path, threads=s.threads, xnnpack=s.xnnpack, runtime=s.runtime,
+                       sha256=sha256)
+    model.allocate()
+    t0 = time.perf_counter()
+    preds = model.predict(images, batch_size=s.batch_size, progress=progress)
+    eval_ms = (time.perf_counter() - t0) * 1000.0
+    info = model.info()
+    return {
+        "schema": "edgeq.evaluate/1",
+        "model": info["model"],
+        "runtime": info["runtime"],
+        "settings": s.to_dict(),
+        "accuracy": accuracy_section(preds, labels),
+        "eval_ms": eval_ms,
+        "memory": {"peak_rss_bytes": memory_snapshot()["peak"]},
+        "environment": collect_environment(runtime),
+        "edgeq_version": __version__,
+        "time_utc": time_utc,
+    }

@@ -1,0 +1,213 @@
+"""A client of the agent daemon over any byte stream (Unix socket, SSH channel, pipes).
+
+`AgentClient(write, readline)` takes two callables: `write(bytes)` and `readline(limit)`
+(or a zero-argument `readline()` that already enforces a limit) returning one line with its
+b"\\n", or b"" at end of stream. `AgentClient.connect_unix(path, timeout_s)` opens the
+daemon's socket directly. Error responses are raised as the EdgeqError subclass they name
+(message and hint preserved; unknown names become RemoteError).
+Imports: standard library and edgeq.device (protocol, errors).
+"""
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+import os
+import socket
+from typing import Any, Callable, Optional, Union
+
+from edgeq.device.errors import (
+    AgentConnectionError,
+    DaemonNotRunningError,
+    EdgeqError,
+    ProtocolError,
+    RemoteError,
+    error_class,
+)
+from edgeq.device.protocol import (
+    MAX_REQUEST_BYTES,
+    MAX_RESPONSE_BYTES,
+    PROTOCOL_VERSION,
+    Request,
+    Response,
+    decode_response,
+    encode,
+)
+
+logger = logging.getLogger(__name__)
+
+WriteFn = Callable[[bytes], Any]
+ReadlineFn = Callable[..., bytes]
+
+
+def _takes_limit(fn: Callable[..., Any]) -> bool:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return True
+    params = [p for p in sig.parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    return bool(params)
+
+
+def raise_error(error: dict[str, str]) -> None:
+    """Raise the EdgeqError subclass an error response names."""
+    type_name = error.get("type") or "EdgeqError"
+    message = error.get("message") or "the agent reported an error"
+    hint = error.get("hint") or ""
+    cls = error_class(type_name)
+    if cls is None:
+        raise RemoteError(message, hint, remote_type=type_name)
+    try:
+        exc = cls(message, hint)
+    except TypeError:  # a subclass with another constructor
+        raise RemoteError(message, hint, remote_type=type_name) from None
+    raise exc
+
+
+class AgentClient:
+    """Requests with ids, size limits and typed errors over a line-oriented byte stream."""
+
+    def __init__(
+        self,
+        write: WriteFn,
+        readline: ReadlineFn,
+        *,
+        close: Optional[Callable[[], Any]] = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        name: str = "agent",
+    ) -> None:
+        self._write = write
+        self._readline = readline
+        self._readline_takes_limit = _takes_limit(readline)
+        self._close = close
+        self._ids = itertools.count(1)
+        self.max_response_bytes = max_response_bytes
+        self.name = name
+        self.server: Optional[dict[str, Any]] = None
+        self._broken: Optional[str] = None
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def connect_unix(cls, socket_path: Union[str, os.PathLike],
+                     timeout_s: Optional[float] = 30.0) -> "AgentClient":
+        """Connect to the daemon's Unix socket; `timeout_s` bounds every read and write."""
+        path = os.fspath(socket_path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout_s)
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            sock.close()
+            raise DaemonNotRunningError(
+                f"no edgeq agent daemon is listening on {path} ({exc.strerror or exc})",
+                hint="start it with: python -m edgeq.device serve --detach",
+            ) from None
+        except OSError as exc:
+            sock.close()
+            raise AgentConnectionError(f"cannot connect to {path}: {exc.strerror or exc}",
+                                       hint="check the socket's path and permissions") from None
+        rfile = sock.makefile("rb")
+
+        def write(data: bytes) -> None:
+            sock.sendall(data)
+
+        def readline(limit: int) -> bytes:
+            return rfile.readline(limit)
+
+        def close() -> None:
+            try:
+                rfile.close()
+            finally:
+                sock.close()
+
+        return cls(write, readline, close=close, name=path)
+
+    def set_timeout(self, timeout_s: Optional[float]) -> None:
+        """No-op unless the stream is a socket made by connect_unix (kept for symmetry)."""
+        logger.debug("set_timeout(%s) ignored for generic streams", timeout_s)
+
+    def close(self) -> None:
+        if self._close is not None:
+            close, self._close = self._close, None
+            close()
+
+    def __enter__(self) -> "AgentClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests -----------------------------------------------------------------------
+
+    def _send(self, req: Request) -> None:
+        data = encode(req.to_json(), MAX_REQUEST_BYTES)
+        try:
+            self._write(data)
+        except (OSError, ValueError) as exc:
+            self._broken = str(exc)
+            raise AgentConnectionError(f"cannot send to {self.name}: {exc}",
+                                       hint="is the agent daemon still running?") from None
+
+    def _receive(self) -> Response:
+        limit = self.max_response_bytes
+        try:
+            line = self._readline(limit + 1) if self._readline_takes_limit else self._readline()
+        except socket.timeout:
+            self._broken = "timeout"
+            raise AgentConnectionError(f"{self.name} did not answer in time",
+                                       hint="raise the timeout, or check the daemon's log"
+                                       ) from None
+        except EdgeqError:
+            self._broken = "stream error"
+            raise
+        except (OSError, ValueError) as exc:
+            self._broken = str(exc)
+            raise AgentConnectionError(f"the connection to {self.name} broke: {exc}",
+                                       hint="is the agent daemon still running?") from None
+        if not line:
+            self._broken = "closed"
+            raise AgentConnectionError(f"{self.name} closed the connection",
+                                       hint="the daemon stopped or refused the request; "
+                                            "see $EDGEQ_HOME/logs/agent.log")
+        if not line.endswith(b"\n"):
+            self._broken = "oversize"
+            if len(line) > limit:
+                raise ProtocolError(f"a response is longer than {limit} bytes",
+                                    hint="request less at once (e.g. a smaller eval_limit)")
+            raise AgentConnectionError(f"{self.name} closed the connection mid-response",
+                                       hint="see $EDGEQ_HOME/logs/agent.log on the device")
+        return decode_response(line)
+
+    def request(self, op: str, args: dict[str, Any], req_id: Optional[int] = None) -> Response:
+        """Send one request and return its response (errors not raised)."""
+        if self._broken is not None:
+            raise AgentConnectionError(f"the connection to {self.name} is unusable "
+                                       f"({self._broken})", hint="open a new connection")
+        rid = next(self._ids) if req_id is None else req_id
+        self._send(Request(rid, op, args))
+        resp = self._receive()
+        if resp.id is not None and resp.id != rid:
+            self._broken = "id mismatch"
+            raise ProtocolError(f"response id {resp.id} does not match request id {rid}",
+                                hint="open a new connection")
+        return resp
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        """Run `op` with `args`; its result, or the error it returned raised."""
+        resp = self.request(op, args)
+        if not resp.ok:
+            raise_error(resp.error or {})
+        assert resp.result is not None
+        return resp.result
+
+    def hello(self, protocol: int = PROTOCOL_VERSION) -> dict[str, Any]:
+        """The version handshake (request id 0); the server's hello result."""
+        resp = self.request("hello", {"protocol": protocol}, req_id=0)
+        if not resp.ok:
+            self._broken = "handshake refused"
+            raise_error(resp.error or {})
+        assert resp.result is not None
+        self.server = resp.result
+        return resp.result

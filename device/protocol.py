@@ -1,0 +1,387 @@
+"""The daemon wire protocol, shared by the agent daemon and every client (host included).
+
+Framing: UTF-8 JSON, one object per line (b"\\n"-terminated). Requests are at most
+MAX_REQUEST_BYTES (1 MiB), responses at most MAX_RESPONSE_BYTES (64 MiB), newline included.
+No pickle, no eval, no shell: messages are plain JSON objects validated field by field here.
+
+Request:  {"id": int >= 0, "op": str, "args": {...}}
+Response: {"id": int, "ok": true, "result": {...}}
+      or  {"id": int|null, "ok": false, "error": {"type": str, "message": str, "hint": str}}
+(`id` is null only when the request was too broken to carry one.) `error.type` is the name
+of an EdgeqError subclass (edgeq.device.errors); `AgentClient` raises that class again.
+
+Handshake: the client's first request must be `hello` with its protocol version; on a
+mismatch (or when the first request is anything else) the daemon answers an error
+(ProtocolVersionError / ProtocolError) and closes the connection. An oversize request is
+answered with a ProtocolError and the connection closed (its framing is lost); a line that
+is not JSON, an unknown op or bad args get an error response and the connection stays open.
+
+Ops and their args (all args optional unless marked *required*; unknown args are an error):
+
+hello     {"protocol": int *required*}
+          -> {"protocol": 1, "agent_version": str, "pid": int,
+              "runtime": {"name", "version"} | null}
+status    {}
+          -> {"agent_version", "protocol", "pid", "uptime_s": float, "home": str,
+              "socket": str, "runtime": {"name", "version"} | null, "runtime_error": str|null,
+              "busy": bool (a bench/evaluate is running), "worker_pid": int|null,
+              "requests_served": int, "python_version": str, "machine": str,
+              "store": {"models": [MODEL], "data": [DATA]}, "deployment": current.json|null}
+list_models {}
+          -> {"models": [MODEL], "data": [DATA], "deployment": current.json|null}
+          MODEL = {"sha256", "size_bytes", "path", "kinds": ["float32"|"int8", ...]}
+          (kinds: what the current deployment calls it), DATA = {"sha256", "size_bytes", "path"}
+verify    {"ref": REF | "all"} (default "all")
+          -> {"ok": bool, "files": [{"sha256", "kind": "model"|"data", "size_bytes",
+              "ok": bool, "error": str|null}]}
+          re-hashes stored files and compares with their sha256 names.
+bench     {"model": REF *required*, "data": DATA_REF | null (default null: no accuracy),
+           "threads": int 1..256 (1), "xnnpack": bool (true), "batch_size": int 1..4096 (32),
+           "warmup_runs_min": int 0..100000 (10), "warmup_s_min": float 0..600 (0.5),
+           "runs_min": int 1..1000000 (50), "run_s_min": float 0..3600 (2.0),
+           "runs_max": int 1..1000000 (5000), "eval_limit": int >= 1 | null,
+           "runtime": "ai-edge-litert"|"tflite-runtime"|"tensorflow"|null,
+           "timeout_s": float 1..86400 (900)}
+          -> the edgeq.bench/1 document (docs/SCHEMA.md), measured in a fresh worker
+             process; bench/evaluate requests run one at a time (a queue), never overlapping.
+evaluate  {"model": REF *required*, "data": DATA_REF (default "current"), "threads",
+           "xnnpack", "batch_size", "eval_limit", "runtime", "timeout_s"}
+          -> {"schema": "edgeq.evaluate/1", "model": {...}, "runtime": {...},
+              "settings": {...}, "accuracy": ACCURACY (as in edgeq.bench/1), "eval_ms": float,
+              "environment": {...}, "edgeq_version", "time_utc"}
+remove    {"ref": SHA256 *required*, "force": bool (false)}
+          -> {"removed": [{"sha256", "kind", "path"}]}
+          refuses (StoreError) to remove what the current deployment uses unless force.
+
+REF = a 64-hex sha256 of a stored model, or "float32" / "int8" (from the current deployment).
+DATA_REF = a 64-hex sha256 of a stored data set, or "current" (the deployment's eval data).
+Errors an op may return: ProtocolError, UnknownOpError, ProtocolVersionError, UsageError,
+ModelNotFoundError, IntegrityError, ModelLoadError, InputShapeError, EvalDataError,
+RuntimeMissingError, WorkerCrashedError, WorkerTimeoutError, StoreError, AgentInternalError.
+Imports: standard library and edgeq.device.errors only.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from edgeq.device.errors import (
+    EdgeqError,
+    ProtocolError,
+    ProtocolVersionError,
+    UnknownOpError,
+)
+
+PROTOCOL_VERSION = 1
+MAX_REQUEST_BYTES = 1 << 20
+MAX_RESPONSE_BYTES = 64 << 20
+DEFAULT_BENCH_TIMEOUT_S = 900.0
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+MODEL_KINDS = ("float32", "int8")
+RUNTIME_NAMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request line."""
+
+    id: int
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "op": self.op, "args": self.args}
+
+
+@dataclass(frozen=True)
+class Response:
+    """One response line: `result` when ok, else `error` ({type, message, hint})."""
+
+    id: Optional[int]
+    ok: bool
+    result: Optional[dict[str, Any]] = None
+    error: Optional[dict[str, str]] = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.ok:
+            return {"id": self.id, "ok": True, "result": self.result}
+        return {"id": self.id, "ok": False, "error": self.error}
+
+    @classmethod
+    def success(cls, req_id: Optional[int], result: dict[str, Any]) -> "Response":
+        return cls(req_id, True, result=result)
+
+    @classmethod
+    def failure(cls, req_id: Optional[int], exc: EdgeqError) -> "Response":
+        return cls(req_id, False, error=error_to_dict(exc))
+
+
+def error_to_dict(exc: BaseException) -> dict[str, str]:
+    """{type, message, hint} for any exception (non-Edgeq ones as AgentInternalError)."""
+    if isinstance(exc, EdgeqError):
+        d = exc.to_dict()
+        return {"type": str(d["type"]), "message": str(d["message"]), "hint": str(d["hint"])}
+    text = " ".join(str(exc).split())[:500] or type(exc).__name__
+    return {
+        "type": "AgentInternalError",
+        "message": f"the agent failed unexpectedly: {type(exc).__name__}: {text}",
+        "hint": "this is a bug in the agent; see $EDGEQ_HOME/logs/agent.log",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# framing
+# ---------------------------------------------------------------------------------------------
+
+
+def encode(obj: dict[str, Any], limit: int) -> bytes:
+    """One JSON line (compact, ASCII-safe UTF-8), or ProtocolError if longer than `limit`."""
+    try:
+        data = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8") + b"\n"
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"message cannot be encoded as JSON: {exc}",
+                            hint="pass only JSON values (no NaN/inf, no objects)") from None
+    if len(data) > limit:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds the {limit}-byte limit",
+                            hint="send less data per request")
+    return data
+
+
+def encode_request(req: Request) -> bytes:
+    return encode(req.to_json(), MAX_REQUEST_BYTES)
+
+
+def encode_response(resp: Response) -> bytes:
+    try:
+        return encode(resp.to_json(), MAX_RESPONSE_BYTES)
+    except ProtocolError as exc:
+        return encode(Response.failure(resp.id, exc).to_json(), MAX_RESPONSE_BYTES)
+
+
+def _load_line(line: bytes, limit: int, what: str) -> dict[str, Any]:
+    if len(line) > limit:
+        raise ProtocolError(f"{what} of {len(line)} bytes exceeds the {limit}-byte limit",
+                            hint=f"keep each {what} under {limit} bytes")
+    try:
+        obj = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ProtocolError(f"{what} is not UTF-8", hint="send UTF-8 JSON lines") from None
+    except ValueError as exc:
+        raise ProtocolError(f"{what} is not valid JSON ({exc.msg} at column {exc.colno})",
+                            hint="send one JSON object per line") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"{what} is a JSON {type(obj).__name__}, not an object",
+                            hint="send one JSON object per line")
+    return obj
+
+
+def peek_id(obj: Any) -> Optional[int]:
+    """The request's id if it has a usable one (for error responses), else None."""
+    if isinstance(obj, dict):
+        rid = obj.get("id")
+        if isinstance(rid, int) and not isinstance(rid, bool):
+            return rid
+    return None
+
+
+def decode_request(line: bytes) -> Request:
+    """Parse and validate a request line (id, op, and the op's args)."""
+    obj = _load_line(line, MAX_REQUEST_BYTES, "request")
+    rid = obj.get("id")
+    if isinstance(rid, bool) or not isinstance(rid, int) or rid < 0:
+        raise ProtocolError("request id must be an integer >= 0",
+                            hint='send {"id": 1, "op": "...", "args": {...}}')
+    extra = set(obj) - {"id", "op", "args"}
+    if extra:
+        raise ProtocolError(f"unknown request field(s): {', '.join(sorted(extra))}",
+                            hint='a request has only "id", "op" and "args"')
+    op = obj.get("op")
+    if not isinstance(op, str):
+        raise ProtocolError("request op must be a string", hint=f"ops: {', '.join(OPS)}")
+    args = obj.get("args", {})
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise ProtocolError("request args must be a JSON object",
+                            hint='send "args": {} when there are none')
+    return Request(rid, op, validate_args(op, args))
+
+
+def decode_response(line: bytes) -> Response:
+    """Parse a response line; ProtocolError if it is not a well-formed response."""
+    obj = _load_line(line, MAX_RESPONSE_BYTES, "response")
+    rid = obj.get("id")
+    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, int)):
+        raise ProtocolError("response id is not an integer", hint="update the agent")
+    ok = obj.get("ok")
+    if ok is True:
+        result = obj.get("result")
+        if not isinstance(result, dict):
+            raise ProtocolError("response result is not an object", hint="update the agent")
+        return Response(rid, True, result=result)
+    if ok is False:
+        err = obj.get("error")
+        if not isinstance(err, dict) or not isinstance(err.get("message"), str):
+            raise ProtocolError("error response without a message", hint="update the agent")
+        return Response(rid, False, error={
+            "type": str(err.get("type") or "EdgeqError"),
+            "message": err["message"],
+            "hint": str(err.get("hint") or ""),
+        })
+    raise ProtocolError('response has no boolean "ok"', hint="update the agent")
+
+
+# ---------------------------------------------------------------------------------------------
+# argument validation
+# ---------------------------------------------------------------------------------------------
+
+Validator = Callable[[str, Any], Any]
+
+
+def _bad(name: str, what: str, value: Any) -> ProtocolError:
+    shown = json.dumps(value)[:60] if _jsonable(value) else type(value).__name__
+    return ProtocolError(f"argument {name!r} must be {what}, not {shown}",
+                         hint="see the op's arguments in edgeq.device.protocol")
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def int_range(lo: int, hi: Optional[int]) -> Validator:
+    def check(name: str, v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+            raise _bad(name, f"an integer in [{lo}, {hi if hi is not None else 'inf'}]", v)
+        return v
+    return check
+
+
+def float_range(lo: float, hi: float) -> Validator:
+    def check(name: str, v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or v < lo or v > hi:
+            raise _bad(name, f"a number in [{lo:g}, {hi:g}]", v)
+        return float(v)
+    return check
+
+
+def boolean(name: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _bad(name, "true or false", v)
+    return v
+
+
+def optional(inner: Validator) -> Validator:
+    def check(name: str, v: Any) -> Any:
+        return None if v is None else inner(name, v)
+    return check
+
+
+def model_ref(name: str, v: Any) -> str:
+    if not isinstance(v, str) or not (v in MODEL_KINDS or SHA256_RE.match(v)):
+        raise _bad(name, 'a 64-hex sha256 or "float32"/"int8"', v)
+    return v
+
+
+def data_ref(name: str, v: Any) -> str:
+    if not isinstance(v, str) or not (v == "current" or SHA256_RE.match(v)):
+        raise _bad(name, 'a 64-hex sha256 or "current"', v)
+    return v
+
+
+def sha256_ref(name: str, v: Any) -> str:
+    if not isinstance(v, str) or not SHA256_RE.match(v):
+        raise _bad(name, "a 64-hex lowercase sha256", v)
+    return v
+
+
+def verify_ref(name: str, v: Any) -> str:
+    if not isinstance(v, str) or not (v == "all" or v in MODEL_KINDS or SHA256_RE.match(v)):
+        raise _bad(name, 'a 64-hex sha256, "float32"/"int8" or "all"', v)
+    return v
+
+
+def runtime_name(name: str, v: Any) -> str:
+    if v not in RUNTIME_NAMES:
+        raise _bad(name, f"one of {', '.join(RUNTIME_NAMES)}", v)
+    return str(v)
+
+
+#: an arg spec: (validator, required, default)
+ArgSpec = tuple[Validator, bool, Any]
+
+_MEASURE_ARGS: dict[str, ArgSpec] = {
+    "model": (model_ref, True, None),
+    "threads": (int_range(1, 256), False, 1),
+    "xnnpack": (boolean, False, True),
+    "batch_size": (int_range(1, 4096), False, 32),
+    "eval_limit": (optional(int_range(1, None)), False, None),
+    "runtime": (optional(runtime_name), False, None),
+    "timeout_s": (float_range(1.0, 86400.0), False, DEFAULT_BENCH_TIMEOUT_S),
+}
+
+OPS: dict[str, dict[str, ArgSpec]] = {
+    "hello": {"protocol": (int_range(0, None), True, None)},
+    "status": {},
+    "list_models": {},
+    "verify": {"ref": (verify_ref, False, "all")},
+    "bench": {
+        **_MEASURE_ARGS,
+        "data": (optional(data_ref), False, None),
+        "warmup_runs_min": (int_range(0, 100_000), False, 10),
+        "warmup_s_min": (float_range(0.0, 600.0), False, 0.5),
+        "runs_min": (int_range(1, 1_000_000), False, 50),
+        "run_s_min": (float_range(0.0, 3600.0), False, 2.0),
+        "runs_max": (int_range(1, 1_000_000), False, 5000),
+    },
+    "evaluate": {**_MEASURE_ARGS, "data": (data_ref, False, "current")},
+    "remove": {"ref": (sha256_ref, True, None), "force": (boolean, False, False)},
+}
+
+
+def validate_args(op: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The op's args checked and completed with defaults; UnknownOpError / ProtocolError."""
+    spec = OPS.get(op)
+    if spec is None:
+        raise UnknownOpError(f"unknown op {op!r}", hint=f"ops: {', '.join(OPS)}")
+    unknown = set(args) - set(spec)
+    if unknown:
+        raise ProtocolError(
+            f"unknown argument(s) for {op}: {', '.join(sorted(map(str, unknown)))}",
+            hint=f"{op} takes: {', '.join(spec) or 'no arguments'}",
+        )
+    out: dict[str, Any] = {}
+    for name, (check, required, default) in spec.items():
+        if name in args:
+            out[name] = check(name, args[name])
+        elif required:
+            raise ProtocolError(f"{op} needs the argument {name!r}",
+                                hint="see the op's arguments in edgeq.device.protocol")
+        else:
+            out[name] = default
+    if op == "bench" and out["runs_max"] < out["runs_min"]:
+        raise ProtocolError(f"runs_max ({out['runs_max']}) is below runs_min ({out['runs_min']})",
+                            hint="raise runs_max or lower runs_min")
+    return out
+
+
+def hello_request(req_id: int = 0) -> Request:
+    return Request(req_id, "hello", {"protocol": PROTOCOL_VERSION})
+
+
+def check_hello(args: dict[str, Any]) -> None:
+    """Raise ProtocolVersionError unless the client speaks our protocol version."""
+    theirs = args.get("protocol")
+    if theirs != PROTOCOL_VERSION:
+        raise ProtocolVersionError(
+            f"client speaks protocol {theirs}, this agent speaks {PROTOCOL_VERSION}",
+            hint="deploy the same edgeq version to the device as on the host (edgeq deploy)",
+        )

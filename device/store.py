@@ -1,0 +1,349 @@
+"""The device store under $EDGEQ_HOME (default ~/.edgeq), and atomic file writes.
+
+Layout (docs/SCHEMA.md):
+    models/<sha256>.tflite     models, named by content
+    data/<sha256>.npz          evaluation sets, named by content
+    deployments/current.json   {"model_name", "float32": sha, "int8": sha, "eval_data": sha, ...}
+    agent.sock, agent.pid, logs/agent.log
+Files are verified (re-hashed against their name) before use. Every write goes to a temp
+file in the same directory, is fsynced, renamed over the target, and the directory fsynced,
+so a crash never leaves a half-written file under the real name.
+Imports: standard library and edgeq.device (errors, runtime.sha256_file).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from edgeq.device.errors import IntegrityError, ModelNotFoundError, StoreError
+from edgeq.device.runtime import sha256_file
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+HOME_ENV = "EDGEQ_HOME"
+MODEL_SUFFIX = ".tflite"
+DATA_SUFFIX = ".npz"
+MODEL_KINDS = ("float32", "int8")
+
+
+def edgeq_home(home: Optional[PathLike] = None) -> Path:
+    """`home`, else $EDGEQ_HOME, else ~/.edgeq (expanded, absolute)."""
+    if home is not None and str(home) != "":
+        return Path(os.path.expanduser(str(home))).absolute()
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(os.path.expanduser(env)).absolute()
+    return Path(os.path.expanduser("~/.edgeq")).absolute()
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic writes
+# ---------------------------------------------------------------------------------------------
+
+
+def fsync_dir(directory: PathLike) -> None:
+    """fsync a directory so a rename in it is durable (no-op where unsupported)."""
+    try:
+        fd = os.open(os.fspath(directory), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: PathLike, data: bytes, mode: int = 0o644) -> None:
+    """Write `data` to `path` atomically: temp file in the same dir, fsync, rename, fsync dir."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(target.parent)
+
+
+def atomic_write_json(path: PathLike, obj: Any, mode: int = 0o644) -> None:
+    """`atomic_write_bytes` of pretty JSON (sorted keys, trailing newline)."""
+    data = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    atomic_write_bytes(path, data, mode=mode)
+
+
+def atomic_copy(src: PathLike, dst: PathLike, mode: int = 0o644) -> None:
+    """Copy a file atomically (streamed, so large files are not held in memory)."""
+    target = Path(dst)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(target.parent)
+
+
+# ---------------------------------------------------------------------------------------------
+# the store
+# ---------------------------------------------------------------------------------------------
+
+
+class Store:
+    """Models and data sets by sha256 under one home directory."""
+
+    def __init__(self, home: Optional[PathLike] = None) -> None:
+        self.home = edgeq_home(home)
+        self.models_dir = self.home / "models"
+        self.data_dir = self.home / "data"
+        self.deployments_dir = self.home / "deployments"
+        self.logs_dir = self.home / "logs"
+        self.socket_path = self.home / "agent.sock"
+        self.pid_path = self.home / "agent.pid"
+        self.log_path = self.logs_dir / "agent.log"
+        self.current_path = self.deployments_dir / "current.json"
+
+    def ensure_dirs(self) -> None:
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            for d in (self.models_dir, self.data_dir, self.deployments_dir, self.logs_dir):
+                d.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the store in {self.home}: {exc.strerror or exc}",
+                             hint="pass a writable --home DIR or set EDGEQ_HOME") from None
+
+    # -- paths and listing ----------------------------------------------------------------
+
+    def model_path(self, sha256: str) -> Path:
+        return self.models_dir / f"{sha256}{MODEL_SUFFIX}"
+
+    def data_path(self, sha256: str) -> Path:
+        return self.data_dir / f"{sha256}{DATA_SUFFIX}"
+
+    @staticmethod
+    def _entries(directory: Path, suffix: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        try:
+            names = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            return out
+        except OSError as exc:
+            raise StoreError(f"cannot list {directory}: {exc.strerror or exc}",
+                             hint="check the store's permissions") from None
+        for name in names:
+            if not name.endswith(suffix) or name.startswith("."):
+                continue
+            sha = name[: -len(suffix)]
+            if len(sha) != 64:
+                continue
+            p = directory / name
+            try:
+                size = p.stat().st_size
+            except OSError:
+                continue
+            out.append({"sha256": sha, "size_bytes": size, "path": str(p)})
+        return out
+
+    def list_models(self) -> list[dict[str, Any]]:
+        dep = self.current_deployment() or {}
+        models = self._entries(self.models_dir, MODEL_SUFFIX)
+        for m in models:
+            m["kinds"] = [k for k in MODEL_KINDS if dep.get(k) == m["sha256"]]
+        return models
+
+    def list_data(self) -> list[dict[str, Any]]:
+        return self._entries(self.data_dir, DATA_SUFFIX)
+
+    # -- deployment -----------------------------------------------------------------------
+
+    def current_deployment(self) -> Optional[dict[str, Any]]:
+        """deployments/current.json, or None if there is none; StoreError if unreadable."""
+        try:
+            text = self.current_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.current_path}: {exc.strerror or exc}",
+                             hint="check the store's permissions") from None
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            raise StoreError(f"{self.current_path} is not valid JSON",
+                             hint="deploy again (edgeq deploy) to rewrite it") from None
+        if not isinstance(obj, dict):
+            raise StoreError(f"{self.current_path} is not a JSON object",
+                             hint="deploy again (edgeq deploy) to rewrite it")
+        return obj
+
+    def write_deployment(self, deployment: dict[str, Any]) -> None:
+        atomic_write_json(self.current_path, deployment)
+
+    # -- resolving references -------------------------------------------------------------
+
+    def resolve_model_ref(self, ref: str) -> str:
+        """A sha256 for a model reference: a sha256 itself, or "float32"/"int8"."""
+        if ref in MODEL_KINDS:
+            dep = self.current_deployment()
+            if dep is None or not isinstance(dep.get(ref), str):
+                raise ModelNotFoundError(
+                    f"no {ref} model is deployed in {self.home}",
+                    hint="deploy the artifacts first (edgeq deploy), or pass a sha256",
+                )
+            return str(dep[ref])
+        return ref
+
+    def resolve_data_ref(self, ref: str) -> str:
+        """A sha256 for a data reference: a sha256 itself, or "current"."""
+        if ref == "current":
+            dep = self.current_deployment()
+            if dep is None or not isinstance(dep.get("eval_data"), str):
+                raise ModelNotFoundError(
+                    f"no evaluation data is deployed in {self.home}",
+                    hint="deploy the artifacts first (edgeq deploy), or pass a data sha256",
+                )
+            return str(dep["eval_data"])
+        return ref
+
+    def verify_file(self, path: Path, sha256: str, what: str) -> int:
+        """Re-hash `path`; its size, or ModelNotFoundError / IntegrityError."""
+        try:
+            size = path.stat().st_size
+            actual = sha256_file(path)
+        except FileNotFoundError:
+            raise ModelNotFoundError(
+                f"{what} {sha256[:12]} is not in the store ({path} does not exist)",
+                hint="deploy it first (edgeq deploy), or list the store with list_models",
+            ) from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}",
+                             hint="check the store's permissions") from None
+        if actual != sha256:
+            raise IntegrityError(
+                f"{what} {sha256[:12]} is corrupt: its content hashes to {actual[:12]}",
+                hint="deploy it again (edgeq deploy) to replace the damaged file",
+            )
+        return size
+
+    def model(self, ref: str, *, verify: bool = True) -> tuple[str, Path]:
+        """(sha256, verified path) of a stored model."""
+        sha = self.resolve_model_ref(ref)
+        path = self.model_path(sha)
+        if verify:
+            self.verify_file(path, sha, "model")
+        elif not path.is_file():
+            raise ModelNotFoundError(f"model {sha[:12]} is not in the store",
+                                     hint="deploy it first (edgeq deploy)")
+        return sha, path
+
+    def data(self, ref: str, *, verify: bool = True) -> tuple[str, Path]:
+        """(sha256, verified path) of a stored data set."""
+        sha = self.resolve_data_ref(ref)
+        path = self.data_path(sha)
+        if verify:
+            self.verify_file(path, sha, "data set")
+        elif not path.is_file():
+            raise ModelNotFoundError(f"data set {sha[:12]} is not in the store",
+                                     hint="deploy it first (edgeq deploy)")
+        return sha, path
+
+    def verify(self, ref: str = "all") -> dict[str, Any]:
+        """Re-hash one stored file (by sha256 or kind) or all of them."""
+        targets: list[tuple[str, str, Path]] = []
+        if ref == "all":
+            targets += [("model", m["sha256"], Path(m["path"])) for m in self.list_models()]
+            targets += [("data", d["sha256"], Path(d["path"])) for d in self.list_data()]
+        else:
+            sha = self.resolve_model_ref(ref)
+            if self.model_path(sha).exists():
+                targets.append(("model", sha, self.model_path(sha)))
+            if self.data_path(sha).exists():
+                targets.append(("data", sha, self.data_path(sha)))
+            if not targets:
+                raise ModelNotFoundError(f"{sha[:12]} is not in the store",
+                                         hint="list the store with list_models")
+        files: list[dict[str, Any]] = []
+        for kind, sha, path in targets:
+            entry: dict[str, Any] = {"sha256": sha, "kind": kind, "path": str(path),
+                                     "size_bytes": None, "ok": False, "error": None}
+            try:
+                entry["size_bytes"] = self.verify_file(path, sha, kind)
+                entry["ok"] = True
+            except (IntegrityError, ModelNotFoundError, StoreError) as exc:
+                entry["error"] = exc.message
+            files.append(entry)
+        return {"ok": all(f["ok"] for f in files), "files": files}
+
+    # -- adding and removing --------------------------------------------------------------
+
+    def add_model(self, src: PathLike) -> str:
+        """Copy a .tflite into the store (atomically) under its sha256; returns the sha256."""
+        return self._add(Path(src), self.models_dir, MODEL_SUFFIX)
+
+    def add_data(self, src: PathLike) -> str:
+        return self._add(Path(src), self.data_dir, DATA_SUFFIX)
+
+    def _add(self, src: Path, directory: Path, suffix: str) -> str:
+        self.ensure_dirs()
+        try:
+            sha = sha256_file(src)
+        except OSError as exc:
+            raise StoreError(f"cannot read {src}: {exc.strerror or exc}",
+                             hint="check the path") from None
+        dst = directory / f"{sha}{suffix}"
+        if not dst.exists():
+            atomic_copy(src, dst)
+        return sha
+
+    def remove(self, sha256: str, *, force: bool = False) -> list[dict[str, Any]]:
+        """Delete a stored model and/or data set; refuses what is deployed unless `force`."""
+        dep = self.current_deployment() or {}
+        in_use = [k for k in (*MODEL_KINDS, "eval_data") if dep.get(k) == sha256]
+        if in_use and not force:
+            raise StoreError(
+                f"{sha256[:12]} is the deployed {' and '.join(in_use)}",
+                hint="pass force=true to remove it anyway, or deploy something else first",
+            )
+        removed: list[dict[str, Any]] = []
+        for kind, path in (("model", self.model_path(sha256)), ("data", self.data_path(sha256))):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StoreError(f"cannot remove {path}: {exc.strerror or exc}",
+                                 hint="check the store's permissions") from None
+            removed.append({"sha256": sha256, "kind": kind, "path": str(path)})
+        if not removed:
+            raise ModelNotFoundError(f"{sha256[:12]} is not in the store",
+                                     hint="list the store with list_models")
+        fsync_dir(self.models_dir)
+        fsync_dir(self.data_dir)
+        return removed
+
+    def summary(self) -> dict[str, Any]:
+        return {"models": self.list_models(), "data": self.list_data()}

@@ -1,0 +1,175 @@
+"""Run one measurement in its own worker process.
+
+`run_in_worker("bench", model_path, ...)` starts `sys.executable -m edgeq.device bench ...
+--json` (same interpreter, same import path), waits at most `timeout_s`, and returns the
+parsed result. A fresh process per model keeps one model's memory out of another's numbers,
+and a model that crashes (segfault) or hangs the interpreter takes only the worker down:
+that becomes WorkerCrashedError / WorkerTimeoutError with the signal or exit status and the
+tail of the worker's stderr. Errors the worker reports itself (--json error documents) are
+raised again as their own EdgeqError subclass.
+Imports: standard library and edgeq.device (bench settings, errors, client.raise_error).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+from edgeq.device.bench import BenchSettings
+from edgeq.device.client import raise_error
+from edgeq.device.errors import UsageError, WorkerCrashedError, WorkerTimeoutError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 900.0
+STDERR_TAIL_CHARS = 2000
+KINDS = ("bench", "evaluate")
+
+
+def _package_root() -> Optional[Path]:
+    """The directory to put on PYTHONPATH so `edgeq.device` imports as it does here.
+
+    On a board the agent lives at $EDGEQ_HOME/agent/edgeq/device; that `agent` dir is the
+    root. In an installed or editable tree nothing needs adding (returns None).
+    """
+    here = Path(__file__).resolve().parent  # .../edgeq/device (or the repo's device/)
+    if here.name == "device" and here.parent.name == "edgeq":
+        return here.parent.parent
+    return None
+
+
+def worker_env() -> dict[str, str]:
+    """The environment of a worker: ours, with the agent's root on PYTHONPATH."""
+    env = dict(os.environ)
+    root = _package_root()
+    if root is not None:
+        parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if str(root) not in parts:
+            env["PYTHONPATH"] = os.pathsep.join([str(root), *parts])
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def worker_argv(kind: str, model_path: Union[str, os.PathLike], *,
+                data_path: Union[str, os.PathLike, None], settings: BenchSettings,
+                sha256: Optional[str] = None) -> list[str]:
+    """The command line of a worker (argparse flags of `python -m edgeq.device bench`)."""
+    if kind not in KINDS:
+        raise UsageError(f"unknown worker kind {kind!r}", hint=f"use one of {KINDS}")
+    s = settings
+    argv = [sys.executable, "-m", "edgeq.device", kind, os.fspath(model_path)]
+    if data_path is not None:
+        argv += ["--data", os.fspath(data_path)]
+    argv += ["--threads", str(s.threads), "--batch-size", str(s.batch_size)]
+    if not s.xnnpack:
+        argv.append("--no-xnnpack")
+    if s.eval_limit is not None:
+        argv += ["--eval-limit", str(s.eval_limit)]
+    if s.runtime is not None:
+        argv += ["--runtime", s.runtime]
+    if kind == "bench":
+        argv += ["--warmup-runs-min", str(s.warmup_runs_min),
+                 "--warmup-s-min", repr(float(s.warmup_s_min)),
+                 "--runs-min", str(s.runs_min),
+                 "--run-s-min", repr(float(s.run_s_min)),
+                 "--runs-max", str(s.runs_max)]
+    if sha256 is not None:
+        argv += ["--sha256", sha256]
+    argv.append("--json")
+    return argv
+
+
+def _tail(data: bytes) -> str:
+    text = data.decode("utf-8", "replace").strip()
+    lines = [ln for ln in text.splitlines() if "XNNPACK delegate" not in ln]
+    text = "\n".join(lines).strip()
+    return text[-STDERR_TAIL_CHARS:]
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+def run_in_worker(
+    kind: str,
+    model_path: Union[str, os.PathLike],
+    *,
+    data_path: Union[str, os.PathLike, None] = None,
+    settings: Optional[BenchSettings] = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    sha256: Optional[str] = None,
+    on_start: Optional[Callable[[int], None]] = None,
+    on_exit: Optional[Callable[[int], None]] = None,
+) -> dict[str, Any]:
+    """Run `bench` or `evaluate` in a fresh process; its JSON result.
+
+    `on_start(pid)` / `on_exit(pid)` let a caller (the daemon) know the worker's pid.
+    """
+    s = settings or BenchSettings()
+    argv = worker_argv(kind, model_path, data_path=data_path, settings=s, sha256=sha256)
+    logger.info("worker: %s", " ".join(argv[1:]))
+    # stdout/stderr go to temp files: no pipe can fill up and block the worker
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    env=worker_env(), close_fds=True)
+        except OSError as exc:
+            raise WorkerCrashedError(f"cannot start a worker process: {exc.strerror or exc}",
+                                     hint=f"check that {sys.executable} runs") from None
+        if on_start is not None:
+            on_start(proc.pid)
+        try:
+            try:
+                rc = proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                err.seek(0)
+                tail = _tail(err.read())
+                raise WorkerTimeoutError(
+                    f"the {kind} worker (pid {proc.pid}) did not finish within "
+                    f"{timeout_s:g} s and was killed"
+                    + (f"; its stderr ends: {tail.splitlines()[-1]}" if tail else ""),
+                    hint="raise timeout_s, lower runs_min/run_s_min/eval_limit, "
+                         "or check whether the model hangs the interpreter",
+                ) from None
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+        finally:
+            if on_exit is not None:
+                on_exit(proc.pid)
+        out.seek(0)
+        stdout = out.read()
+        err.seek(0)
+        stderr = err.read()
+    doc: Any = None
+    if stdout.strip():
+        try:
+            doc = json.loads(stdout.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+    if rc == 0 and isinstance(doc, dict) and "error" not in doc:
+        return doc
+    if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+        raise_error(doc["error"])
+    tail = _tail(stderr)
+    last = tail.splitlines()[-1] if tail else "no output"
+    if rc < 0:
+        how = f"was killed by {_signal_name(-rc)}"
+        hint = ("the model crashed the interpreter; check the .tflite file, or try "
+                "--no-xnnpack or another runtime")
+    else:
+        how = f"exited with status {rc} without a result"
+        hint = "run the same bench one-shot on the device to see the full error"
+    raise WorkerCrashedError(f"the {kind} worker (pid {proc.pid}) {how}: {last}", hint=hint)
