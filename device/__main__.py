@@ -227,10 +227,16 @@ def _run(args: argparse.Namespace) -> int:
     from edgeq.device import daemon
 
     if cmd == "serve":
-        return daemon.serve(home=args.home, socket_path=args.socket, detach=args.detach,
+        code = daemon.serve(home=args.home, socket_path=args.socket, detach=args.detach,
                             worker_timeout_s=args.worker_timeout_s)
+        if args.detach:
+            print(f"edgeq agent started (pid {code})")
+            return 0
+        return code
     if cmd == "stop":
-        return daemon.stop(home=args.home, timeout_s=args.timeout_s)
+        pid = daemon.stop(home=args.home, timeout_s=args.timeout_s)
+        print(f"edgeq agent (pid {pid}) stopped")
+        return 0
     if cmd == "status":
         doc = daemon.query_status(home=args.home, socket_path=args.socket)
         if args.json:

@@ -98,7 +98,9 @@ class AgentConnectionError(EdgeqError):
 
 
 class DaemonNotRunningError(AgentConnectionError):
-    """No daemon answers on the socket / no live pid in the pidfile."""
+    """No daemon answers on the socket / no live pid in the pidfile (exit status 3)."""
+
+    exit_code = 3
 
 
 class AgentInternalError(EdgeqError):

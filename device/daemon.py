@@ -1,0 +1,604 @@
+"""The agent daemon: the device store served on a Unix socket (never a TCP port).
+
+`serve()` binds $EDGEQ_HOME/agent.sock (mode 0600; a stale socket left by a crash is
+replaced, a live one is an error), writes $EDGEQ_HOME/agent.pid atomically, and answers the
+line-delimited JSON protocol of edgeq.device.protocol, one thread per connection. Bench
+and evaluate requests run one at a time (a lock: two measurements never overlap), each in a
+fresh worker process (edgeq.device.worker), so a model that crashes or hangs the interpreter
+only costs that request an error. SIGTERM/SIGINT shut down cleanly: the running worker is
+killed, the socket and pidfile removed. `--detach` double-forks and logs to
+$EDGEQ_HOME/logs/agent.log; under systemd it runs in the foreground (edgeq-agent.service).
+`bridge()` relays stdin/stdout to the socket, which is how the host reaches the daemon over
+SSH; `stop()` and `query_status()` are the other command-line helpers.
+Imports: standard library and edgeq.device.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import platform
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+from edgeq.device import __version__
+from edgeq.device.bench import BenchSettings
+from edgeq.device.client import AgentClient
+from edgeq.device.errors import (
+    DaemonNotRunningError,
+    EdgeqError,
+    ModelLoadError,
+    ProtocolError,
+    StoreError,
+)
+from edgeq.device.protocol import (
+    MAX_REQUEST_BYTES,
+    PROTOCOL_VERSION,
+    Request,
+    Response,
+    check_hello,
+    decode_request,
+    encode_response,
+    peek_id,
+)
+from edgeq.device.store import Store, atomic_write_bytes
+from edgeq.device.worker import run_in_worker
+
+logger = logging.getLogger(__name__)
+
+#: a connection that sends nothing for this long is closed
+IDLE_TIMEOUT_S = 3600.0
+LOG_ROTATE_BYTES = 5 * 1024 * 1024
+READY_TIMEOUT_S = 30.0
+
+
+class DaemonRunningError(EdgeqError):
+    """Another daemon already serves this socket."""
+
+
+def _socket_alive(path: Path, timeout_s: float = 2.0) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout_s)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the server
+# ---------------------------------------------------------------------------------------------
+
+
+class Agent:
+    """What the daemon knows and does, independent of sockets (one instance per daemon)."""
+
+    def __init__(self, store: Store, socket_path: Path,
+                 worker_timeout_s: Optional[float] = None) -> None:
+        self.store = store
+        self.socket_path = socket_path
+        self.worker_timeout_s = worker_timeout_s
+        self.started = time.monotonic()
+        self.measure_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self.worker_pid: Optional[int] = None
+        self.requests_served = 0
+        self.runtime: Optional[dict[str, str]] = None
+        self.runtime_error: Optional[str] = None
+        try:
+            # ask a worker-free, import-only question: which runtime would run the models
+            from edgeq.device.runtime import detect_runtime
+
+            self.runtime = detect_runtime().to_dict()
+        except EdgeqError as exc:
+            self.runtime_error = exc.message
+
+    # -- ops ------------------------------------------------------------------------------
+
+    def dispatch(self, req: Request) -> dict[str, Any]:
+        with self._state_lock:
+            self.requests_served += 1
+        handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(self, f"op_{req.op}")
+        return handler(req.args)
+
+    def op_hello(self, args: dict[str, Any]) -> dict[str, Any]:
+        check_hello(args)
+        return {"protocol": PROTOCOL_VERSION, "agent_version": __version__, "pid": os.getpid(),
+                "runtime": self.runtime}
+
+    def op_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            deployment = self.store.current_deployment()
+        except StoreError as exc:
+            deployment = {"error": exc.message}
+        return {
+            "agent_version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "home": str(self.store.home),
+            "socket": str(self.socket_path),
+            "runtime": self.runtime,
+            "runtime_error": self.runtime_error,
+            "busy": self.measure_lock.locked(),
+            "worker_pid": self.worker_pid,
+            "requests_served": self.requests_served,
+            "python_version": platform.python_version(),
+            "machine": platform.machine(),
+            "store": self.store.summary(),
+            "deployment": deployment,
+        }
+
+    def op_list_models(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"models": self.store.list_models(), "data": self.store.list_data(),
+                "deployment": self.store.current_deployment()}
+
+    def op_verify(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self.store.verify(args["ref"])
+
+    def op_remove(self, args: dict[str, Any]) -> dict[str, Any]:
+        with self.measure_lock:  # never delete a file a worker is measuring
+            return {"removed": self.store.remove(args["ref"], force=args["force"])}
+
+    def _measure(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+        sha, model_path = self.store.model(args["model"])
+        data_path: Optional[Path] = None
+        if args.get("data") is not None:
+            _, data_path = self.store.data(args["data"])
+        fields = set(BenchSettings.field_names())
+        settings = BenchSettings.from_dict({k: v for k, v in args.items() if k in fields})
+        timeout_s = float(args["timeout_s"])
+        if self.worker_timeout_s:
+            timeout_s = min(timeout_s, self.worker_timeout_s)
+
+        def started(pid: int) -> None:
+            self.worker_pid = pid
+
+        def ended(pid: int) -> None:
+            self.worker_pid = None
+
+        with self.measure_lock:
+            logger.info("%s %s (%s) settings=%s", kind, sha[:12], args["model"],
+                        settings.to_dict())
+            t0 = time.perf_counter()
+            result = run_in_worker(kind, model_path, data_path=data_path, settings=settings,
+                                   timeout_s=timeout_s, sha256=sha, on_start=started,
+                                   on_exit=ended)
+            logger.info("%s %s done in %.1f s", kind, sha[:12], time.perf_counter() - t0)
+        got = (result.get("model") or {}).get("sha256")
+        if got != sha:
+            raise ModelLoadError(f"the worker measured {got} instead of {sha}",
+                                 hint="the store changed during the run; deploy again")
+        return result
+
+    def op_bench(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._measure("bench", args)
+
+    def op_evaluate(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._measure("evaluate", args)
+
+    def kill_worker(self) -> None:
+        pid = self.worker_pid
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                logger.info("killed worker %d on shutdown", pid)
+            except OSError:
+                pass
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    """One client connection: handshake, then requests until EOF."""
+
+    server: "_Server"
+
+    def _send(self, resp: Response) -> bool:
+        try:
+            self.wfile.write(encode_response(resp))
+            self.wfile.flush()
+            return True
+        except OSError as exc:
+            logger.info("client went away: %s", exc)
+            return False
+
+    def handle(self) -> None:
+        agent = self.server.agent
+        self.connection.settimeout(IDLE_TIMEOUT_S)
+        greeted = False
+        while True:
+            try:
+                line = self.rfile.readline(MAX_REQUEST_BYTES + 1)
+            except (OSError, ValueError) as exc:
+                logger.info("connection closed: %s", exc)
+                return
+            if not line:
+                return
+            if len(line) > MAX_REQUEST_BYTES:
+                self._send(Response.failure(None, ProtocolError(
+                    f"request longer than {MAX_REQUEST_BYTES} bytes; closing the connection",
+                    hint="keep each request line under 1 MiB")))
+                return
+            if not line.strip():
+                continue
+            rid: Optional[int] = None
+            try:
+                import json
+
+                try:
+                    rid = peek_id(json.loads(line))
+                except ValueError:
+                    rid = None
+                req = decode_request(line)
+                if not greeted:
+                    if req.op != "hello":
+                        self._send(Response.failure(rid, ProtocolError(
+                            f"the first request must be hello, not {req.op!r}",
+                            hint='start with {"id": 0, "op": "hello", "args": {"protocol": 1}}'
+                        )))
+                        return
+                    check_hello(req.args)
+                    greeted = True
+                resp = Response.success(req.id, agent.dispatch(req))
+            except EdgeqError as exc:
+                logger.info("request %s failed: %s: %s", rid, type(exc).__name__, exc.message)
+                resp = Response.failure(rid, exc)
+                if not self._send(resp):
+                    return
+                if not greeted:  # a failed handshake closes the connection
+                    return
+                continue
+            except Exception as exc:  # a bug: report it, keep serving
+                logger.exception("request %s crashed", rid)
+                resp = Response(rid, False, error=_internal(exc))
+            if not self._send(resp):
+                return
+
+
+def _internal(exc: BaseException) -> dict[str, str]:
+    from edgeq.device.protocol import error_to_dict
+
+    return error_to_dict(exc)
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    allow_reuse_address = False
+
+    def __init__(self, path: Path, agent: Agent) -> None:
+        self.agent = agent
+        old_umask = os.umask(0o177)  # the socket is born 0600
+        try:
+            super().__init__(str(path), _Handler)
+        finally:
+            os.umask(old_umask)
+        os.chmod(str(path), 0o600)
+        self.bound_inode = os.stat(str(path)).st_ino
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        logger.exception("unhandled error in a connection")
+
+
+def _prepare_socket(path: Path) -> None:
+    if len(os.fsencode(str(path))) > 100:
+        raise StoreError(f"the socket path {path} is too long for a Unix socket",
+                         hint="use a shorter --home or --socket path")
+    if path.exists() or path.is_symlink():
+        if _socket_alive(path):
+            raise DaemonRunningError(f"an agent daemon already serves {path}",
+                                     hint="stop it first: python -m edgeq.device stop")
+        logger.info("removing stale socket %s", path)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _remove_if_ours(pid_path: Path, socket_path: Path, server: Optional[_Server]) -> None:
+    try:
+        if server is not None and os.stat(str(socket_path)).st_ino == server.bound_inode:
+            socket_path.unlink()
+    except OSError:
+        pass
+    try:
+        if pid_path.read_text().strip() == str(os.getpid()):
+            pid_path.unlink()
+    except OSError:
+        pass
+
+
+def run_server(store: Store, socket_path: Path, *, worker_timeout_s: Optional[float] = None,
+               ready: Optional[Callable[[], None]] = None) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit code."""
+    store.ensure_dirs()
+    _prepare_socket(socket_path)
+    agent = Agent(store, socket_path, worker_timeout_s)
+    server = _Server(socket_path, agent)
+    atomic_write_bytes(store.pid_path, f"{os.getpid()}\n".encode())
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
+        logger.info("got %s; shutting down", signal.Signals(signum).name)
+        agent.kill_worker()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if hasattr(signal, "SIGHUP"):
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    logger.info("edgeq agent %s (pid %d) serving %s, runtime %s", __version__, os.getpid(),
+                socket_path, agent.runtime or agent.runtime_error)
+    try:
+        if ready is not None:
+            ready()
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        agent.kill_worker()
+        server.server_close()
+        _remove_if_ours(store.pid_path, socket_path, server)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        logger.info("edgeq agent stopped")
+    return 0
+
+
+def _rotate_log(path: Path) -> None:
+    try:
+        if path.stat().st_size > LOG_ROTATE_BYTES:
+            os.replace(path, path.with_name(path.name + ".1"))
+    except OSError:
+        pass
+
+
+def serve(*, home: Optional[str] = None, socket_path: Optional[str] = None,
+          detach: bool = False, worker_timeout_s: Optional[float] = None) -> int:
+    """`serve [--detach]`: run the daemon in the foreground (returns its exit code when it
+    stops), or start it in the background and return the daemon's pid once it is ready."""
+    store = Store(home)
+    store.ensure_dirs()
+    sock = Path(socket_path).absolute() if socket_path else store.socket_path
+    logging.getLogger("edgeq.device").setLevel(logging.INFO)
+    if not detach:
+        return run_server(store, sock, worker_timeout_s=worker_timeout_s)
+    # refuse early, in the caller's terminal, when one already runs
+    if (sock.exists() or sock.is_symlink()) and _socket_alive(sock):
+        raise DaemonRunningError(f"an agent daemon already serves {sock}",
+                                 hint="stop it first: python -m edgeq.device stop")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid > 0:  # the caller: wait for the grandchild to say it is ready
+        os.close(w)
+        os.waitpid(pid, 0)
+        msg = _read_ready(r, READY_TIMEOUT_S)
+        os.close(r)
+        if msg.startswith("ok "):
+            return int(msg[3:].strip())
+        raise EdgeqError(f"the daemon did not start: {msg or 'no answer'}",
+                         hint=f"see {store.log_path}")
+    # first child
+    os.close(r)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    # the daemon
+    code = 1
+    try:
+        os.chdir("/")
+        _rotate_log(store.log_path)
+        log_fd = os.open(str(store.log_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null_fd = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null_fd, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(null_fd)
+        os.close(log_fd)
+        root = logging.getLogger()
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+
+        def ready() -> None:
+            os.write(w, f"ok {os.getpid()}\n".encode())
+            os.close(w)
+
+        code = run_server(store, sock, worker_timeout_s=worker_timeout_s, ready=ready)
+    except EdgeqError as exc:
+        logger.error("%s (%s)", exc.message, exc.hint)
+        try:
+            os.write(w, f"{exc.message}\n".encode())
+        except OSError:
+            pass
+    except BaseException:
+        logger.exception("the daemon crashed")
+        try:
+            os.write(w, b"crashed, see the log\n")
+        except OSError:
+            pass
+    finally:
+        os._exit(code)
+
+
+def _read_ready(fd: int, timeout_s: float) -> str:
+    import select
+
+    deadline = time.monotonic() + timeout_s
+    buf = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        buf += chunk
+        if b"\n" in buf:
+            break
+    return buf.decode("utf-8", "replace").strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# the other commands
+# ---------------------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie is not alive for our purposes
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().split(b")")[-1].split()[0] != b"Z"
+    except OSError:
+        return True
+
+
+def _is_agent(pid: int) -> bool:
+    """Whether pid runs `edgeq.device ... serve` (guards against a reused pid)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            words = fh.read().split(b"\0")
+    except OSError:
+        return True  # no /proc: trust the pidfile
+    return any(b"edgeq" in w for w in words) and b"serve" in words
+
+
+def read_pid(store: Store) -> Optional[int]:
+    try:
+        text = store.pid_path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"cannot read {store.pid_path}: {exc.strerror or exc}",
+                         hint="check the permissions of $EDGEQ_HOME") from None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def stop(*, home: Optional[str] = None, timeout_s: float = 10.0) -> int:
+    """`stop`: SIGTERM the daemon named by the pidfile, wait for it to exit; its pid."""
+    store = Store(home)
+    pid = read_pid(store)
+    if pid is None or not _pid_alive(pid) or not _is_agent(pid):
+        if pid is not None:
+            try:
+                store.pid_path.unlink()
+            except OSError:
+                pass
+        raise DaemonNotRunningError(f"no agent daemon is running (pidfile {store.pid_path} "
+                                    f"{'is stale' if pid is not None else 'does not exist'})",
+                                    hint="start one with: python -m edgeq.device serve --detach")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _pid_alive(pid):
+            return pid
+        time.sleep(0.05)
+    raise EdgeqError(f"the agent daemon (pid {pid}) did not stop within {timeout_s:g} s",
+                     hint=f"kill it by hand: kill -KILL {pid}")
+
+
+def query_status(*, home: Optional[str] = None, socket_path: Optional[str] = None,
+                 timeout_s: float = 10.0) -> dict[str, Any]:
+    """`status`: the daemon's status op."""
+    store = Store(home)
+    sock = Path(socket_path) if socket_path else store.socket_path
+    with AgentClient.connect_unix(sock, timeout_s) as client:
+        client.hello()
+        return client.call("status")
+
+
+def format_status(doc: dict[str, Any]) -> str:
+    rt = doc.get("runtime") or {}
+    dep = doc.get("deployment") or {}
+    store = doc.get("store") or {}
+    lines = [
+        f"edgeq agent {doc.get('agent_version')} (pid {doc.get('pid')}), up "
+        f"{doc.get('uptime_s', 0):.0f} s, protocol {doc.get('protocol')}",
+        f"socket    {doc.get('socket')}",
+        f"runtime   {rt.get('name')} {rt.get('version')}" if rt else
+        f"runtime   MISSING: {doc.get('runtime_error')}",
+        f"busy      {'yes (worker pid ' + str(doc.get('worker_pid')) + ')' if doc.get('busy') else 'no'}",
+        f"store     {len(store.get('models', []))} models, {len(store.get('data', []))} data sets",
+    ]
+    if dep:
+        lines.append(f"deployed  {dep.get('model_name')}: float32 {str(dep.get('float32'))[:12]}"
+                     f"  int8 {str(dep.get('int8'))[:12]}  data {str(dep.get('eval_data'))[:12]}")
+    else:
+        lines.append("deployed  nothing")
+    return "\n".join(lines)
+
+
+def bridge(*, home: Optional[str] = None, socket_path: Optional[str] = None,
+           stdin_fd: int = 0, stdout_fd: int = 1) -> int:
+    """`bridge`: relay stdin -> socket and socket -> stdout until the daemon closes."""
+    store = Store(home)
+    path = Path(socket_path) if socket_path else store.socket_path
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except OSError as exc:
+        sock.close()
+        raise DaemonNotRunningError(
+            f"no edgeq agent daemon is listening on {path} ({exc.strerror or exc})",
+            hint="start it with: python -m edgeq.device serve --detach "
+                 "(or use the one-shot agent)",
+        ) from None
+
+    def pump_in() -> None:
+        try:
+            while True:
+                data = os.read(stdin_fd, 65536)
+                if not data:
+                    break
+                sock.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    threading.Thread(target=pump_in, daemon=True).start()
+    try:
+        while True:
+            data = sock.recv(1 << 20)
+            if not data:
+                break
+            view = memoryview(data)
+            while view:
+                n = os.write(stdout_fd, view)
+                view = view[n:]
+    except OSError as exc:
+        if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
+            raise EdgeqError(f"the bridge broke: {exc.strerror or exc}",
+                             hint="reconnect") from None
+    finally:
+        sock.close()
+    return 0
+
+
+def pid_of(home: Union[str, Path, None] = None) -> Optional[int]:
+    """The daemon's pid from its pidfile if it is alive, else None."""
+    store = Store(home)
+    pid = read_pid(store)
+    return pid if pid is not None and _pid_alive(pid) else None
