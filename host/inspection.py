@@ -483,9 +483,9 @@ def quantization_error(
     """Per-layer quantization error of the float Keras model, via tf.lite QuantizationDebugger.
 
     For every quantized layer output the debugger runs the float and the quantized op on the
-    same inputs and compares them. Per layer: mean_error, max_abs_error, mean_squared_error,
-    rmse, scale, zero_point, rmse_per_scale (rmse / scale: ~0.29 = 1/sqrt(12) is the pure
-    rounding error; much larger means clipping or outliers), range (float min..max seen).
+    same inputs and compares them. Per layer (op, tensor): num_elements, stddev, mean_error,
+    max_abs_error, mean_squared_error, rmse, scale, zero_point and rmse_per_scale (rmse / scale:
+    ~0.29 = 1/sqrt(12) is pure rounding error; much larger means clipping or outliers).
     """
     import tensorflow as tf
 
@@ -503,44 +503,42 @@ def quantization_error(
             yield [images[i:i + 1]]
 
     converter = build_int8_converter(model, dataset, per_channel=per_channel)
-    options = tf.lite.experimental.QuantizationDebugOptions(
-        layer_debug_metrics={
-            "range": lambda diffs: float(np.max(diffs) - np.min(diffs)),
-        },
-        layer_direct_compare_metrics={
-            "rmse_per_scale": lambda f, q, s, zp: float(np.sqrt(np.mean((f - (q.astype(np.float32) - zp) * s) ** 2)) / s),
-        },
-    )
     import contextlib
+    import csv
     import io
+    import warnings
 
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # Keras' export prints to stdout
+        # Keras' export prints to stdout; the debugger's own tf.lite.Interpreter warns it is old.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter, debug_dataset=dataset, debug_options=options)
+                converter=converter, debug_dataset=dataset)
             debugger.run()
+        dump = io.StringIO()
+        debugger.layer_statistics_dump(dump)
     except Exception as exc:
         raise InspectError(f"QuantizationDebugger failed on {float_model_path}: {type(exc).__name__}: {exc}",
                            hint="check that the float model matches the .tflite file and the calibration data") from None
     layers = []
-    for name, stats in debugger.layer_statistics.items():
-        row: dict[str, Any] = {"tensor": name}
-        for k, v in stats.items():
-            row[k] = _json_number(v)
-        mse = row.get("mean_squared_error")
-        if isinstance(mse, float):
-            row["rmse"] = float(np.sqrt(mse))
-        layers.append(row)
-    # the debugger's own scale/zero point per layer output, from its quantized model
-    try:
-        details = {d["name"]: d for d in debugger._quant_interpreter.get_tensor_details()}  # noqa: SLF001
-        for row in layers:
-            d = details.get(row["tensor"])
-            if d and d["quantization"][0]:
-                row["scale"] = float(d["quantization"][0])
-                row["zero_point"] = int(d["quantization"][1])
-    except Exception:  # pragma: no cover - private API; the stats above stand on their own
-        pass
+    for row in csv.DictReader(io.StringIO(dump.getvalue())):
+        layer: dict[str, Any] = {
+            "op": row.get("op_name", ""),
+            "tensor": row.get("tensor_name", ""),
+            "tensor_index": int(float(row["tensor_idx"])) if row.get("tensor_idx") else None,
+        }
+        for key in ("scale", "zero_point", "num_elements", "stddev", "mean_error",
+                    "max_abs_error", "mean_squared_error"):
+            if key in row:
+                layer[key] = _json_number(row[key])
+        if isinstance(layer.get("zero_point"), float):
+            layer["zero_point"] = int(layer["zero_point"])
+        mse, scale = layer.get("mean_squared_error"), layer.get("scale")
+        layer["rmse"] = float(np.sqrt(mse)) if isinstance(mse, float) else None
+        layer["rmse_per_scale"] = (layer["rmse"] / scale
+                                   if layer["rmse"] is not None and isinstance(scale, float) and scale > 0
+                                   else None)
+        layers.append(layer)
     return {"calibration": {"size": n, "seed": seed, "source": source, "per_channel": per_channel},
             "layers": layers}
 
