@@ -1,0 +1,187 @@
+"""edgeq.device.protocol framing/validation and AgentClient over a real socketpair."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import pytest
+
+from edgeq.device.client import AgentClient
+from edgeq.device.errors import (
+    AgentConnectionError,
+    InputShapeError,
+    ProtocolError,
+    ProtocolVersionError,
+    RemoteError,
+    UnknownOpError,
+)
+from edgeq.device.protocol import (
+    MAX_REQUEST_BYTES,
+    MAX_RESPONSE_BYTES,
+    OPS,
+    PROTOCOL_VERSION,
+    Request,
+    Response,
+    check_hello,
+    decode_request,
+    decode_response,
+    encode_request,
+    encode_response,
+)
+
+SHA = "ab" * 32
+
+
+def test_constants() -> None:
+    assert PROTOCOL_VERSION == 1
+    assert MAX_REQUEST_BYTES == 1024 * 1024 and MAX_RESPONSE_BYTES == 64 * 1024 * 1024
+    assert set(OPS) >= {"hello", "status", "list_models", "verify", "bench", "evaluate",
+                        "remove"}
+
+
+def test_request_roundtrip_fills_defaults() -> None:
+    line = encode_request(Request(7, "bench", {"model": "int8", "threads": 2}))
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    req = decode_request(line)
+    assert req.id == 7 and req.op == "bench"
+    assert req.args["threads"] == 2 and req.args["xnnpack"] is True
+    assert req.args["runs_min"] == 50 and req.args["data"] is None
+    assert decode_request(b'{"id": 1, "op": "status"}\n').args == {}
+
+
+@pytest.mark.parametrize("line, match", [
+    (b"not json\n", "not valid JSON"),
+    (b"[1, 2]\n", "not an object"),
+    (b'\xff\xfe{"id": 1}\n', "not UTF-8"),
+    (b'{"op": "status"}\n', "id"),
+    (b'{"id": -1, "op": "status"}\n', "id"),
+    (b'{"id": true, "op": "status"}\n', "id"),
+    (b'{"id": 1, "op": 5}\n', "op"),
+    (b'{"id": 1, "op": "status", "args": [1]}\n', "args"),
+    (b'{"id": 1, "op": "status", "extra": 1}\n', "unknown request field"),
+    (b'{"id": 1, "op": "status", "args": {"x": 1}}\n', "unknown argument"),
+    (b'{"id": 1, "op": "bench", "args": {}}\n', "needs the argument 'model'"),
+    (b'{"id": 1, "op": "bench", "args": {"model": "../../etc/passwd"}}\n', "sha256"),
+    (b'{"id": 1, "op": "bench", "args": {"model": "int8", "threads": 0}}\n', "threads"),
+    (b'{"id": 1, "op": "bench", "args": {"model": "int8", "threads": 1.0}}\n', "threads"),
+    (b'{"id": 1, "op": "bench", "args": {"model": "int8", "xnnpack": 1}}\n', "xnnpack"),
+    (b'{"id": 1, "op": "bench", "args": {"model": "int8", "run_s_min": 1e9}}\n', "run_s_min"),
+    (b'{"id": 1, "op": "bench", "args": {"model": "int8", "runs_min": 9, "runs_max": 3}}\n',
+     "runs_max"),
+    (b'{"id": 1, "op": "bench", "args": {"model": "int8", "data": "latest"}}\n', "data"),
+    (b'{"id": 1, "op": "remove", "args": {"ref": "int8"}}\n', "sha256"),
+    (b'{"id": 1, "op": "hello", "args": {"protocol": "1"}}\n', "protocol"),
+])
+def test_invalid_requests(line: bytes, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        decode_request(line)
+
+
+def test_unknown_op_and_oversize() -> None:
+    with pytest.raises(UnknownOpError):
+        decode_request(b'{"id": 1, "op": "shell", "args": {"cmd": "rm -rf /"}}\n')
+    big = b'{"id": 1, "op": "status", "pad": "' + b"x" * MAX_REQUEST_BYTES + b'"}\n'
+    with pytest.raises(ProtocolError, match="exceeds"):
+        decode_request(big)
+    with pytest.raises(ProtocolError):
+        encode_request(Request(1, "status", {"pad": "x" * MAX_REQUEST_BYTES}))
+
+
+def test_version_check() -> None:
+    check_hello({"protocol": PROTOCOL_VERSION})
+    with pytest.raises(ProtocolVersionError):
+        check_hello({"protocol": PROTOCOL_VERSION + 1})
+
+
+def test_response_roundtrip_and_nan_refused() -> None:
+    ok = decode_response(encode_response(Response.success(3, {"x": [1, 2.5]})))
+    assert ok.ok and ok.id == 3 and ok.result == {"x": [1, 2.5]}
+    err = decode_response(encode_response(Response.failure(4, InputShapeError("m", "h"))))
+    assert not err.ok and err.error == {"type": "InputShapeError", "message": "m", "hint": "h"}
+    # a result that is not strict JSON becomes an error response, never invalid JSON
+    bad = decode_response(encode_response(Response.success(5, {"x": float("nan")})))
+    assert not bad.ok and bad.error["type"] == "ProtocolError"
+    with pytest.raises(ProtocolError):
+        decode_response(b'{"id": 1}\n')
+
+
+# --- the client over a real socket pair, a thread playing the server --------------------------
+
+
+def _serve(sock: socket.socket, answers: list[bytes]) -> threading.Thread:
+    def run() -> None:
+        f = sock.makefile("rb")
+        for answer in answers:
+            line = f.readline()
+            if not line:
+                break
+            req = json.loads(line)
+            sock.sendall(answer.replace(b"$ID", str(req["id"]).encode()))
+        f.close()
+        sock.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def _client_pair(answers: list[bytes], zero_arg_readline: bool = False) -> AgentClient:
+    a, b = socket.socketpair()
+    _serve(b, answers)
+    a.settimeout(10)
+    f = a.makefile("rb")
+    if zero_arg_readline:  # what the host does: a readline that already knows its limit
+        return AgentClient(a.sendall, lambda: f.readline(MAX_RESPONSE_BYTES), close=a.close)
+    return AgentClient(a.sendall, f.readline, close=a.close)
+
+
+def test_client_hello_and_call() -> None:
+    c = _client_pair([
+        b'{"id": $ID, "ok": true, "result": {"protocol": 1, "agent_version": "0.1.0"}}\n',
+        b'{"id": $ID, "ok": true, "result": {"models": []}}\n',
+    ], zero_arg_readline=True)
+    assert c.hello()["protocol"] == 1
+    assert c.call("list_models") == {"models": []}
+    c.close()
+
+
+def test_client_raises_the_named_error_with_hint() -> None:
+    c = _client_pair([
+        b'{"id": $ID, "ok": true, "result": {"protocol": 1}}\n',
+        b'{"id": $ID, "ok": false, "error": {"type": "InputShapeError", "message": "m1",'
+        b' "hint": "h1"}}\n',
+        b'{"id": $ID, "ok": false, "error": {"type": "FutureError", "message": "m2",'
+        b' "hint": "h2"}}\n',
+    ])
+    c.hello()
+    with pytest.raises(InputShapeError) as e1:
+        c.call("status")
+    assert (e1.value.message, e1.value.hint) == ("m1", "h1")
+    with pytest.raises(RemoteError) as e2:
+        c.call("status")
+    assert e2.value.remote_type == "FutureError" and e2.value.to_dict()["type"] == "FutureError"
+
+
+def test_client_detects_closed_stream_and_id_mismatch() -> None:
+    c = _client_pair([])
+    with pytest.raises(AgentConnectionError):
+        c.hello()
+    c = _client_pair([b'{"id": 99, "ok": true, "result": {}}\n'])
+    with pytest.raises(ProtocolError, match="does not match"):
+        c.call("status")
+    with pytest.raises(AgentConnectionError, match="unusable"):
+        c.call("status")
+
+
+def test_client_refuses_oversize_response() -> None:
+    c = _client_pair([b'{"id": $ID, "ok": true, "result": {"x": "' + b"y" * 2000 + b'"}}\n'])
+    c.max_response_bytes = 1000
+    with pytest.raises(ProtocolError, match="longer than"):
+        c.call("status")
+
+
+def test_client_refuses_to_send_oversize_request() -> None:
+    c = _client_pair([])
+    with pytest.raises(ProtocolError):
+        c.call("status", pad="x" * MAX_REQUEST_BYTES)

@@ -1,0 +1,111 @@
+"""edgeq.device.store: layout, sha256 verification, references, removal, atomic writes."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from edgeq.device.errors import IntegrityError, ModelNotFoundError, StoreError
+from edgeq.device.store import Store, atomic_write_bytes, atomic_write_json, edgeq_home
+
+
+def _store_with_files(tmp_path: Path) -> tuple[Store, str, str, str]:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.tflite").write_bytes(b"\x1c\0\0\0TFL3" + b"a" * 100)
+    (src / "b.tflite").write_bytes(b"\x1c\0\0\0TFL3" + b"b" * 100)
+    (src / "e.npz").write_bytes(b"PK" + b"e" * 100)
+    store = Store(tmp_path / "home")
+    a = store.add_model(src / "a.tflite")
+    b = store.add_model(src / "b.tflite")
+    d = store.add_data(src / "e.npz")
+    return store, a, b, d
+
+
+def test_home_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("EDGEQ_HOME", str(tmp_path / "env"))
+    assert edgeq_home() == tmp_path / "env"
+    assert edgeq_home(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv("EDGEQ_HOME")
+    assert edgeq_home() == Path(os.path.expanduser("~/.edgeq"))
+
+
+def test_layout_and_listing(tmp_path: Path) -> None:
+    store, a, b, d = _store_with_files(tmp_path)
+    assert a == hashlib.sha256((tmp_path / "src" / "a.tflite").read_bytes()).hexdigest()
+    assert store.model_path(a) == tmp_path / "home" / "models" / f"{a}.tflite"
+    assert store.data_path(d).is_file()
+    assert {m["sha256"] for m in store.list_models()} == {a, b}
+    store.write_deployment({"model_name": "m", "float32": a, "int8": b, "eval_data": d})
+    kinds = {m["sha256"]: m["kinds"] for m in store.list_models()}
+    assert kinds == {a: ["float32"], b: ["int8"]}
+    assert store.resolve_model_ref("int8") == b and store.resolve_data_ref("current") == d
+    assert store.model("float32") == (a, store.model_path(a))
+    assert not list(store.deployments_dir.glob(".*tmp"))  # no temp file left behind
+
+
+def test_refs_without_deployment(tmp_path: Path) -> None:
+    store, a, _, _ = _store_with_files(tmp_path)
+    with pytest.raises(ModelNotFoundError, match="no int8 model is deployed"):
+        store.model("int8")
+    with pytest.raises(ModelNotFoundError):
+        store.data("current")
+    with pytest.raises(ModelNotFoundError):
+        store.model("0" * 64)
+    store.current_path.write_text("{broken")
+    with pytest.raises(StoreError, match="not valid JSON"):
+        store.model("int8")
+
+
+def test_verify_detects_corruption(tmp_path: Path) -> None:
+    store, a, b, d = _store_with_files(tmp_path)
+    assert store.verify()["ok"] is True
+    p = store.model_path(b)
+    p.write_bytes(p.read_bytes()[:-1] + b"X")
+    report = store.verify()
+    assert report["ok"] is False
+    bad = [f for f in report["files"] if not f["ok"]]
+    assert [f["sha256"] for f in bad] == [b] and "corrupt" in bad[0]["error"]
+    with pytest.raises(IntegrityError):
+        store.model(b)
+    assert store.verify(a)["ok"] is True
+    with pytest.raises(ModelNotFoundError):
+        store.verify("1" * 64)
+
+
+def test_remove_refuses_what_is_deployed(tmp_path: Path) -> None:
+    store, a, b, d = _store_with_files(tmp_path)
+    store.write_deployment({"model_name": "m", "float32": a, "int8": b, "eval_data": d})
+    with pytest.raises(StoreError, match="deployed"):
+        store.remove(a)
+    assert store.model_path(a).exists()
+    removed = store.remove(a, force=True)
+    assert removed[0]["kind"] == "model" and not store.model_path(a).exists()
+    with pytest.raises(ModelNotFoundError):
+        store.remove(a, force=True)
+
+
+def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "x.json"
+    atomic_write_json(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    atomic_write_bytes(target, b"second", mode=0o600)
+    assert target.read_bytes() == b"second"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert os.listdir(target.parent) == ["x.json"]
+
+
+def test_atomic_write_failure_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "x.bin"
+    atomic_write_bytes(target, b"old")
+    with pytest.raises(TypeError):
+        atomic_write_bytes(target, "not bytes")  # type: ignore[arg-type]
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["x.bin"]
+    with pytest.raises(TypeError):
+        atomic_write_json(target, {"x": object()})
+    assert target.read_bytes() == b"old"
