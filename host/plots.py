@@ -154,15 +154,16 @@ def layer_weights(
     *,
     axis: Optional[int] = None,
     quantized: Optional[np.ndarray] = None,
-    outlier_threshold: Optional[float] = None,
+    outlier_abs: Optional[float] = None,
+    channel_flags: Optional[Sequence[bool]] = None,
 ) -> bytes:
     """One weight tensor: distribution vs the Min-Max range and int8 grid, per-channel ranges.
 
     Left: histogram of the float weights whose bins are the int8 grid cells of the widest
-    channel (one bar per code), the Min-Max range as solid lines, the range per-tensor
-    quantization would use as dotted lines, outliers (|w - median| > threshold) as marks on the
-    axis. Middle: min..max of each output channel (axis `axis`) with its quantization range.
-    Right: how often each int8 code is used (the grid as the model stores it).
+    channel (one bar per code), the Min-Max range as solid lines, the int8 range of the widest
+    channel shaded, outliers (|w| > outlier_abs) as orange marks on the axis. Middle: min..max
+    of each output channel (axis `axis`) with its int8 range; channels flagged in
+    `channel_flags` in orange. Right: how often each int8 code is used (the stored grid).
     """
     w = np.asarray(weights, dtype=np.float64)
     sc = np.atleast_1d(np.asarray(scales, dtype=np.float64))
@@ -185,9 +186,8 @@ def layer_weights(
     ax_h.axvline(float(w.max()), color="k", lw=1.2)
     ax_h.axvspan(q_lo, q_hi, color="#999999", alpha=0.12,
                  label=f"int8 range of widest channel, step {step:.2g}")
-    if outlier_threshold is not None:
-        med = float(np.median(w))
-        out = w.ravel()[np.abs(w.ravel() - med) > outlier_threshold]
+    if outlier_abs is not None:
+        out = w.ravel()[np.abs(w.ravel()) > outlier_abs]
         if out.size:
             ax_h.plot(out, np.full(out.size, 0.7), "|", color=OUTLIER_COLOR, ms=14, mew=1.5,
                       label=f"{out.size} outliers")
@@ -206,12 +206,11 @@ def layer_weights(
         ax_c.fill_between(ch, qmin, qmax, step="mid", color="#999999", alpha=0.25,
                           label="int8 range per channel")
         ax_c.vlines(ch, cmin, cmax, color="#4c72b0", lw=2, label="weights min..max")
-        span = cmax - cmin
-        med_span = float(np.median(span))
-        wide_ch = span > 2.0 * med_span if med_span > 0 else np.zeros_like(span, bool)
-        if wide_ch.any():
-            ax_c.vlines(ch[wide_ch], cmin[wide_ch], cmax[wide_ch], color=OUTLIER_COLOR, lw=2.5,
-                        label="range > 2x median")
+        flags = (np.asarray(channel_flags, dtype=bool)[: ch.size] if channel_flags is not None
+                 else np.zeros(ch.size, dtype=bool))
+        if flags.any():
+            ax_c.vlines(ch[flags], cmin[flags], cmax[flags], color=OUTLIER_COLOR, lw=2.5,
+                        label=f"{int(flags.sum())} channels with outliers")
         ax_c.set_xlabel(f"output channel (axis {axis})")
         ax_c.set_title(f"per-channel ranges ({ch.size} channels)", fontsize=9)
         ax_c.legend(fontsize=7, loc="upper right")

@@ -333,16 +333,12 @@ class LayerAnalysis:
     note: str = ""
 
 
-#: ops whose second input is a weight tensor
-WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 #: ops that only move shapes around (their outputs are not analysed)
 _SKIP_OPS = ("DELEGATE", "QUANTIZE", "DEQUANTIZE", "SHAPE", "STRIDED_SLICE", "PACK")
 LAYER_IMAGES = 200
 #: an activation range is "stretched by outliers" when the calibrated int8 range is this many
 #: times wider than where the central 99.8 % of the observed float values lie
 STRETCH_FLAG = 2.0
-#: a weight is an outlier beyond this many robust standard deviations (1.4826 * MAD)
-WEIGHT_OUTLIER_SIGMAS = 6.0
 
 
 def _interpreter(path: Path) -> Any:
@@ -359,10 +355,6 @@ def _interpreter(path: Path) -> Any:
     return interp
 
 
-def _ops(interp: Any) -> list[dict[str, Any]]:
-    return [op for op in interp._get_ops_details() if op["op_name"] not in _SKIP_OPS]
-
-
 def _feed(interp: Any, image: np.ndarray) -> None:
     d = interp.get_input_details()[0]
     x = image.astype(np.float32).reshape(d["shape"])
@@ -374,33 +366,33 @@ def _feed(interp: Any, image: np.ndarray) -> None:
     interp.invoke()
 
 
-def _robust_threshold(w: np.ndarray) -> float:
-    med = float(np.median(w))
-    mad = float(np.median(np.abs(w - med))) * 1.4826
-    return WEIGHT_OUTLIER_SIGMAS * mad if mad > 0 else float(np.abs(w - med).max()) + 1.0
-
-
-def _slug(text: str) -> str:
-    out = "".join(c if c.isalnum() else "_" for c in text.lower())
-    return "_".join(part for part in out.split("_") if part)[:40] or "layer"
+def _op_keys(operators: Sequence[Any]) -> list[tuple[str, int]]:
+    """(op name, n-th op of that name) for each op: how the float and int8 graphs are matched."""
+    seen: dict[str, int] = {}
+    out = []
+    for op in operators:
+        seen[op.name] = seen.get(op.name, 0) + 1
+        out.append((op.name, seen[op.name]))
+    return out
 
 
 def layer_analysis(artifacts_dir: Path, *, max_weight_figures: int = 12,
-                   images: Optional[np.ndarray] = None) -> LayerAnalysis:
-    """Per layer: weights vs the Min-Max range and int8 grid, activation ranges, error.
+                   images: Optional[np.ndarray] = None, debugger: bool = True) -> LayerAnalysis:
+    """Per layer: weights vs the Min-Max range and int8 grid, activation ranges, outliers, error.
 
-    Both TFLite models are run without delegates, keeping every intermediate tensor, on up to
-    LAYER_IMAGES evaluation images. Each op of the int8 graph is matched with the same op of
-    the float32 graph (same type, same position). For an activation the calibrated int8 range
-    [(-128 - zp) * s, (127 - zp) * s] is compared with the float values actually seen: its
-    "stretch" is the range width over the width of the central 99.8 % of the values (> 2:
-    the range is set by outliers and the bulk gets less than half the 256 levels); the error
-    is the RMSE between the dequantized int8 output and the float output, also in units of the
-    int8 step (LSB). The error accumulates through the graph (it is end-to-end, like the
-    accuracy). Weights: the float weights of the float32 model against the int8 codes, scales
-    and zero points of the int8 model.
+    - Quantization parameters, int8 weight tensors, the weight outlier rule and the per-layer
+      error of TensorFlow's QuantizationDebugger come from edgeq.host.inspection.
+    - The ops of the int8 and float32 graphs are matched by type and position, so each int8
+      weight tensor is shown against the float32 weights it came from.
+    - Both TFLite models are also run without delegates, every intermediate tensor kept, on up
+      to LAYER_IMAGES evaluation images. For each int8 activation, the calibrated range
+      [(-128 - zp) * s, (127 - zp) * s] is compared with the float values actually seen: its
+      "stretch" is the range width over the width of the central 99.8 % of the values (above
+      STRETCH_FLAG the range is set by outliers and the bulk gets less than half of the 256
+      levels); its end-to-end error is the RMSE of the dequantized int8 output against the float
+      output, in int8 steps (it accumulates through the graph, like the accuracy loss).
     """
-    from edgeq.host import plots
+    from edgeq.host import inspection, plots
 
     manifest = _load_json(artifacts_dir / "manifest.json") or {}
     files = {m: artifacts_dir / (_get(manifest, "models", m, "file") or f"model_{m}.tflite")
@@ -411,35 +403,72 @@ def layer_analysis(artifacts_dir: Path, *, max_weight_figures: int = 12,
     if images is None:
         images, _ = _load_eval(artifacts_dir)
     images = images[:LAYER_IMAGES]
-    fi, qi = _interpreter(files["float32"]), _interpreter(files["int8"])
-    f_ops, q_ops = _ops(fi), _ops(qi)
-    f_det = {t["index"]: t for t in fi.get_tensor_details()}
-    q_det = {t["index"]: t for t in qi.get_tensor_details()}
-
-    def key_list(ops: list[dict[str, Any]]) -> list[tuple[str, int]]:
-        seen: dict[str, int] = {}
-        out = []
-        for op in ops:
-            seen[op["op_name"]] = seen.get(op["op_name"], 0) + 1
-            out.append((op["op_name"], seen[op["op_name"]]))
-        return out
-
-    f_by_key = dict(zip(key_list(f_ops), f_ops))
-    pairs = [(k, f_by_key[k], q) for k, q in zip(key_list(q_ops), q_ops) if k in f_by_key]
+    qf, ff = inspection.read_tflite(files["int8"]), inspection.read_tflite(files["float32"])
+    f_ops = dict(zip(_op_keys(ff.operators), ff.operators))
+    pairs = [(key, f_ops[key], qop) for key, qop in zip(_op_keys(qf.operators), qf.operators)
+             if key in f_ops and qop.name not in _SKIP_OPS]
     if not pairs:
         raise ReportError("the float32 and int8 graphs have no op in common",
                           hint="re-create both models with edgeq quantize")
-    # activations: collect float and dequantized int8 outputs of every matched op
+    figures: list[Figure] = []
+
+    # -- weights: inspection's int8 tensors and outlier rule, float weights of the float32 model
+    by_index = {w.index: w for w in inspection.weight_tensors(files["int8"], qf)}
+    weight_rows: list[dict[str, Any]] = []
+    for (name, nth), fop, qop in pairs:
+        if len(qop.inputs) < 2 or qop.inputs[1] not in by_index or len(fop.inputs) < 2:
+            continue
+        wt = by_index[qop.inputs[1]]
+        w = ff.buffer_array(ff.tensors[fop.inputs[1]])
+        if w is None or w.shape != wt.values.shape:
+            continue
+        w = w.astype(np.float64)
+        rep = inspection.weight_report(wt)
+        label = f"{name.lower()}_{nth}"
+        per_channel = len(wt.scales) > 1
+        p999 = float(np.percentile(np.abs(w), inspection.OUTLIER_PERCENTILE))
+        outlier_abs = inspection.OUTLIER_RATIO * p999
+        n_out = int(np.sum(np.abs(w) > outlier_abs))
+        err = wt.dequantized().astype(np.float64) - w
+        weight_rows.append({
+            "layer": label, "tensor": wt.name, "shape": "x".join(str(d) for d in w.shape),
+            "granularity": f"per-channel ({len(wt.scales)})" if per_channel else "per-tensor",
+            "w_min": float(w.min()), "w_max": float(w.max()),
+            "scale_min": float(np.min(wt.scales)), "scale_max": float(np.max(wt.scales)),
+            "outlier_ratio": rep["outlier_ratio"],
+            "outlier": "yes" if rep["outlier"] else "no",
+            "outlier_channels": f"{rep['outlier_channels']}/{len(rep['channels'])}",
+            "codes_used": int(np.unique(wt.values).size),
+            "rounding_rmse_lsb": float(np.sqrt(np.mean(err ** 2)) / float(np.mean(wt.scales))),
+        })
+        if sum(f.name.startswith("weights_") for f in figures) < max_weight_figures:
+            figures.append(Figure(
+                f"weights_{label}", f"Weights of {label}",
+                f"{wt.name} ({'x'.join(str(d) for d in w.shape)}, "
+                f"{'per-channel' if per_channel else 'per-tensor'}). Left: the float32 weights "
+                "on the int8 grid of the widest channel (one bar per code) and the Min-Max range; "
+                f"{n_out} weights above {inspection.OUTLIER_RATIO:g} x P{inspection.OUTLIER_PERCENTILE:g}"
+                "(|w|) marked as outliers. Middle: each output channel's range and its int8 "
+                "range; orange: channels with outliers. Right: the int8 codes used.",
+                plots.layer_weights(label, w, wt.scales, wt.zero_points,
+                                    axis=wt.quantized_dimension if per_channel else None,
+                                    quantized=wt.values, outlier_abs=outlier_abs,
+                                    channel_flags=[c["outlier"] for c in rep["channels"]])))
+
+    # -- activations: inspection's quantization parameters, values seen at run time
+    fi, qi = _interpreter(files["float32"]), _interpreter(files["int8"])
     acts: list[dict[str, Any]] = []
     for (name, nth), fop, qop in pairs:
-        qt = q_det[qop["outputs"][0]]
-        ft = f_det[fop["outputs"][0]]
-        qp = qt["quantization_parameters"]
-        if qt["dtype"] != np.int8 or ft["dtype"] != np.float32 or len(qp["scales"]) != 1:
+        if not qop.outputs or not fop.outputs:
             continue
-        acts.append({"op": name, "nth": nth, "f": ft["index"], "q": qt["index"],
-                     "tensor": qt["name"], "scale": float(qp["scales"][0]),
-                     "zero_point": int(qp["zero_points"][0]), "fvals": [], "err2": 0.0, "n": 0})
+        qt, ft = qf.tensors[qop.outputs[0]], ff.tensors[fop.outputs[0]]
+        if qt.dtype != "INT8" or ft.dtype != "FLOAT32" or len(qt.scales) != 1:
+            continue
+        d = qt.to_dict()
+        acts.append({"label": f"{name.lower()}_{nth}", "f": ft.index, "q": qt.index,
+                     "tensor": qt.name, "scale": float(d["scale"]),
+                     "zero_point": int(d["zero_point"]), "range_min": float(d["real_min"]),
+                     "range_max": float(d["real_max"]), "fvals": [], "err2": 0.0, "n": 0})
     for img in images:
         _feed(fi, img)
         _feed(qi, img)
@@ -452,92 +481,87 @@ def layer_analysis(artifacts_dir: Path, *, max_weight_figures: int = 12,
     tensor_rows: list[dict[str, Any]] = []
     act_items: list[dict[str, Any]] = []
     for a in acts:
-        fv = np.concatenate(a["fvals"])
-        lo, hi = (-128 - a["zero_point"]) * a["scale"], (127 - a["zero_point"]) * a["scale"]
+        fv = np.concatenate(a["fvals"]) if a["fvals"] else np.zeros(1)
+        lo, hi = a["range_min"], a["range_max"]
         p_lo, p_hi = (float(v) for v in np.quantile(fv, [0.001, 0.999]))
-        bulk = p_hi - p_lo
-        stretch = (hi - lo) / bulk if bulk > 0 else float("inf")
+        stretch = (hi - lo) / (p_hi - p_lo) if p_hi > p_lo else float("inf")
         clipped = float(np.mean((fv < lo - a["scale"] / 2) | (fv > hi + a["scale"] / 2)))
         rmse = math.sqrt(a["err2"] / a["n"]) if a["n"] else float("nan")
         outlier = bool(stretch > STRETCH_FLAG)
-        label = f"{a['op'].lower()}_{a['nth']}"
         tensor_rows.append({
-            "layer": label, "tensor": a["tensor"], "scale": a["scale"],
+            "layer": a["label"], "tensor": a["tensor"], "scale": a["scale"],
             "zero_point": a["zero_point"], "range_min": lo, "range_max": hi,
-            "seen_p0.1": p_lo, "seen_p99.9": p_hi, "seen_max": float(fv.max()),
-            "stretch": stretch, "clipped_pct": 100.0 * clipped, "rmse": rmse,
-            "rmse_lsb": rmse / a["scale"], "outlier": "yes" if outlier else "no"})
-        act_items.append({"name": label, "min": lo, "max": hi,
-                          "scale": a["scale"], "outlier": outlier, "p_lo": p_lo, "p_hi": p_hi})
-    figures: list[Figure] = []
+            "seen_p0.1": p_lo, "seen_p99.9": p_hi, "seen_min": float(fv.min()),
+            "seen_max": float(fv.max()), "stretch": stretch, "clipped_pct": 100.0 * clipped,
+            "e2e_rmse_lsb": rmse / a["scale"], "outlier": "yes" if outlier else "no"})
+        act_items.append({"name": a["label"], "min": lo, "max": hi, "scale": a["scale"],
+                          "outlier": outlier, "p_lo": p_lo, "p_hi": p_hi})
     if act_items:
         figures.append(Figure(
             "activations", "Activation ranges from calibration",
-            f"The real range each int8 activation covers (set by Min-Max calibration), with the "
-            f"central 99.8 % of the float values seen on {len(images)} evaluation images in "
-            f"black. Orange: the range is more than {STRETCH_FLAG:g}x wider than that bulk, i.e. "
-            "stretched by outliers.",
+            "The real range each int8 activation covers, set by Min-Max calibration "
+            f"(bars), and the central 99.8 % of the float values seen on {len(images)} "
+            f"evaluation images (black). Orange: the range is more than {STRETCH_FLAG:g}x wider "
+            "than that bulk, i.e. stretched by outliers.",
             plots.activation_ranges(act_items)))
+
+    # -- per-layer error: QuantizationDebugger (isolated per layer) + end-to-end from the run
+    debug_layers: list[dict[str, Any]] = []
+    debug_note = ""
+    if debugger and (artifacts_dir / "model.keras").is_file():
+        cal = manifest.get("calibration") or {}
+        try:
+            debug = inspection.quantization_error(
+                artifacts_dir / "model.keras", calibration_size=int(cal.get("size") or 100),
+                seed=int(cal.get("seed") or 0), per_channel=bool(cal.get("per_channel", True)))
+            debug_layers = list(debug.get("layers") or [])
+        except EdgeqError as exc:
+            debug_note = f" QuantizationDebugger: not available ({exc.message})."
+    e2e = {r["tensor"]: r["e2e_rmse_lsb"] for r in tensor_rows}
+    error_rows: list[dict[str, Any]] = []
+    if debug_layers:
+        for layer in debug_layers:
+            error_rows.append({
+                "op": layer.get("op"), "tensor": _short_name(str(layer.get("tensor"))),
+                "scale": layer.get("scale"), "rmse": layer.get("rmse"),
+                "rmse_per_scale": layer.get("rmse_per_scale"),
+                "max_abs_error": layer.get("max_abs_error"),
+                "e2e_rmse_lsb": e2e.get(str(layer.get("tensor")))})
+        names = [f"{r['op']} {r['tensor']}" for r in error_rows]
         figures.append(Figure(
             "layer_errors", "Per-layer quantization error",
-            f"RMSE between each layer's dequantized int8 output and the float32 output on "
-            f"{len(images)} images, in int8 steps (LSB); accumulated through the graph.",
+            "Bars: RMSE / scale of each quantized layer alone (TensorFlow's QuantizationDebugger, "
+            "float and int8 op on the same inputs; 0.29 = 1/sqrt(12) is pure rounding, more means "
+            "clipping or outliers). Dots: the end-to-end RMSE of the int8 graph at that layer, in "
+            f"int8 steps, on {len(images)} evaluation images.",
+            plots.layer_errors(names, [float(r["rmse_per_scale"] or 0.0) for r in error_rows],
+                               metric="RMSE / scale (QuantizationDebugger)",
+                               secondary=[float("nan") if r["e2e_rmse_lsb"] is None
+                                          else r["e2e_rmse_lsb"] for r in error_rows],
+                               secondary_label="end-to-end RMSE (int8 steps)")))
+    elif tensor_rows:
+        error_rows = [{"layer": r["layer"], "tensor": _short_name(r["tensor"]),
+                       "e2e_rmse_lsb": r["e2e_rmse_lsb"]} for r in tensor_rows]
+        figures.append(Figure(
+            "layer_errors", "Per-layer quantization error",
+            f"End-to-end RMSE of each int8 layer output against float32, in int8 steps, on "
+            f"{len(images)} evaluation images." + debug_note,
             plots.layer_errors([r["layer"] for r in tensor_rows],
-                               [r["rmse_lsb"] for r in tensor_rows],
-                               metric="RMSE (int8 steps)")))
-    error_rows = [{"layer": r["layer"], "scale": r["scale"], "zero_point": r["zero_point"],
-                   "range_min": r["range_min"], "range_max": r["range_max"],
-                   "stretch": r["stretch"], "clipped_pct": r["clipped_pct"],
-                   "rmse_lsb": r["rmse_lsb"], "outlier": r["outlier"]} for r in tensor_rows]
-    # weights
-    weight_rows: list[dict[str, Any]] = []
-    for (name, nth), fop, qop in pairs:
-        if name not in WEIGHT_OPS or len(qop["inputs"]) < 2 or len(fop["inputs"]) < 2:
-            continue
-        qt, ft = q_det[qop["inputs"][1]], f_det[fop["inputs"][1]]
-        if qt["dtype"] != np.int8 or ft["dtype"] != np.float32:
-            continue
-        try:
-            q = qi.get_tensor(qt["index"])
-            w = fi.get_tensor(ft["index"]).astype(np.float64)
-        except ValueError:
-            continue
-        if q.shape != w.shape:
-            continue
-        qp = qt["quantization_parameters"]
-        scales = np.asarray(qp["scales"], dtype=np.float64)
-        zps = np.asarray(qp["zero_points"], dtype=np.int64)
-        axis = int(qp["quantized_dimension"]) if scales.size > 1 else None
-        thr = _robust_threshold(w)
-        n_out = int(np.sum(np.abs(w - np.median(w)) > thr))
-        label = f"{name.lower()}_{nth}"
-        deq = ((q.astype(np.float64) - (zps.reshape([-1 if i == axis else 1 for i in range(q.ndim)])
-                                         if axis is not None else zps[0]))
-               * (scales.reshape([-1 if i == axis else 1 for i in range(q.ndim)])
-                  if axis is not None else scales[0]))
-        weight_rows.append({
-            "layer": label, "tensor": qt["name"], "shape": "x".join(str(d) for d in q.shape),
-            "granularity": f"per-channel ({scales.size})" if axis is not None else "per-tensor",
-            "w_min": float(w.min()), "w_max": float(w.max()),
-            "scale_min": float(scales.min()), "scale_max": float(scales.max()),
-            "weight_rmse_lsb": float(np.sqrt(np.mean((deq - w) ** 2)) / scales.mean()),
-            "codes_used": int(np.unique(q).size), "outliers": n_out})
-        if len([f for f in figures if f.name.startswith("weights_")]) < max_weight_figures:
-            figures.append(Figure(
-                f"weights_{label}", f"Weights of {label}",
-                f"{qt['name']} ({'x'.join(str(d) for d in q.shape)}): left, the float32 weights "
-                "on the int8 grid of the widest channel (one bar per code) with the Min-Max "
-                f"range; {n_out} weights beyond {WEIGHT_OUTLIER_SIGMAS:g} robust sigmas marked. "
-                "Middle: each output channel's range and its int8 range. Right: int8 codes used.",
-                plots.layer_weights(label, w, scales, zps, axis=axis, quantized=q,
-                                    outlier_threshold=thr)))
+                               [r["e2e_rmse_lsb"] for r in tensor_rows],
+                               metric="end-to-end RMSE (int8 steps)")))
     return LayerAnalysis(
         figures=figures, tensor_rows=tensor_rows, error_rows=error_rows, weight_rows=weight_rows,
-        note=(f"From both TFLite models run without delegates on {len(images)} evaluation "
-              f"images (every intermediate tensor kept). Activation 'stretch' = calibrated range "
-              f"/ width of the central 99.8 % of the values seen; flagged above "
-              f"{STRETCH_FLAG:g}. Weight outliers: beyond {WEIGHT_OUTLIER_SIGMAS:g} x 1.4826 x "
-              "MAD from the median."))
+        note=("Weights: int8 tensors, scales and the outlier rule from edgeq inspect "
+              f"(max|w| > {inspection.OUTLIER_RATIO:g} x P{inspection.OUTLIER_PERCENTILE:g}(|w|)). "
+              f"Activations: both models run without delegates on {len(images)} evaluation "
+              "images; stretch = calibrated range / width of the central 99.8 % of the values "
+              f"seen, flagged above {STRETCH_FLAG:g}." + debug_note))
+
+
+def _short_name(name: str, width: int = 60) -> str:
+    """TFLite tensor names can be long ';'-joined lists: keep the last part."""
+    last = name.split(";")[-1]
+    return last if len(last) <= width else "..." + last[-(width - 3):]
 
 
 # ------------------------------------------------------------------ figures
@@ -812,6 +836,9 @@ def render_html(run: dict[str, Any], summary: dict[str, Any], manifest: Optional
         if layers.tensor_rows:
             out.append("<h3>Activations per layer: int8 range, values seen, error</h3>")
             out.append(_dict_table("activations", layers.tensor_rows))
+        if layers.error_rows:
+            out.append("<h3>Per-layer quantization error</h3>")
+            out.append(_dict_table("layer-errors", layers.error_rows))
     if sweep:
         out.append('<h2 id="sweep">Sweep: calibration-set size and granularity</h2>')
         out.append('<table id="sweep-table"><thead><tr>'
@@ -889,13 +916,16 @@ def render_markdown(run: dict[str, Any], summary: dict[str, Any],
     out += ["", "## Figures", ""]
     for fig, rel in figure_files:
         out += [f"### {fig.title}", "", f"![{fig.title}]({rel})", "", fig.caption, ""]
-    if layers is not None and (layers.error_rows or layers.note):
+    if layers is not None and (layers.error_rows or layers.tensor_rows or layers.note):
         out += ["## Per-layer analysis", ""]
         if layers.weight_rows:
             out += ["Weights:", ""] + _md_dict_table(
                 [{k: v for k, v in r.items() if k != "tensor"} for r in layers.weight_rows]) + [""]
+        if layers.tensor_rows:
+            out += ["Activations:", ""] + _md_dict_table(
+                [{k: v for k, v in r.items() if k != "tensor"} for r in layers.tensor_rows]) + [""]
         if layers.error_rows:
-            out += ["Activations:", ""] + _md_dict_table(layers.error_rows) + [""]
+            out += ["Per-layer error:", ""] + _md_dict_table(layers.error_rows) + [""]
         if layers.note:
             out += [layers.note, ""]
     if sweep:
@@ -1008,7 +1038,9 @@ def build_report(
                     hint="pass the --artifacts directory this run was measured with")
     images, labels = _load_eval(artifacts_dir)
     if sweep is None:
-        sweep = _load_json(artifacts_dir / SWEEP_FILE)
+        from edgeq.host.sweep import load_sweep
+
+        sweep = load_sweep(artifacts_dir)
     summary = analyze(run, labels)
     summary["generated_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     tick()
