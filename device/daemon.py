@@ -56,6 +56,8 @@ logger = logging.getLogger(__name__)
 IDLE_TIMEOUT_S = 3600.0
 LOG_ROTATE_BYTES = 5 * 1024 * 1024
 READY_TIMEOUT_S = 30.0
+#: an oversize request is read (and dropped) up to this size before the error is sent
+DISCARD_MAX_BYTES = 64 * 1024 * 1024
 
 
 class DaemonRunningError(EdgeqError):
@@ -166,14 +168,23 @@ class Agent:
         def ended(pid: int) -> None:
             self.worker_pid = None
 
+        queued = time.time()
         with self.measure_lock:
             logger.info("%s %s (%s) settings=%s", kind, sha[:12], args["model"],
                         settings.to_dict())
-            t0 = time.perf_counter()
+            started_s = time.time()
             result = run_in_worker(kind, model_path, data_path=data_path, settings=settings,
                                    timeout_s=timeout_s, sha256=sha, on_start=started,
                                    on_exit=ended)
-            logger.info("%s %s done in %.1f s", kind, sha[:12], time.perf_counter() - t0)
+            finished_s = time.time()
+            logger.info("%s %s done in %.1f s", kind, sha[:12], finished_s - started_s)
+        # how the daemon ran it: queueing, and the worker's wall-clock interval
+        result["agent"] = {"path": "daemon", "agent_pid": os.getpid(),
+                           "worker_pid": result.get("pid"),
+                           "queued_s": round(started_s - queued, 6),
+                           "worker_started_unix_s": started_s,
+                           "worker_finished_unix_s": finished_s,
+                           "timeout_s": timeout_s}
         got = (result.get("model") or {}).get("sha256")
         if got != sha:
             raise ModelLoadError(f"the worker measured {got} instead of {sha}",
@@ -210,6 +221,21 @@ class _Handler(socketserver.StreamRequestHandler):
             logger.info("client went away: %s", exc)
             return False
 
+    def _discard_line(self, head: bytes) -> None:
+        """Read and drop the rest of an oversize line (at most DISCARD_MAX_BYTES, 5 s)."""
+        if head.endswith(b"\n"):
+            return
+        self.connection.settimeout(5.0)
+        dropped = len(head)
+        try:
+            while dropped < DISCARD_MAX_BYTES:
+                chunk = self.rfile.readline(1 << 20)
+                if not chunk or chunk.endswith(b"\n"):
+                    break
+                dropped += len(chunk)
+        except (OSError, ValueError):
+            pass
+
     def handle(self) -> None:
         agent = self.server.agent
         self.connection.settimeout(IDLE_TIMEOUT_S)
@@ -223,6 +249,9 @@ class _Handler(socketserver.StreamRequestHandler):
             if not line:
                 return
             if len(line) > MAX_REQUEST_BYTES:
+                # read the rest of the oversize line first: closing a socket with unread
+                # input resets it, and the client would lose this error response
+                self._discard_line(line)
                 self._send(Response.failure(None, ProtocolError(
                     f"request longer than {MAX_REQUEST_BYTES} bytes; closing the connection",
                     hint="keep each request line under 1 MiB")))
