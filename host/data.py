@@ -11,6 +11,7 @@ an `.npz` file.
 
 Imports: standard library, numpy, edgeq.device.errors, edgeq.models (no TensorFlow).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -22,7 +23,6 @@ from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
-
 from edgeq.device.errors import EdgeqError
 
 logger = logging.getLogger(__name__)
@@ -36,10 +36,14 @@ NPZ_NAME = "mnist.npz"
 
 # The usual file stems per split; both "-idx3-" and ".idx3-" spellings are common.
 _IDX_STEMS = {
-    "train": (("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
-              ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte")),
-    "test": (("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
-             ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte")),
+    "train": (
+        ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
+        ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
+    ),
+    "test": (
+        ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
+        ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
+    ),
 }
 # IDX magic: two zero bytes, the element type (0x08 = unsigned byte), the number of dims.
 _IDX_UBYTE = 0x08
@@ -160,7 +164,9 @@ def _load_sha256sums(directory: Path) -> dict[str, str]:
     try:
         text = sums_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{sums_path}: cannot be read ({exc})", hint="fix or delete the file") from None
+        raise DataError(
+            f"{sums_path}: cannot be read ({exc})", hint="fix or delete the file"
+        ) from None
     for line in text.splitlines():
         parts = line.strip().split()
         if len(parts) == 2 and len(parts[0]) == 64:
@@ -169,7 +175,7 @@ def _load_sha256sums(directory: Path) -> dict[str, str]:
 
 
 def _uncompressed_name(path: Path) -> str:
-    return path.name[:-3] if path.name.endswith(".gz") else path.name
+    return path.name.removesuffix(".gz")
 
 
 def _verify_sha256(path: Path, data: bytes, sums: dict[str, str]) -> None:
@@ -189,8 +195,10 @@ def _parse_idx(path: Path, data: bytes, ndim: int) -> np.ndarray:
     """A uint8 IDX file of `ndim` dimensions, with its magic, header and size checked."""
     header_bytes = 4 + 4 * ndim
     if len(data) < 4:
-        raise DataError(f"{path}: truncated ({len(data)} bytes, not even an IDX header)",
-                        hint="replace it with a good copy")
+        raise DataError(
+            f"{path}: truncated ({len(data)} bytes, not even an IDX header)",
+            hint="replace it with a good copy",
+        )
     if data[0] != 0 or data[1] != 0 or data[2] != _IDX_UBYTE or data[3] != ndim:
         raise DataError(
             f"{path}: wrong IDX magic number 0x{data[:4].hex()} "
@@ -201,7 +209,7 @@ def _parse_idx(path: Path, data: bytes, ndim: int) -> np.ndarray:
         )
     if len(data) < header_bytes:
         raise DataError(f"{path}: truncated IDX header", hint="replace it with a good copy")
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected_bytes = header_bytes + int(np.prod(dims, dtype=np.int64))
     if len(data) != expected_bytes:
         what = "truncated" if len(data) < expected_bytes else "longer than its header says"
@@ -212,7 +220,9 @@ def _parse_idx(path: Path, data: bytes, ndim: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header_bytes).reshape(dims)
 
 
-def _load_idx_pair(directory: Path, images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _load_idx_pair(
+    directory: Path, images_path: Path, labels_path: Path
+) -> tuple[np.ndarray, np.ndarray]:
     sums = _load_sha256sums(directory)
     images_raw = _read_maybe_gzip(images_path)
     _verify_sha256(images_path, images_raw, sums)
@@ -260,10 +270,14 @@ def _as_uint8(array: np.ndarray, path: Path, key: str) -> np.ndarray:
     if array.dtype == np.uint8:
         return array
     if array.dtype.kind in "iu" and array.size and (array.min() < 0 or array.max() > 255):
-        raise DataError(f"{path}: {key} has values outside 0..255", hint="MNIST pixels and labels are bytes")
+        raise DataError(
+            f"{path}: {key} has values outside 0..255", hint="MNIST pixels and labels are bytes"
+        )
     if array.dtype.kind not in "iu":
-        raise DataError(f"{path}: {key} has dtype {array.dtype}, expected uint8",
-                        hint="store MNIST as uint8 arrays (as Keras' mnist.npz does)")
+        raise DataError(
+            f"{path}: {key} has dtype {array.dtype}, expected uint8",
+            hint="store MNIST as uint8 arrays (as Keras' mnist.npz does)",
+        )
     return array.astype(np.uint8)
 
 
@@ -271,13 +285,19 @@ def _as_uint8(array: np.ndarray, path: Path, key: str) -> np.ndarray:
 # shared checks
 
 
-def _check_arrays(images: np.ndarray, labels: np.ndarray, images_path: Path, labels_path: Path) -> None:
+def _check_arrays(
+    images: np.ndarray, labels: np.ndarray, images_path: Path, labels_path: Path
+) -> None:
     if images.ndim != 3 or tuple(images.shape[1:]) != IMAGE_SHAPE:
-        raise DataError(f"{images_path}: images have shape {list(images.shape)}, expected [N, 28, 28]",
-                        hint="this is not MNIST-shaped data")
+        raise DataError(
+            f"{images_path}: images have shape {list(images.shape)}, expected [N, 28, 28]",
+            hint="this is not MNIST-shaped data",
+        )
     if labels.ndim != 1:
-        raise DataError(f"{labels_path}: labels have shape {list(labels.shape)}, expected [N]",
-                        hint="this is not an MNIST label array")
+        raise DataError(
+            f"{labels_path}: labels have shape {list(labels.shape)}, expected [N]",
+            hint="this is not an MNIST label array",
+        )
     if images.shape[0] == 0:
         raise DataError(f"{images_path}: holds no images", hint="replace it with a good copy")
     if images.shape[0] != labels.shape[0]:
@@ -286,5 +306,7 @@ def _check_arrays(images: np.ndarray, labels: np.ndarray, images_path: Path, lab
             hint="images and labels must come from the same split and copy",
         )
     if labels.size and int(labels.max()) >= NUM_CLASSES:
-        raise DataError(f"{labels_path}: label {int(labels.max())} is out of range 0..9",
-                        hint="the label file is corrupt; replace it with a good copy")
+        raise DataError(
+            f"{labels_path}: label {int(labels.max())} is out of range 0..9",
+            hint="the label file is corrupt; replace it with a good copy",
+        )

@@ -9,6 +9,7 @@ size_bytes, size_kb, top1, correct, count, predictions and eval_s; and the compa
 
 Imports: standard library, numpy, edgeq.device, edgeq.host.{data,quantize}; no TensorFlow.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
-
 from edgeq.device.errors import EdgeqError
 from edgeq.host.data import load_mnist
 
@@ -45,8 +45,9 @@ def _load_manifest(directory: Path) -> Optional[dict[str, Any]]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise EvaluateError(f"{path}: not valid JSON ({exc})",
-                            hint="run `edgeq quantize DIR` again to rewrite it") from None
+        raise EvaluateError(
+            f"{path}: not valid JSON ({exc})", hint="run `edgeq quantize DIR` again to rewrite it"
+        ) from None
     return manifest if isinstance(manifest, dict) else None
 
 
@@ -66,8 +67,10 @@ def evaluation_data(
         digest = hashlib.sha256(raw).hexdigest()
         expected = ((manifest or {}).get("eval_data") or {}).get("sha256")
         if expected and expected != digest:
-            raise EvaluateError(f"{eval_path}: sha256 does not match manifest.json",
-                                hint="run `edgeq quantize DIR` again to rewrite the artifacts")
+            raise EvaluateError(
+                f"{eval_path}: sha256 does not match manifest.json",
+                hint="run `edgeq quantize DIR` again to rewrite the artifacts",
+            )
         images, labels = load_eval_data(eval_path)
         info: dict[str, Any] = {"source": "eval.npz", "sha256": digest}
     else:
@@ -75,9 +78,11 @@ def evaluation_data(
         info = {"source": "mnist-test"}
     if limit is not None:
         if limit < 1:
-            raise EvaluateError(f"limit must be at least 1, got {limit}", hint="pass a positive --limit")
+            raise EvaluateError(
+                f"limit must be at least 1, got {limit}", hint="pass a positive --limit"
+            )
         images, labels = images[:limit], labels[:limit]
-    info["count"] = int(len(labels))
+    info["count"] = len(labels)
     return images, np.asarray(labels, dtype=np.int64), info
 
 
@@ -100,25 +105,35 @@ def evaluate(
 
     directory = Path(artifacts_dir)
     if not directory.is_dir():
-        raise EvaluateError(f"artifacts directory {directory} does not exist",
-                            hint="run `edgeq train --out DIR` and `edgeq quantize DIR` first")
+        raise EvaluateError(
+            f"artifacts directory {directory} does not exist",
+            hint="run `edgeq train --out DIR` and `edgeq quantize DIR` first",
+        )
     manifest = _load_manifest(directory)
     files = {}
     for kind in MODEL_KINDS:
-        name = ((manifest or {}).get("models", {}).get(kind) or {}).get("file") or f"model_{kind}.tflite"
+        name = ((manifest or {}).get("models", {}).get(kind) or {}).get(
+            "file"
+        ) or f"model_{kind}.tflite"
         path = directory / name
         if not path.is_file():
             raise EvaluateError(f"{path} does not exist", hint="run `edgeq quantize DIR` first")
         files[kind] = path
-    images, labels, data_info = evaluation_data(directory, limit=limit, data_dir=data_dir, manifest=manifest)
+    images, labels, data_info = evaluation_data(
+        directory, limit=limit, data_dir=data_dir, manifest=manifest
+    )
     n = len(labels)
 
     results: dict[str, Any] = {}
     runtime_info: dict[str, Any] = {}
     for k, kind in enumerate(MODEL_KINDS):
         model = load_model(files[kind], threads=threads, xnnpack=xnnpack, runtime=runtime)
-        runtime_info = {"name": model.runtime.name, "version": model.runtime.version,
-                        "xnnpack": xnnpack, "xnnpack_applied": model.xnnpack_applied}
+        runtime_info = {
+            "name": model.runtime.name,
+            "version": model.runtime.version,
+            "xnnpack": xnnpack,
+            "xnnpack_applied": model.xnnpack_applied,
+        }
         offset = k * n
         cb = (lambda done, total, _o=offset: progress(_o + done, 2 * n)) if progress else None
         t0 = time.perf_counter()

@@ -21,6 +21,7 @@ more than one bit of resolution. `outlier` is True then.
 Imports: standard library, numpy, flatbuffers schema from ai_edge_litert (or TensorFlow),
 edgeq.device.errors; TensorFlow and Keras only inside `quantization_error`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,7 +31,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
-
 from edgeq.device.errors import EdgeqError
 
 logger = logging.getLogger(__name__)
@@ -41,11 +41,24 @@ ProgressCallback = Callable[[int, int], None]
 OUTLIER_RATIO = 2.0
 OUTLIER_PERCENTILE = 99.9
 FLOAT_TYPES = frozenset({"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16", "COMPLEX64", "COMPLEX128"})
-_QRANGE = {"INT8": (-128, 127), "UINT8": (0, 255), "INT16": (-32768, 32767),
-           "INT32": (-(2 ** 31), 2 ** 31 - 1), "INT4": (-8, 7)}
-_NP_DTYPES = {"INT8": np.int8, "UINT8": np.uint8, "INT16": np.int16, "INT32": np.int32,
-              "INT64": np.int64, "FLOAT32": np.float32, "FLOAT16": np.float16,
-              "FLOAT64": np.float64, "BOOL": np.bool_}
+_QRANGE = {
+    "INT8": (-128, 127),
+    "UINT8": (0, 255),
+    "INT16": (-32768, 32767),
+    "INT32": (-(2**31), 2**31 - 1),
+    "INT4": (-8, 7),
+}
+_NP_DTYPES = {
+    "INT8": np.int8,
+    "UINT8": np.uint8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FLOAT32": np.float32,
+    "FLOAT16": np.float16,
+    "FLOAT64": np.float64,
+    "BOOL": np.bool_,
+}
 
 
 class InspectError(EdgeqError):
@@ -105,8 +118,16 @@ class TensorRecord:
             d.update(scale=0.0, zero_point=0, real_min=None, real_max=None)
             return d
         qmin, qmax = _QRANGE.get(self.dtype, (None, None))
-        real_min = [(qmin - z) * s for s, z in zip(self.scales, self.zero_points)] if qmin is not None else None
-        real_max = [(qmax - z) * s for s, z in zip(self.scales, self.zero_points)] if qmax is not None else None
+        real_min = (
+            [(qmin - z) * s for s, z in zip(self.scales, self.zero_points)]
+            if qmin is not None
+            else None
+        )
+        real_max = (
+            [(qmax - z) * s for s, z in zip(self.scales, self.zero_points)]
+            if qmax is not None
+            else None
+        )
         if self.per_channel:
             d.update(
                 quantized_dimension=self.quantized_dimension,
@@ -197,7 +218,7 @@ class TfliteFile:
             return buf.DataAsNumpy().tobytes()
         offset, size = int(buf.Offset()), int(buf.Size())
         if offset > 1 and size > 0:
-            return self._raw[offset:offset + size]
+            return self._raw[offset : offset + size]
         return None
 
 
@@ -207,18 +228,24 @@ def read_tflite(path: PathLike) -> TfliteFile:
     try:
         raw = p.read_bytes()
     except FileNotFoundError:
-        raise InspectError(f"{p} does not exist", hint="check the path to the .tflite file") from None
+        raise InspectError(
+            f"{p} does not exist", hint="check the path to the .tflite file"
+        ) from None
     except OSError as exc:
-        raise InspectError(f"{p}: cannot be read ({exc.strerror})", hint="check the file's permissions") from None
+        raise InspectError(
+            f"{p}: cannot be read ({exc.strerror})", hint="check the file's permissions"
+        ) from None
     if len(raw) < 8 or raw[4:8] != b"TFL3":
-        raise InspectError(f"{p} is not a TFLite flatbuffer (no TFL3 identifier)",
-                           hint="pass a .tflite file written by edgeq quantize or the TFLite converter")
+        raise InspectError(
+            f"{p} is not a TFLite flatbuffer (no TFL3 identifier)",
+            hint="pass a .tflite file written by edgeq quantize or the TFLite converter",
+        )
     schema = _schema()
     op_names = _enum_names(schema.BuiltinOperator)
     type_names = _enum_names(schema.TensorType)
     try:
         model = schema.Model.GetRootAs(raw, 0)
-        op_codes = []
+        op_codes: list[dict[str, Any]] = []
         for i in range(model.OperatorCodesLength()):
             oc = model.OperatorCodes(i)
             code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
@@ -227,55 +254,84 @@ def read_tflite(path: PathLike) -> TfliteFile:
                 name = "CUSTOM:" + oc.CustomCode().decode("utf-8", "replace")
             op_codes.append({"name": name, "version": int(oc.Version()), "builtin_code": code})
         if model.SubgraphsLength() < 1:
-            raise InspectError(f"{p} has no subgraph", hint="the file is damaged; convert the model again")
+            raise InspectError(
+                f"{p} has no subgraph", hint="the file is damaged; convert the model again"
+            )
         sg = model.Subgraphs(0)
         tensors = []
         for i in range(sg.TensorsLength()):
             t = sg.Tensors(i)
             q = t.Quantization()
-            scales = [float(s) for s in q.ScaleAsNumpy()] if q is not None and q.ScaleLength() else []
-            zps = [int(z) for z in q.ZeroPointAsNumpy()] if q is not None and q.ZeroPointLength() else []
+            scales = (
+                [float(s) for s in q.ScaleAsNumpy()] if q is not None and q.ScaleLength() else []
+            )
+            zps = (
+                [int(z) for z in q.ZeroPointAsNumpy()]
+                if q is not None and q.ZeroPointLength()
+                else []
+            )
             buf_index = int(t.Buffer())
-            tensors.append(TensorRecord(
-                index=i,
-                name=(t.Name() or b"").decode("utf-8", "replace"),
-                dtype=type_names.get(int(t.Type()), f"TYPE_{t.Type()}"),
-                shape=[int(d) for d in t.ShapeAsNumpy()] if t.ShapeLength() else [],
-                shape_signature=[int(d) for d in t.ShapeSignatureAsNumpy()] if t.ShapeSignatureLength() else [],
-                scales=scales,
-                zero_points=zps if zps else [0] * len(scales),
-                quantized_dimension=int(q.QuantizedDimension()) if q is not None else 0,
-                buffer=buf_index,
-                is_constant=False,
-                is_variable=bool(t.IsVariable()),
-            ))
+            tensors.append(
+                TensorRecord(
+                    index=i,
+                    name=(t.Name() or b"").decode("utf-8", "replace"),
+                    dtype=type_names.get(int(t.Type()), f"TYPE_{t.Type()}"),
+                    shape=[int(d) for d in t.ShapeAsNumpy()] if t.ShapeLength() else [],
+                    shape_signature=[int(d) for d in t.ShapeSignatureAsNumpy()]
+                    if t.ShapeSignatureLength()
+                    else [],
+                    scales=scales,
+                    zero_points=zps if zps else [0] * len(scales),
+                    quantized_dimension=int(q.QuantizedDimension()) if q is not None else 0,
+                    buffer=buf_index,
+                    is_constant=False,
+                    is_variable=bool(t.IsVariable()),
+                )
+            )
         operators = []
         for i in range(sg.OperatorsLength()):
             o = sg.Operators(i)
-            code = op_codes[int(o.OpcodeIndex())]
-            operators.append(OperatorRecord(
-                index=i, name=code["name"], version=code["version"],
-                inputs=[int(x) for x in o.InputsAsNumpy()] if o.InputsLength() else [],
-                outputs=[int(x) for x in o.OutputsAsNumpy()] if o.OutputsLength() else [],
-            ))
+            opcode = op_codes[int(o.OpcodeIndex())]
+            operators.append(
+                OperatorRecord(
+                    index=i,
+                    name=opcode["name"],
+                    version=opcode["version"],
+                    inputs=[int(x) for x in o.InputsAsNumpy()] if o.InputsLength() else [],
+                    outputs=[int(x) for x in o.OutputsAsNumpy()] if o.OutputsLength() else [],
+                )
+            )
         metadata: dict[str, bytes] = {}
         for i in range(model.MetadataLength()):
             md = model.Metadata(i)
             name = (md.Name() or b"").decode("utf-8", "replace")
-            b = model.Buffers(int(md.Buffer())) if int(md.Buffer()) < model.BuffersLength() else None
+            b = (
+                model.Buffers(int(md.Buffer()))
+                if int(md.Buffer()) < model.BuffersLength()
+                else None
+            )
             metadata[name] = b.DataAsNumpy().tobytes() if b is not None and b.DataLength() else b""
         tf_file = TfliteFile(
-            path=p, size_bytes=len(raw), schema_version=int(model.Version()), op_codes=op_codes,
-            operators=operators, tensors=tensors,
+            path=p,
+            size_bytes=len(raw),
+            schema_version=int(model.Version()),
+            op_codes=op_codes,
+            operators=operators,
+            tensors=tensors,
             inputs=[int(x) for x in sg.InputsAsNumpy()] if sg.InputsLength() else [],
             outputs=[int(x) for x in sg.OutputsAsNumpy()] if sg.OutputsLength() else [],
-            metadata=metadata, subgraphs=int(model.SubgraphsLength()), _raw=raw, _model=model,
+            metadata=metadata,
+            subgraphs=int(model.SubgraphsLength()),
+            _raw=raw,
+            _model=model,
         )
     except InspectError:
         raise
     except Exception as exc:  # flatbuffers raises assorted errors on damaged files
-        raise InspectError(f"{p}: damaged TFLite flatbuffer ({type(exc).__name__}: {exc})",
-                           hint="convert the model again") from None
+        raise InspectError(
+            f"{p}: damaged TFLite flatbuffer ({type(exc).__name__}: {exc})",
+            hint="convert the model again",
+        ) from None
     for t in tf_file.tensors:
         t.is_constant = tf_file._buffer_bytes(t.buffer) is not None
     return tf_file
@@ -315,9 +371,9 @@ class WeightTensor:
     name: str
     op: str
     index: int
-    values: np.ndarray          # int8, the stored values
-    scales: np.ndarray          # float32, one per channel (or one)
-    zero_points: np.ndarray     # int64, same length as scales
+    values: np.ndarray  # int8, the stored values
+    scales: np.ndarray  # float32, one per channel (or one)
+    zero_points: np.ndarray  # int64, same length as scales
     quantized_dimension: int
 
     @property
@@ -338,7 +394,9 @@ class WeightTensor:
 _WEIGHT_INPUT = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "TRANSPOSE_CONV": 1}
 
 
-def weight_tensors(tflite_path: PathLike, tf_file: Optional[TfliteFile] = None) -> list[WeightTensor]:
+def weight_tensors(
+    tflite_path: PathLike, tf_file: Optional[TfliteFile] = None
+) -> list[WeightTensor]:
     """The constant int8 weight tensors of the model, in graph order."""
     f = tf_file if tf_file is not None else read_tflite(tflite_path)
     out: list[WeightTensor] = []
@@ -354,12 +412,17 @@ def weight_tensors(tflite_path: PathLike, tf_file: Optional[TfliteFile] = None) 
         if values is None:
             continue
         seen.add(t.index)
-        out.append(WeightTensor(
-            name=t.name, op=op.name, index=t.index, values=np.array(values, dtype=np.int8),
-            scales=np.asarray(t.scales, dtype=np.float32),
-            zero_points=np.asarray(t.zero_points, dtype=np.int64),
-            quantized_dimension=t.quantized_dimension,
-        ))
+        out.append(
+            WeightTensor(
+                name=t.name,
+                op=op.name,
+                index=t.index,
+                values=np.array(values, dtype=np.int8),
+                scales=np.asarray(t.scales, dtype=np.float32),
+                zero_points=np.asarray(t.zero_points, dtype=np.int64),
+                quantized_dimension=t.quantized_dimension,
+            )
+        )
     return out
 
 
@@ -384,16 +447,18 @@ def weight_report(w: WeightTensor) -> dict[str, Any]:
         vals = moved[c]
         ratio = _outlier_ratio(np.abs(vals))
         q_abs = np.abs(q_moved[c].astype(np.int32))
-        channels.append({
-            "channel": c,
-            "min": float(vals.min()),
-            "max": float(vals.max()),
-            "abs_max": float(np.abs(vals).max()),
-            "levels_used": int(np.unique(q_moved[c]).size),
-            "q_abs_max": int(q_abs.max()),
-            "outlier_ratio": _finite(ratio),
-            "outlier": bool(ratio > OUTLIER_RATIO),
-        })
+        channels.append(
+            {
+                "channel": c,
+                "min": float(vals.min()),
+                "max": float(vals.max()),
+                "abs_max": float(np.abs(vals).max()),
+                "levels_used": int(np.unique(q_moved[c]).size),
+                "q_abs_max": int(q_abs.max()),
+                "outlier_ratio": _finite(ratio),
+                "outlier": bool(ratio > OUTLIER_RATIO),
+            }
+        )
     ratio = _outlier_ratio(np.abs(real).ravel())
     return {
         "name": w.name,
@@ -455,8 +520,10 @@ def inspect_model(
         "outputs": [f.tensors[i].tensor_info() for i in f.outputs],
         "tensors": [t.to_dict() for t in f.tensors],
         "weights": weights,
-        "outlier_rule": (f"max|w| > {OUTLIER_RATIO:g} x P{OUTLIER_PERCENTILE:g}(|w|) of the "
-                         "dequantized weights (per tensor and per channel)"),
+        "outlier_rule": (
+            f"max|w| > {OUTLIER_RATIO:g} x P{OUTLIER_PERCENTILE:g}(|w|) of the "
+            "dequantized weights (per tensor and per channel)"
+        ),
         "layer_errors": None,
     }
     if float_model_path is not None:
@@ -464,8 +531,13 @@ def inspect_model(
             # same granularity as the file: per-channel if any weight tensor has several scales
             per_channel = any(w["per_channel"] for w in weights) or not weights
         result["layer_errors"] = quantization_error(
-            float_model_path, calibration_size=calibration_size, seed=seed, data_dir=data_dir,
-            calibration_file=calibration_file, per_channel=per_channel, progress=progress,
+            float_model_path,
+            calibration_size=calibration_size,
+            seed=seed,
+            data_dir=data_dir,
+            calibration_file=calibration_file,
+            per_channel=per_channel,
+            progress=progress,
         )
     return result
 
@@ -488,19 +560,23 @@ def quantization_error(
     ~0.29 = 1/sqrt(12) is pure rounding error; much larger means clipping or outliers).
     """
     import tensorflow as tf
-
-    from edgeq.host.quantize import (build_int8_converter, calibration_images, load_keras_model)
+    from edgeq.host.quantize import build_int8_converter, calibration_images, load_keras_model
 
     model = load_keras_model(Path(float_model_path))
-    images, source = calibration_images(model, size=calibration_size, seed=seed, data_dir=data_dir,
-                                        calibration_file=calibration_file)
+    images, source = calibration_images(
+        model,
+        size=calibration_size,
+        seed=seed,
+        data_dir=data_dir,
+        calibration_file=calibration_file,
+    )
     n = len(images)
 
     def dataset() -> Any:
         for i in range(n):
             if progress is not None:
                 progress(i + 1, n)
-            yield [images[i:i + 1]]
+            yield [images[i : i + 1]]
 
     converter = build_int8_converter(model, dataset, per_channel=per_channel)
     import contextlib
@@ -513,13 +589,16 @@ def quantization_error(
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter, debug_dataset=dataset)
+                converter=converter, debug_dataset=dataset
+            )
             debugger.run()
         dump = io.StringIO()
         debugger.layer_statistics_dump(dump)
     except Exception as exc:
-        raise InspectError(f"QuantizationDebugger failed on {float_model_path}: {type(exc).__name__}: {exc}",
-                           hint="check that the float model matches the .tflite file and the calibration data") from None
+        raise InspectError(
+            f"QuantizationDebugger failed on {float_model_path}: {type(exc).__name__}: {exc}",
+            hint="check that the float model matches the .tflite file and the calibration data",
+        ) from None
     layers = []
     for row in csv.DictReader(io.StringIO(dump.getvalue())):
         layer: dict[str, Any] = {
@@ -527,20 +606,31 @@ def quantization_error(
             "tensor": row.get("tensor_name", ""),
             "tensor_index": int(float(row["tensor_idx"])) if row.get("tensor_idx") else None,
         }
-        for key in ("scale", "zero_point", "num_elements", "stddev", "mean_error",
-                    "max_abs_error", "mean_squared_error"):
+        for key in (
+            "scale",
+            "zero_point",
+            "num_elements",
+            "stddev",
+            "mean_error",
+            "max_abs_error",
+            "mean_squared_error",
+        ):
             if key in row:
                 layer[key] = _json_number(row[key])
         if isinstance(layer.get("zero_point"), float):
             layer["zero_point"] = int(layer["zero_point"])
         mse, scale = layer.get("mean_squared_error"), layer.get("scale")
         layer["rmse"] = float(np.sqrt(mse)) if isinstance(mse, float) else None
-        layer["rmse_per_scale"] = (layer["rmse"] / scale
-                                   if layer["rmse"] is not None and isinstance(scale, float) and scale > 0
-                                   else None)
+        layer["rmse_per_scale"] = (
+            layer["rmse"] / scale
+            if layer["rmse"] is not None and isinstance(scale, float) and scale > 0
+            else None
+        )
         layers.append(layer)
-    return {"calibration": {"size": n, "seed": seed, "source": source, "per_channel": per_channel},
-            "layers": layers}
+    return {
+        "calibration": {"size": n, "seed": seed, "source": source, "per_channel": per_channel},
+        "layers": layers,
+    }
 
 
 def _json_number(v: Any) -> Any:

@@ -16,6 +16,7 @@ anywhere (int32 biases and shape tensors are allowed), no DEQUANTIZE op.
 Imports: standard library, numpy, edgeq.device, edgeq.host.{data,train,inspection};
 TensorFlow and Keras only inside functions.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,15 +26,22 @@ import logging
 import os
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
-
 from edgeq.device.errors import EdgeqError
 from edgeq.host.data import load_mnist
-from edgeq.host.inspection import (full_integer_problems, read_tflite, weight_tensors)
-from edgeq.host.train import KERAS_FILE, TRAIN_JSON, utc_now, write_atomic, write_bytes_atomic, write_json_atomic
+from edgeq.host.inspection import full_integer_problems, read_tflite, weight_tensors
+from edgeq.host.train import (
+    KERAS_FILE,
+    TRAIN_JSON,
+    utc_now,
+    write_atomic,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,22 +74,30 @@ def load_keras_model(path: Path) -> Any:
     """A Keras model from a .keras (or legacy .h5) file, with clear errors."""
     path = Path(path)
     if not path.exists():
-        raise QuantizeError(f"Keras model {path} does not exist",
-                            hint="run `edgeq train --out DIR` first, or pass --keras-model PATH")
+        raise QuantizeError(
+            f"Keras model {path} does not exist",
+            hint="run `edgeq train --out DIR` first, or pass --keras-model PATH",
+        )
     if path.suffix not in (".keras", ".h5"):
-        raise QuantizeError(f"{path} is not a Keras model file (.keras)",
-                            hint="save the model with model.save('model.keras') and pass that file")
+        raise QuantizeError(
+            f"{path} is not a Keras model file (.keras)",
+            hint="save the model with model.save('model.keras') and pass that file",
+        )
     import keras
 
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QuantizeError(f"{path}: cannot be loaded as a Keras model ({first[:200]})",
-                            hint="check that it is a Keras 3 .keras file saved with model.save()") from None
+        raise QuantizeError(
+            f"{path}: cannot be loaded as a Keras model ({first[:200]})",
+            hint="check that it is a Keras 3 .keras file saved with model.save()",
+        ) from None
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise QuantizeError(f"{path}: the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs",
-                            hint="edgeq handles classifiers with one image input and one output")
+        raise QuantizeError(
+            f"{path}: the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs",
+            hint="edgeq handles classifiers with one image input and one output",
+        )
     return model
 
 
@@ -89,8 +105,10 @@ def model_input_shape(model: Any) -> tuple[int, ...]:
     """The per-sample input shape of a Keras model (batch dimension dropped)."""
     shape = tuple(model.inputs[0].shape)[1:]
     if any(d is None for d in shape):
-        raise QuantizeError(f"the model's input shape {list(shape)} has unknown dimensions",
-                            hint="give the model a fixed input shape, e.g. keras.Input((28, 28, 1))")
+        raise QuantizeError(
+            f"the model's input shape {list(shape)} has unknown dimensions",
+            hint="give the model a fixed input shape, e.g. keras.Input((28, 28, 1))",
+        )
     return tuple(int(d) for d in shape)
 
 
@@ -98,7 +116,7 @@ def _fit_to_input(x: np.ndarray, sample_shape: tuple[int, ...], what: str) -> np
     """(N, ...) samples reshaped to (N, *sample_shape) when they differ only by 1-sized dims."""
     if x.ndim >= 1 and tuple(x.shape[1:]) == sample_shape:
         return x
-    squeeze = lambda s: tuple(d for d in s if d != 1)  # noqa: E731
+    squeeze = lambda s: tuple(d for d in s if d != 1)
     if x.ndim >= 2 and squeeze(x.shape[1:]) == squeeze(sample_shape):
         return x.reshape((x.shape[0],) + sample_shape)
     raise CalibrationError(
@@ -124,20 +142,30 @@ def _load_calibration_file(path: Path) -> np.ndarray:
                     )
                 arr = npz[key]
         else:
-            raise CalibrationError(f"{path}: calibration data must be .npy or .npz",
-                                   hint="save it with numpy.save or numpy.savez")
+            raise CalibrationError(
+                f"{path}: calibration data must be .npy or .npz",
+                hint="save it with numpy.save or numpy.savez",
+            )
     except CalibrationError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise CalibrationError(f"{path}: cannot be read ({type(exc).__name__}: {str(exc)[:160]})",
-                               hint="the file is corrupt or not a numpy file") from None
+        raise CalibrationError(
+            f"{path}: cannot be read ({type(exc).__name__}: {str(exc)[:160]})",
+            hint="the file is corrupt or not a numpy file",
+        ) from None
     if arr.dtype.kind not in "iuf" or arr.ndim < 2:
-        raise CalibrationError(f"{path}: holds {arr.dtype} of shape {list(arr.shape)}, not a batch of images",
-                               hint="store a numeric array of shape (N, 28, 28) or (N, 28, 28, 1)")
+        raise CalibrationError(
+            f"{path}: holds {arr.dtype} of shape {list(arr.shape)}, not a batch of images",
+            hint="store a numeric array of shape (N, 28, 28) or (N, 28, 28, 1)",
+        )
     if len(arr) == 0:
-        raise CalibrationError(f"{path}: holds no samples", hint="give at least one calibration image")
+        raise CalibrationError(
+            f"{path}: holds no samples", hint="give at least one calibration image"
+        )
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        raise CalibrationError(f"{path}: holds NaN or infinite values", hint="clean the calibration data")
+        raise CalibrationError(
+            f"{path}: holds NaN or infinite values", hint="clean the calibration data"
+        )
     return arr
 
 
@@ -156,8 +184,10 @@ def calibration_images(
     samples is used whole. Values stay raw (0..255 for MNIST; the model rescales inside).
     """
     if size < 1:
-        raise CalibrationError(f"calibration size must be at least 1, got {size}",
-                               hint="pass --calibration-size 100 or more")
+        raise CalibrationError(
+            f"calibration size must be at least 1, got {size}",
+            hint="pass --calibration-size 100 or more",
+        )
     sample_shape = model_input_shape(model)
     if calibration_file is not None:
         path = Path(calibration_file)
@@ -172,7 +202,9 @@ def calibration_images(
     rng = np.random.default_rng(seed)
     n = min(size, len(pool))
     if n < size:
-        logger.warning("calibration data has %d samples, fewer than the %d asked for; using all", n, size)
+        logger.warning(
+            "calibration data has %d samples, fewer than the %d asked for; using all", n, size
+        )
     idx = np.sort(rng.choice(len(pool), size=n, replace=False))
     return pool[idx].astype(np.float32), source
 
@@ -181,8 +213,9 @@ def calibration_images(
 # conversion
 
 
-def build_int8_converter(model: Any, representative_dataset: Callable[[], Iterator[Any]], *,
-                         per_channel: bool = True) -> Any:
+def build_int8_converter(
+    model: Any, representative_dataset: Callable[[], Iterator[Any]], *, per_channel: bool = True
+) -> Any:
     """The full-integer int8 converter edgeq uses (also handed to the QuantizationDebugger)."""
     import tensorflow as tf
 
@@ -193,7 +226,7 @@ def build_int8_converter(model: Any, representative_dataset: Callable[[], Iterat
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
     if not per_channel:
-        converter._experimental_disable_per_channel = True  # noqa: SLF001 - the only switch there is
+        converter._experimental_disable_per_channel = True
     return converter
 
 
@@ -212,10 +245,14 @@ def _convert(converter: Any, what: str) -> bytes:
         return result
     except Exception as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        detail = next((ln for ln in lines if "error" in ln.lower()), lines[0] if lines else type(exc).__name__)
-        raise QuantizeError(f"TFLite conversion ({what}) failed: {detail[:240]}",
-                            hint="the model uses an op with no int8 TFLite builtin kernel; "
-                                 "change that layer or rerun with --debug for the converter log") from None
+        detail = next(
+            (ln for ln in lines if "error" in ln.lower()), lines[0] if lines else type(exc).__name__
+        )
+        raise QuantizeError(
+            f"TFLite conversion ({what}) failed: {detail[:240]}",
+            hint="the model uses an op with no int8 TFLite builtin kernel; "
+            "change that layer or rerun with --debug for the converter log",
+        ) from None
 
 
 def _sha256(data: bytes) -> str:
@@ -260,14 +297,23 @@ def quantize(
     out = Path(out_dir) if out_dir is not None else src
     keras_path = Path(keras_model_path) if keras_model_path is not None else src / KERAS_FILE
     if keras_model_path is None and not src.is_dir():
-        raise QuantizeError(f"artifacts directory {src} does not exist",
-                            hint="run `edgeq train --out DIR` first, or pass --keras-model PATH")
+        raise QuantizeError(
+            f"artifacts directory {src} does not exist",
+            hint="run `edgeq train --out DIR` first, or pass --keras-model PATH",
+        )
     if eval_limit is not None and eval_limit < 1:
-        raise QuantizeError(f"eval limit must be at least 1, got {eval_limit}",
-                            hint="pass a positive --eval-limit or leave it out")
+        raise QuantizeError(
+            f"eval limit must be at least 1, got {eval_limit}",
+            hint="pass a positive --eval-limit or leave it out",
+        )
     model = load_keras_model(keras_path)
-    images, source = calibration_images(model, size=calibration_size, seed=seed, data_dir=data_dir,
-                                        calibration_file=calibration_file)
+    images, source = calibration_images(
+        model,
+        size=calibration_size,
+        seed=seed,
+        data_dir=data_dir,
+        calibration_file=calibration_file,
+    )
     n = len(images)
     eval_images, eval_labels = load_mnist("test", data_dir, limit=eval_limit)
 
@@ -275,21 +321,25 @@ def quantize(
 
     def representative_dataset() -> Iterator[list[np.ndarray]]:
         for i in range(n):
-            yield [images[i:i + 1]]
+            yield [images[i : i + 1]]
             if progress is not None:
                 progress(i + 1, n)
 
     t0 = time.perf_counter()
     float_bytes = _convert(tf.lite.TFLiteConverter.from_keras_model(model), "float32")
     t1 = time.perf_counter()
-    int8_bytes = _convert(build_int8_converter(model, representative_dataset, per_channel=per_channel), "int8")
+    int8_bytes = _convert(
+        build_int8_converter(model, representative_dataset, per_channel=per_channel), "int8"
+    )
     t2 = time.perf_counter()
 
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise QuantizeError(f"cannot create output directory {out}: {exc.strerror}",
-                            hint="choose a writable directory") from None
+        raise QuantizeError(
+            f"cannot create output directory {out}: {exc.strerror}",
+            hint="choose a writable directory",
+        ) from None
     float_path, int8_path = out / FLOAT32_FILE, out / INT8_FILE
     # Check the int8 bytes before they replace anything: parse from a temp copy.
     _verify_int8(int8_bytes, out, per_channel)
@@ -330,7 +380,7 @@ def quantize(
             "file": EVAL_FILE,
             "sha256": _sha256(eval_bytes),
             "size_bytes": len(eval_bytes),
-            "count": int(len(eval_labels)),
+            "count": len(eval_labels),
         },
         "source_model": {"file": keras_path.name, "sha256": _sha256(keras_path.read_bytes())},
         "models": {
@@ -339,8 +389,13 @@ def quantize(
         },
     }
     write_json_atomic(out / "manifest.json", manifest)
-    logger.info("quantized %s: float32 %d bytes, int8 %d bytes (%.1f %%)", name, len(float_bytes),
-                len(int8_bytes), 100.0 * len(int8_bytes) / len(float_bytes))
+    logger.info(
+        "quantized %s: float32 %d bytes, int8 %d bytes (%.1f %%)",
+        name,
+        len(float_bytes),
+        len(int8_bytes),
+        100.0 * len(int8_bytes) / len(float_bytes),
+    )
     return manifest
 
 
@@ -351,8 +406,10 @@ def _verify_int8(int8_bytes: bytes, out: Path, per_channel: bool) -> None:
         parsed = read_tflite(probe)
         problems = full_integer_problems(parsed)
         if problems:
-            raise QuantizeError("the int8 model is not full-integer: " + "; ".join(problems),
-                                hint="the converter left float tensors; check the model's layers")
+            raise QuantizeError(
+                "the int8 model is not full-integer: " + "; ".join(problems),
+                hint="the converter left float tensors; check the model's layers",
+            )
         weights = weight_tensors(probe, parsed)
         if not per_channel:
             multi = [w.name for w in weights if len(w.scales) != 1]

@@ -9,6 +9,7 @@ small helpers for that live here and are reused by edgeq.host.quantize.
 Imports: standard library, numpy, edgeq.device, edgeq.models, edgeq.host.data; TensorFlow and
 Keras only inside functions.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
-
 from edgeq.device import __version__ as edgeq_version
 from edgeq.device.errors import EdgeqError
 from edgeq.host.data import load_mnist
@@ -160,16 +160,22 @@ def train(
     module = get_model_module(model_name)
     n_epochs = int(epochs if epochs is not None else module.DEFAULT_EPOCHS)
     if n_epochs < 1:
-        raise TrainError(f"epochs must be at least 1, got {n_epochs}", hint="pass --epochs 1 or more")
+        raise TrainError(
+            f"epochs must be at least 1, got {n_epochs}", hint="pass --epochs 1 or more"
+        )
     if train_limit is not None and train_limit < 1:
-        raise TrainError(f"train limit must be at least 1, got {train_limit}",
-                         hint="pass a positive --train-limit or leave it out")
-    bs = int(batch_size or getattr(module, "BATCH_SIZE", 64))
+        raise TrainError(
+            f"train limit must be at least 1, got {train_limit}",
+            hint="pass a positive --train-limit or leave it out",
+        )
+    bs: int = int(batch_size or getattr(module, "BATCH_SIZE", 64) or 64)  # type: ignore[arg-type]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise TrainError(f"cannot create output directory {out}: {exc.strerror}",
-                         hint="choose a writable --out directory") from None
+        raise TrainError(
+            f"cannot create output directory {out}: {exc.strerror}",
+            hint="choose a writable --out directory",
+        ) from None
 
     x_train, y_train = load_mnist("train", data_dir, limit=train_limit)
     x_test, y_test = load_mnist("test", data_dir)
@@ -185,14 +191,27 @@ def train(
         callbacks.append(_ProgressCallback(progress, steps_per_epoch, total_steps))
     lr_fn = getattr(module, "learning_rate", None)
     if lr_fn is not None:
-        callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, lr: float(lr_fn(epoch))))
+        callbacks.append(
+            keras.callbacks.LearningRateScheduler(lambda epoch, lr: float(lr_fn(epoch)))
+        )
 
-    logger.info("training %s: %d images, %d epochs, batch %d, seed %d",
-                model_name, len(y_train), n_epochs, bs, seed)
+    logger.info(
+        "training %s: %d images, %d epochs, batch %d, seed %d",
+        model_name,
+        len(y_train),
+        n_epochs,
+        bs,
+        seed,
+    )
     t0 = time.perf_counter()
     history = model.fit(
-        as_model_input(x_train), y_train.astype(np.int64),
-        batch_size=bs, epochs=n_epochs, shuffle=True, verbose=0, callbacks=callbacks,
+        as_model_input(x_train),
+        y_train.astype(np.int64),
+        batch_size=bs,
+        epochs=n_epochs,
+        shuffle=True,
+        verbose=0,
+        callbacks=callbacks,
     )
     train_time_s = time.perf_counter() - t0
 
@@ -213,11 +232,11 @@ def train(
         "epochs": n_epochs,
         "batch_size": bs,
         "seed": seed,
-        "train_count": int(len(y_train)),
+        "train_count": len(y_train),
         "train_limit": train_limit,
         "float32_test_top1": top1,
         "float32_test_correct": correct,
-        "test_count": int(len(y_test)),
+        "test_count": len(y_test),
         "train_time_s": round(train_time_s, 3),
         "eval_time_s": round(eval_time_s, 3),
         "params": int(model.count_params()),
@@ -226,8 +245,13 @@ def train(
         "created_utc": utc_now(),
     }
     write_json_atomic(out / TRAIN_JSON, record)
-    logger.info("trained %s in %.1f s: float32 top-1 %.4f on %d test images",
-                model_name, train_time_s, top1, len(y_test))
+    logger.info(
+        "trained %s in %.1f s: float32 top-1 %.4f on %d test images",
+        model_name,
+        train_time_s,
+        top1,
+        len(y_test),
+    )
     return record
 
 
@@ -270,5 +294,5 @@ def _make_progress_callback_class() -> Any:
     return _Progress
 
 
-def _ProgressCallback(fn: ProgressCallback, steps_per_epoch: int, total: int) -> Any:  # noqa: N802
+def _ProgressCallback(fn: ProgressCallback, steps_per_epoch: int, total: int) -> Any:
     return _make_progress_callback_class()(fn, steps_per_epoch, total)

@@ -11,12 +11,15 @@ edgeq.host.train uses when a model module defines it). Seed 0, 4 epochs: 99.39 %
 on the 10,000 test images, about 40 s an epoch on 2 cores (benchmarks/train_accuracy.py).
 Imports: Keras only inside `build`.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 NAME = "mnist-cnn"
-DESCRIPTION = "Small CNN for MNIST: 2x conv32, pool, 2x conv64, pool, dense128, dense10 (197k parameters)"
+DESCRIPTION = (
+    "Small CNN for MNIST: 2x conv32, pool, 2x conv64, pool, dense128, dense10 (197k parameters)"
+)
 DEFAULT_EPOCHS = 4
 BATCH_SIZE = 64
 LEARNING_RATE = 1e-3
@@ -34,7 +37,7 @@ def build(seed: int) -> Any:
     import keras
     from keras import layers
 
-    init = lambda offset: keras.initializers.GlorotUniform(seed=seed + offset)  # noqa: E731
+    init = lambda offset: keras.initializers.GlorotUniform(seed=seed + offset)
     model = keras.Sequential(
         [
             keras.Input(shape=INPUT_SHAPE, dtype="float32", name="image"),
@@ -49,7 +52,9 @@ def build(seed: int) -> Any:
             layers.Dropout(0.25, seed=seed + 3, name="drop1"),
             layers.Dense(128, activation="relu", kernel_initializer=init(4), name="fc1"),
             layers.Dropout(0.5, seed=seed + 5, name="drop2"),
-            layers.Dense(NUM_CLASSES, activation="softmax", kernel_initializer=init(6), name="probs"),
+            layers.Dense(
+                NUM_CLASSES, activation="softmax", kernel_initializer=init(6), name="probs"
+            ),
         ],
         name="mnist_cnn",
     )

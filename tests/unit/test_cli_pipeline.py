@@ -1,5 +1,6 @@
 """The pipeline commands through the real CLI entry point: output, exit codes, one-line errors
 with hints, help texts, and EDGEQ_DATA_DIR."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from edgeq.host.cli import main
 
 COMMANDS = ("train", "quantize", "evaluate", "inspect", "models")
@@ -47,7 +47,9 @@ def test_evaluate_table_and_json(tiny_artifacts: Path, capsys: pytest.CaptureFix
     assert code == 0
     for word in ("size (KB)", "top-1", "agreement", "points", "float32", "int8"):
         assert word in out, word
-    code, out, _ = run(["evaluate", str(tiny_artifacts), "--limit", "200", "--json", "--threads", "2"], capsys)
+    code, out, _ = run(
+        ["evaluate", str(tiny_artifacts), "--limit", "200", "--json", "--threads", "2"], capsys
+    )
     assert code == 0
     doc = json.loads(out)
     assert doc["models"]["int8"]["count"] == 200 and doc["threads"] == 2
@@ -61,9 +63,23 @@ def test_inspect_table_and_json(tiny_artifacts: Path, capsys: pytest.CaptureFixt
     assert code == 0 and json.loads(out)["full_integer"] is True
 
 
-def test_quantize_per_tensor_cli(tiny_artifacts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["quantize", str(tiny_artifacts), "--out", str(tmp_path), "--per-tensor",
-                          "--calibration-size", "20", "--eval-limit", "10"], capsys)
+def test_quantize_per_tensor_cli(
+    tiny_artifacts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(
+        [
+            "quantize",
+            str(tiny_artifacts),
+            "--out",
+            str(tmp_path),
+            "--per-tensor",
+            "--calibration-size",
+            "20",
+            "--eval-limit",
+            "10",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "per-tensor" in out and "% of float32" in out
     manifest = json.loads((tmp_path / "manifest.json").read_text())
@@ -92,17 +108,6 @@ def test_errors_are_one_line_with_hints(tmp_path: Path, capsys: pytest.CaptureFi
     _one_line_error(err)
 
 
-def _click_importable() -> bool:
-    try:
-        import click  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.xfail(not _click_importable(), strict=False,
-                   reason="the CLI root (host/cli/__init__.py) imports click for usage errors, but typer "
-                          ">= 0.2x vendors click as typer._click and no longer installs it")
 def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, _ = run(["train", "--out", str(tmp_path), "--epochs", "0"], capsys)
     assert code == 2
@@ -111,10 +116,30 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_data_dir_env_is_honoured(tmp_path: Path) -> None:
-    env = dict(os.environ, EDGEQ_DATA_DIR=str(tmp_path / "no-mnist-here"), TF_CPP_MIN_LOG_LEVEL="3", COLUMNS="400")
-    proc = subprocess.run([sys.executable, "-m", "edgeq.host", "train", "--out", str(tmp_path / "o"),
-                           "--epochs", "1", "--train-limit", "10"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    env = dict(
+        os.environ,
+        EDGEQ_DATA_DIR=str(tmp_path / "no-mnist-here"),
+        TF_CPP_MIN_LOG_LEVEL="3",
+        COLUMNS="400",
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeq.host",
+            "train",
+            "--out",
+            str(tmp_path / "o"),
+            "--epochs",
+            "1",
+            "--train-limit",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr
     assert "no-mnist-here" in proc.stderr and "does not exist" in proc.stderr
     _one_line_error(proc.stderr)

@@ -1,5 +1,6 @@
 """The MNIST loader: the shipped files, user copies (IDX raw/gzipped, Keras npz), and every way a
 file can be broken: each must give a one-line DataError naming the file."""
+
 from __future__ import annotations
 
 import gzip
@@ -9,18 +10,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from edgeq.host.data import DataError, load_mnist, resolve_data_dir
 from edgeq.models import MNIST_DATA_DIR
 
 
 def _idx(array: np.ndarray) -> bytes:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
     return header + array.astype(np.uint8).tobytes()
 
 
-def _write_split(directory: Path, images: np.ndarray, labels: np.ndarray, *, split: str = "test",
-                 gz: bool = False, sums: bool = False) -> tuple[Path, Path]:
+def _write_split(
+    directory: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    split: str = "test",
+    gz: bool = False,
+    sums: bool = False,
+) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     stem = "t10k" if split == "test" else "train"
     paths = []
@@ -161,9 +170,15 @@ def test_bad_npz_files(tmp_path: Path, small) -> None:
     _expect("cannot be read as .npz", "train", tmp_path / "junk.npz")
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     _expect("no x_train/y_train", "train", tmp_path / "other.npz")
-    np.savez(tmp_path / "float.npz", x_test=np.zeros((2, 28, 28), np.float32), y_test=np.zeros(2, np.uint8))
+    np.savez(
+        tmp_path / "float.npz",
+        x_test=np.zeros((2, 28, 28), np.float32),
+        y_test=np.zeros(2, np.uint8),
+    )
     _expect("dtype float32", "test", tmp_path / "float.npz")
-    np.savez(tmp_path / "shape.npz", x_test=np.zeros((2, 784), np.uint8), y_test=np.zeros(2, np.uint8))
+    np.savez(
+        tmp_path / "shape.npz", x_test=np.zeros((2, 784), np.uint8), y_test=np.zeros(2, np.uint8)
+    )
     _expect(r"shape \[2, 784\]", "test", tmp_path / "shape.npz")
     (tmp_path / "notes.txt").write_text("hi")
     _expect("neither a directory nor an .npz", "test", tmp_path / "notes.txt")

@@ -1,5 +1,6 @@
 """Host evaluation with real LiteRT, and the inspection of real .tflite files (tensors, Min-Max
 ranges, per-channel weights, the outlier rule, the QuantizationDebugger's per-layer error)."""
+
 from __future__ import annotations
 
 import json
@@ -8,10 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from edgeq.host.evaluate import EvaluateError, evaluate
-from edgeq.host.inspection import (OUTLIER_RATIO, InspectError, WeightTensor, inspect_model, weight_report,
-                                   weight_tensors)
+from edgeq.host.inspection import (
+    OUTLIER_RATIO,
+    InspectError,
+    WeightTensor,
+    inspect_model,
+    weight_report,
+    weight_tensors,
+)
 
 
 def test_evaluate_both_models(tiny_artifacts: Path) -> None:
@@ -31,7 +37,9 @@ def test_evaluate_both_models(tiny_artifacts: Path) -> None:
     assert r["models"]["float32"]["top1"] > 0.6
     assert r["agreement"] == pytest.approx(float(np.mean(preds["float32"] == preds["int8"])))
     assert r["agreement"] > 0.95
-    assert r["drop_points"] == pytest.approx(100 * (r["models"]["float32"]["top1"] - r["models"]["int8"]["top1"]))
+    assert r["drop_points"] == pytest.approx(
+        100 * (r["models"]["float32"]["top1"] - r["models"]["int8"]["top1"])
+    )
     assert r["size_ratio"] <= 0.30
     assert r["models"]["int8"]["input"]["dtype"] == "int8"
     json.dumps(r)
@@ -39,7 +47,13 @@ def test_evaluate_both_models(tiny_artifacts: Path) -> None:
 
 def test_evaluate_limit_threads_progress_and_mnist(tiny_artifacts: Path) -> None:
     seen: list[tuple[int, int]] = []
-    r = evaluate(tiny_artifacts, limit=150, threads=2, data_dir=None, progress=lambda d, t: seen.append((d, t)))
+    r = evaluate(
+        tiny_artifacts,
+        limit=150,
+        threads=2,
+        data_dir=None,
+        progress=lambda d, t: seen.append((d, t)),
+    )
     assert r["models"]["int8"]["count"] == 150 and r["threads"] == 2
     assert seen[-1] == (300, 300) and all(t == 300 for _, t in seen)
     from edgeq.models import MNIST_DATA_DIR
@@ -86,7 +100,11 @@ def test_inspect_int8(tiny_artifacts: Path) -> None:
             d = by_index[t["index"]]
             assert d["quantization"] == pytest.approx((s, z))
     # activations after ReLU start at real 0: zero point -128
-    relu = [t for t in r["tensors"] if "conv2" in t["name"] and not t["constant"] and t["dtype"] == "int8"]
+    relu = [
+        t
+        for t in r["tensors"]
+        if "conv2" in t["name"] and not t["constant"] and t["dtype"] == "int8"
+    ]
     assert relu and all(t["real_min"] == pytest.approx(0.0) for t in relu)
     assert len(r["weights"]) >= 6
     for w in r["weights"]:
@@ -96,7 +114,9 @@ def test_inspect_int8(tiny_artifacts: Path) -> None:
         q = it.get_tensor(w["index"]).astype(np.float32)
         real = q * scales.reshape(-1, *([1] * (q.ndim - 1)))
         assert w["max"] == pytest.approx(float(real.max()), rel=1e-5)
-        assert [c["max"] for c in w["channels"]] == pytest.approx(real.reshape(len(scales), -1).max(1), rel=1e-5)
+        assert [c["max"] for c in w["channels"]] == pytest.approx(
+            real.reshape(len(scales), -1).max(1), rel=1e-5
+        )
         # Min-Max per channel: each channel's largest |q| is 127
         assert all(c["q_abs_max"] == 127 for c in w["channels"])
 
@@ -111,12 +131,16 @@ def test_outlier_rule() -> None:
     rng = np.random.default_rng(0)
     normal = np.clip(rng.normal(0, 30, (4, 500)), -127, 127).astype(np.int8)
     normal[:, 0] = 127
-    w = WeightTensor("w", "FULLY_CONNECTED", 0, normal, np.full(4, 0.01, np.float32), np.zeros(4, np.int64), 0)
+    w = WeightTensor(
+        "w", "FULLY_CONNECTED", 0, normal, np.full(4, 0.01, np.float32), np.zeros(4, np.int64), 0
+    )
     rep = weight_report(w)
     assert not rep["outlier"] and rep["outlier_channels"] == 0
     spiky = np.clip(rng.normal(0, 2, (4, 5000)), -127, 127).astype(np.int8)
     spiky[2, 7] = 127  # one value sets the channel's (and the tensor's) range
-    w2 = WeightTensor("w2", "FULLY_CONNECTED", 1, spiky, np.full(4, 0.01, np.float32), np.zeros(4, np.int64), 0)
+    w2 = WeightTensor(
+        "w2", "FULLY_CONNECTED", 1, spiky, np.full(4, 0.01, np.float32), np.zeros(4, np.int64), 0
+    )
     rep2 = weight_report(w2)
     assert rep2["outlier"] and rep2["outlier_ratio"] > OUTLIER_RATIO
     assert [c["outlier"] for c in rep2["channels"]] == [False, False, True, False]
@@ -139,8 +163,11 @@ def test_inspect_errors(tmp_path: Path) -> None:
 
 
 def test_inspect_with_float_model_per_layer_error(tiny_artifacts: Path) -> None:
-    r = inspect_model(tiny_artifacts / "model_int8.tflite", float_model_path=tiny_artifacts / "model.keras",
-                      calibration_size=16)
+    r = inspect_model(
+        tiny_artifacts / "model_int8.tflite",
+        float_model_path=tiny_artifacts / "model.keras",
+        calibration_size=16,
+    )
     json.dumps(r)
     le = r["layer_errors"]
     assert le["calibration"]["size"] == 16 and le["calibration"]["per_channel"] is True

@@ -1,5 +1,6 @@
 """Training record, converter settings (the int8 file really is full-integer), per-channel vs
 per-tensor, the manifest, and user-supplied models and calibration sets (good and bad)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from edgeq.host.data import load_mnist
 from edgeq.host.inspection import full_integer_problems, read_tflite, weight_tensors
 from edgeq.host.quantize import CalibrationError, QuantizeError, calibration_images, quantize
@@ -66,8 +66,13 @@ def test_manifest(tiny_artifacts: Path) -> None:
     m = json.loads((tiny_artifacts / "manifest.json").read_text())
     assert m["schema"] == "edgeq.manifest/1" and m["model_name"] == "mnist-cnn"
     assert m["tensorflow_version"] and m["converter"]["supported_ops"] == ["TFLITE_BUILTINS_INT8"]
-    assert m["calibration"] == {"size": 100, "seed": 0, "source": "mnist-train", "per_channel": True,
-                                "method": "min-max"}
+    assert m["calibration"] == {
+        "size": 100,
+        "seed": 0,
+        "source": "mnist-train",
+        "per_channel": True,
+        "method": "min-max",
+    }
     for kind in ("float32", "int8"):
         e = m["models"][kind]
         path = tiny_artifacts / e["file"]
@@ -77,11 +82,18 @@ def test_manifest(tiny_artifacts: Path) -> None:
         names = [op["name"] for op in e["ops"]]
         assert {"CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED", "SOFTMAX"} <= set(names)
         assert all(isinstance(op["version"], int) and op["version"] >= 1 for op in e["ops"])
-    assert m["models"]["float32"]["input"] == {"name": m["models"]["float32"]["input"]["name"],
-                                               "dtype": "float32", "shape": [1, 28, 28, 1],
-                                               "scale": 0.0, "zero_point": 0}
+    assert m["models"]["float32"]["input"] == {
+        "name": m["models"]["float32"]["input"]["name"],
+        "dtype": "float32",
+        "shape": [1, 28, 28, 1],
+        "scale": 0.0,
+        "zero_point": 0,
+    }
     assert m["models"]["int8"]["input"]["dtype"] == "int8"
-    assert (m["models"]["int8"]["input"]["scale"], m["models"]["int8"]["input"]["zero_point"]) == (1.0, -128)
+    assert (m["models"]["int8"]["input"]["scale"], m["models"]["int8"]["input"]["zero_point"]) == (
+        1.0,
+        -128,
+    )
     # int8 kernels need newer op versions than float ones
     v = {op["name"]: op["version"] for op in m["models"]["int8"]["ops"]}
     assert v["CONV_2D"] >= 3
@@ -91,34 +103,56 @@ def test_manifest(tiny_artifacts: Path) -> None:
         images, labels = npz["images"], npz["labels"]
     x, y = load_mnist("test", limit=2000)
     assert images.dtype == np.uint8 and np.array_equal(images, x) and np.array_equal(labels, y)
-    assert not [p.name for p in tiny_artifacts.iterdir() if p.name.startswith(".")]  # no temp files left
+    assert not [
+        p.name for p in tiny_artifacts.iterdir() if p.name.startswith(".")
+    ]  # no temp files left
 
 
 def test_per_tensor_and_user_npy_calibration(tiny_artifacts: Path, tmp_path: Path) -> None:
     x, _ = load_mnist("train", limit=30)
     np.save(tmp_path / "calib.npy", x)  # (30, 28, 28) uint8: fits (28, 28, 1) after a reshape
-    m = quantize(tmp_path, keras_model_path=tiny_artifacts / "model.keras", per_channel=False,
-                 calibration_size=50, calibration_file=tmp_path / "calib.npy", eval_limit=10)
+    m = quantize(
+        tmp_path,
+        keras_model_path=tiny_artifacts / "model.keras",
+        per_channel=False,
+        calibration_size=50,
+        calibration_file=tmp_path / "calib.npy",
+        eval_limit=10,
+    )
     assert m["calibration"]["per_channel"] is False
     assert m["calibration"]["source"] == "file:calib.npy" and m["calibration"]["size"] == 30
     assert m["eval_data"]["count"] == 10
     weights = weight_tensors(tmp_path / "model_int8.tflite")
     assert weights and all(len(w.scales) == 1 for w in weights)  # really one scale per tensor
     assert full_integer_problems(read_tflite(tmp_path / "model_int8.tflite")) == []
-    assert m["models"]["int8"]["sha256"] != json.loads((tiny_artifacts / "manifest.json").read_text())[
-        "models"]["int8"]["sha256"]
+    assert (
+        m["models"]["int8"]["sha256"]
+        != json.loads((tiny_artifacts / "manifest.json").read_text())["models"]["int8"]["sha256"]
+    )
 
 
 def test_user_keras_model_other_input_shape(tmp_path: Path) -> None:
     import keras
 
-    model = keras.Sequential([keras.Input((28, 28)), keras.layers.Rescaling(1 / 255.0),
-                              keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.save(tmp_path / "mine.keras")
     npz_path = tmp_path / "calib.npz"
     np.savez(npz_path, images=load_mnist("train", limit=20)[0].astype(np.float32))
-    m = quantize(tmp_path, keras_model_path=tmp_path / "mine.keras", out_dir=tmp_path / "out",
-                 calibration_size=20, calibration_file=npz_path, eval_limit=5)
+    m = quantize(
+        tmp_path,
+        keras_model_path=tmp_path / "mine.keras",
+        out_dir=tmp_path / "out",
+        calibration_size=20,
+        calibration_file=npz_path,
+        eval_limit=5,
+    )
     assert m["model_name"] == "mine"
     assert m["models"]["int8"]["input"]["shape"] == [1, 28, 28]
     assert full_integer_problems(read_tflite(tmp_path / "out" / "model_int8.tflite")) == []
@@ -150,9 +184,13 @@ def test_model_errors(tmp_path: Path) -> None:
     (tmp_path / "junk.keras").write_bytes(b"not a zip")
     with pytest.raises(QuantizeError, match="cannot be loaded as a Keras model"):
         quantize(tmp_path, keras_model_path=tmp_path / "junk.keras")
-    big = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    big = keras.Sequential(
+        [keras.Input((32, 32, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
     big.save(tmp_path / "big.keras")
-    with pytest.raises(CalibrationError, match=r"MNIST training images .*\[28, 28\].*\[32, 32, 1\]"):
+    with pytest.raises(
+        CalibrationError, match=r"MNIST training images .*\[28, 28\].*\[32, 32, 1\]"
+    ):
         quantize(tmp_path, keras_model_path=tmp_path / "big.keras", calibration_size=10)
 
 
