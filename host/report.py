@@ -756,6 +756,7 @@ border-radius:4px;margin:1em 0}
 .sig{font-weight:bold}.note{color:#666;font-size:.9em}
 figure{margin:1.2em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em}
+.scroll{overflow-x:auto;max-width:100%}td{overflow-wrap:anywhere}
 """
 
 
@@ -866,8 +867,8 @@ def _sweep_note(sweep: dict[str, Any]) -> str:
 def _dict_table(table_id: str, rows: Sequence[dict[str, Any]]) -> str:
     e = html.escape
     cols = list(rows[0])
-    out = [f'<table id="{e(table_id)}"><thead><tr>' + "".join(f"<th>{e(c)}</th>" for c in cols)
-           + "</tr></thead><tbody>"]
+    out = [f'<div class="scroll"><table id="{e(table_id)}"><thead><tr>'
+           + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr></thead><tbody>"]
     for r in rows:
         cells = []
         for c in cols:
@@ -879,7 +880,7 @@ def _dict_table(table_id: str, rows: Sequence[dict[str, Any]]) -> str:
             else:
                 cells.append(f"<td>{e('' if v is None else str(v))}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "\n".join(out)
 
 
@@ -1053,6 +1054,11 @@ def build_report(
         except EdgeqError as exc:
             logger.warning("per-layer analysis failed: %s", exc)
             la = LayerAnalysis(note=f"per-layer analysis not available: {exc.message}")
+        except (ValueError, RuntimeError, OSError) as exc:
+            # the interpreter or converter choked on a model: the rest of the report still holds
+            logger.warning("per-layer analysis failed: %s: %s", type(exc).__name__, exc)
+            la = LayerAnalysis(note=f"per-layer analysis not available: {type(exc).__name__}: "
+                                    f"{exc}")
     else:
         la = LayerAnalysis(note="per-layer analysis left out (--no-layers)")
     tick()

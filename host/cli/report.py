@@ -87,9 +87,12 @@ def report_command(
     latency medians, latency / per-class / changed-image figures, the per-layer quantization
     analysis, the environment and, when present, the sweep. Opens offline.
     """
+    import os
+
     from edgeq.device.errors import UsageError
     from edgeq.host.report import build_report
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the per-layer analysis imports TF
     if result is not None:
         doc = _load_result(result)
         default_out = Path("reports") / (f"run-{doc['run_id']}" if doc.get("run_id") is not None
@@ -157,6 +160,9 @@ def sweep_command(
 
     from edgeq.host.sweep import parse_granularities, sweep
 
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sizes = _int_list(calibration_sizes, "--calibration-sizes")
     grans = parse_granularities(granularities)
     with _progress_bar("sweeping") as bar:
@@ -168,8 +174,8 @@ def sweep_command(
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
     table = Table(title=f"sweep of {artifacts_dir} ({doc.get('eval_count')} test images)")
-    for name in ("weights", "calibration", "int8 top-1 (%)", "float32 top-1 (%)",
-                 "agreement (%)", "int8 size (KB)"):
+    for name in ("weights", "calib. images", "int8 top-1 %", "f32 top-1 %", "agree %",
+                 "int8 KB"):
         table.add_column(name, justify="left" if name == "weights" else "right")
     for p in doc["points"]:
         table.add_row(p["granularity"], str(p["calibration_size"]),
