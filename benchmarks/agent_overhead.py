@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-
 from edgeq.device.bench import BenchSettings, run_benchmark
 from edgeq.device.client import AgentClient
 from edgeq.device.errors import AgentConnectionError
@@ -164,7 +163,7 @@ def main() -> int:
     print(f"{'model':8} {'bare p50':>9} {'agent p50':>10} {'daemon p50':>11} "
           f"{'agent/bare':>11} {'daemon/bare':>12}   {'bare mean':>9} {'agent mean':>10} "
           f"{'ratio':>6}")
-    for kind, b50, a50, d50, bmean, amean, n_runs in rows:
+    for kind, b50, a50, d50, bmean, amean, _n_runs in rows:
         print(f"{kind:8} {b50:9.4f} {a50:10.4f} {d50:11.4f} {a50 / b50:11.3f} "
               f"{d50 / b50:12.3f}   {bmean:9.4f} {amean:10.4f} {amean / bmean:6.3f}")
     print("(ms; bare p50: a minimal set_tensor/invoke/get_tensor loop, each run clocked; bare "

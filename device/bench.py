@@ -28,7 +28,6 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
-
 from edgeq.device import __version__
 from edgeq.device.environment import collect_environment
 from edgeq.device.errors import UsageError

@@ -565,7 +565,8 @@ def format_status(doc: dict[str, Any]) -> str:
         f"socket    {doc.get('socket')}",
         f"runtime   {rt.get('name')} {rt.get('version')}" if rt else
         f"runtime   MISSING: {doc.get('runtime_error')}",
-        f"busy      {'yes (worker pid ' + str(doc.get('worker_pid')) + ')' if doc.get('busy') else 'no'}",
+        "busy      " + (f"yes (worker pid {doc.get('worker_pid')})" if doc.get("busy")
+                            else "no"),
         f"store     {len(store.get('models', []))} models, {len(store.get('data', []))} data sets",
     ]
     if dep:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-
 from edgeq.device.runtime import RuntimeInfo
 
 logger = logging.getLogger(__name__)

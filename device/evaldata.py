@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-
 from edgeq.device.errors import EvalDataError
 
 _HINT = "pass the eval.npz written by edgeq quantize (images uint8 (N,28,28), labels (N,))"

@@ -21,7 +21,6 @@ from types import ModuleType
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
-
 from edgeq.device.errors import InputShapeError, ModelLoadError, RuntimeMissingError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -96,7 +95,7 @@ def _import_runtime(name: str) -> tuple[Any, Any, str]:
         version = str(getattr(tf, "__version__", None) or _dist_version("tensorflow") or "?")
         return interp_cls, resolver, version
     mod: ModuleType = importlib.import_module(module_path)
-    interp_cls = getattr(mod, "Interpreter")
+    interp_cls = mod.Interpreter
     resolver = getattr(mod, "OpResolverType", None)
     version = _dist_version(dist)
     if version is None:

@@ -23,8 +23,6 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_device_runtime import dev_models  # noqa: E402,F401  (session fixture)
-
 from edgeq.device.client import AgentClient  # noqa: E402
 from edgeq.device.errors import (  # noqa: E402
     AgentConnectionError,
@@ -41,6 +39,15 @@ from edgeq.device.errors import (  # noqa: E402
     WorkerTimeoutError,
 )
 from edgeq.device.store import Store  # noqa: E402
+from test_device_runtime import device_model_paths  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def dev_models(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small real models (see test_device_runtime.device_model_paths)."""
+    return device_model_paths(request, tmp_path_factory)
+
 
 FAST = {"warmup_runs_min": 2, "warmup_s_min": 0.0, "runs_min": 10, "run_s_min": 0.05,
         "runs_max": 1000, "eval_limit": 100}

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_device_runtime import dev_models  # noqa: F401  (session fixture)
-
 from edgeq.device.bench import BenchSettings, latency_stats, run_benchmark, run_evaluation
 from edgeq.device.environment import collect_environment, detect_emulation
 from edgeq.device.errors import (
@@ -23,6 +21,15 @@ from edgeq.device.errors import (
 from edgeq.device.evaldata import load_eval_data
 from edgeq.device.runtime import load_model
 from edgeq.device.worker import run_in_worker
+from test_device_runtime import device_model_paths
+
+
+@pytest.fixture(scope="session")
+def dev_models(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small real models (see test_device_runtime.device_model_paths)."""
+    return device_model_paths(request, tmp_path_factory)
+
 
 FAST = BenchSettings(warmup_runs_min=3, warmup_s_min=0.02, runs_min=20, run_s_min=0.1,
                      runs_max=2000, eval_limit=300)

@@ -6,7 +6,6 @@ import socket
 import threading
 
 import pytest
-
 from edgeq.device.client import AgentClient
 from edgeq.device.errors import (
     AgentConnectionError,

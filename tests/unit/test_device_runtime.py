@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from edgeq.device.errors import (
     EvalDataError,
     InputShapeError,
@@ -76,10 +75,10 @@ def make_own_models(out: Path) -> dict[str, Path]:
     return paths
 
 
-@pytest.fixture(scope="session")
-def dev_models(request: pytest.FixtureRequest,
-               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """{"float32", "int8", "eval"} paths of small real models and their evaluation set."""
+def device_model_paths(request: pytest.FixtureRequest,
+                       tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """{"float32", "int8", "eval"} paths of small real models and their evaluation set:
+    the host pipeline's `tiny_artifacts` when it is importable, else our own tiny net."""
     try:
         import edgeq.host.quantize  # noqa: F401
         import edgeq.host.train  # noqa: F401
@@ -94,6 +93,12 @@ def dev_models(request: pytest.FixtureRequest,
     art: Path = request.getfixturevalue("tiny_artifacts")
     return {"float32": art / "model_float32.tflite", "int8": art / "model_int8.tflite",
             "eval": art / "eval.npz"}
+
+
+@pytest.fixture(scope="session")
+def dev_models(request: pytest.FixtureRequest,
+               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return device_model_paths(request, tmp_path_factory)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from edgeq.device.errors import IntegrityError, ModelNotFoundError, StoreError
 from edgeq.device.store import Store, atomic_write_bytes, atomic_write_json, edgeq_home
 
