@@ -186,9 +186,10 @@ def test_headless_chromium_renders_the_report(built: report.ReportPaths, tmp_pat
     from matplotlib.image import imread
 
     shot = tmp_path / "shot.png"
-    common = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+    common = [str(_chromium()), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
               "--no-first-run", "--disable-background-networking", "--disable-component-update",
-              "--disable-sync", "--disable-extensions", f"--user-data-dir={tmp_path / 'profile'}",
+              "--disable-sync", "--disable-extensions", "--host-resolver-rules=MAP * ~NOTFOUND",
+              f"--user-data-dir={tmp_path / 'profile'}",
               "--enable-logging=stderr", "--v=0"]
     url = built.html.resolve().as_uri()
     env = {**os.environ, "HOME": str(tmp_path)}
