@@ -15,6 +15,7 @@ Imports: standard library and edgeq.device.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import platform
@@ -260,11 +261,9 @@ class _Handler(socketserver.StreamRequestHandler):
                 continue
             rid: Optional[int] = None
             try:
-                import json
-
                 try:
                     rid = peek_id(json.loads(line))
-                except ValueError:
+                except (ValueError, RecursionError):
                     rid = None
                 req = decode_request(line)
                 if not greeted:

@@ -54,9 +54,9 @@ def cpu_model(cpuinfo: Optional[str]) -> Optional[str]:
             key, _, value = line.partition(":")
             fields.setdefault(key.strip().lower(), value.strip())
     for key in ("model name", "model", "hardware", "cpu model", "processor"):
-        value = fields.get(key)
-        if value and not value.isdigit():
-            return value
+        found = fields.get(key)
+        if found and not found.isdigit():
+            return found
     part = fields.get("cpu part")
     if part:
         return f"ARM implementer {fields.get('cpu implementer', '?')} part {part}"

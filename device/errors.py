@@ -123,6 +123,7 @@ class RemoteError(EdgeqError):
 
 def _all_subclasses(cls: type) -> list[type]:
     out: list[type] = []
+    sub: type
     for sub in cls.__subclasses__():
         out.append(sub)
         out.extend(_all_subclasses(sub))

@@ -170,9 +170,12 @@ def _load_line(line: bytes, limit: int, what: str) -> dict[str, Any]:
         obj = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError:
         raise ProtocolError(f"{what} is not UTF-8", hint="send UTF-8 JSON lines") from None
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ProtocolError(f"{what} is not valid JSON ({exc.msg} at column {exc.colno})",
                             hint="send one JSON object per line") from None
+    except (ValueError, RecursionError) as exc:  # e.g. nesting deeper than the parser allows
+        raise ProtocolError(f"{what} is not usable JSON ({type(exc).__name__})",
+                            hint="send one flat JSON object per line") from None
     if not isinstance(obj, dict):
         raise ProtocolError(f"{what} is a JSON {type(obj).__name__}, not an object",
                             hint="send one JSON object per line")

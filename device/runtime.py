@@ -97,11 +97,11 @@ def _import_runtime(name: str) -> tuple[Any, Any, str]:
     mod: ModuleType = importlib.import_module(module_path)
     interp_cls = mod.Interpreter
     resolver = getattr(mod, "OpResolverType", None)
-    version = _dist_version(dist)
-    if version is None:
+    found = _dist_version(dist)
+    if found is None:
         pkg = importlib.import_module(module_path.split(".")[0])
-        version = str(getattr(pkg, "__version__", "?"))
-    return interp_cls, resolver, version
+        found = str(getattr(pkg, "__version__", "?"))
+    return interp_cls, resolver, found
 
 
 def _missing_runtime_error(tried: list[str], preferred: Optional[str]) -> RuntimeMissingError:
@@ -243,14 +243,14 @@ def count_delegated_nodes(ops: list[dict[str, Any]]) -> tuple[int, int, int]:
             if t in seen_tensors or t in boundary:
                 continue
             seen_tensors.add(t)
-            op = producer.get(t)
-            if op is None:
+            node = producer.get(t)
+            if node is None:
                 continue
-            idx = int(op["index"])
+            idx = int(node["index"])
             if idx in taken:
                 continue
             taken.add(idx)
-            stack.extend(int(x) for x in op.get("inputs", []) if int(x) >= 0)
+            stack.extend(int(x) for x in node.get("inputs", []) if int(x) >= 0)
     return len(taken), len(original), len(delegates)
 
 

@@ -234,10 +234,11 @@ def test_benches_never_overlap(daemon: Daemon) -> None:
 
 def test_malformed_json_keeps_the_connection(daemon: Daemon) -> None:
     out = daemon.raw(b'{"id": 0, "op": "hello", "args": {"protocol": 1}}\n', b"{nope\n",
-                     b'{"id": 2, "op": "status"}\n')
+                     b"[" * 500_000 + b"\n", b'{"id": 3, "op": "status"}\n')
     assert out[0]["ok"] is True
     assert out[1]["ok"] is False and out[1]["error"]["type"] == "ProtocolError"
-    assert out[2]["ok"] is True and out[2]["id"] == 2
+    assert out[2]["ok"] is False and out[2]["error"]["type"] == "ProtocolError"
+    assert out[3]["ok"] is True and out[3]["id"] == 3
 
 
 def test_oversize_request_closes_only_that_connection(daemon: Daemon) -> None:

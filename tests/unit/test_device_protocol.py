@@ -52,6 +52,7 @@ def test_request_roundtrip_fills_defaults() -> None:
 @pytest.mark.parametrize("line, match", [
     (b"not json\n", "not valid JSON"),
     (b"[1, 2]\n", "not an object"),
+    (b"[" * 200_000 + b"\n", "not usable JSON"),
     (b'\xff\xfe{"id": 1}\n', "not UTF-8"),
     (b'{"op": "status"}\n', "id"),
     (b'{"id": -1, "op": "status"}\n', "id"),
