@@ -25,6 +25,7 @@ from edgeq.device.errors import (
     error_class,
 )
 from edgeq.device.protocol import (
+    DEFAULT_BENCH_TIMEOUT_S,
     MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES,
     PROTOCOL_VERSION,
@@ -74,6 +75,7 @@ class AgentClient:
         readline: ReadlineFn,
         *,
         close: Optional[Callable[[], Any]] = None,
+        set_timeout: Optional[Callable[[Optional[float]], Any]] = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         name: str = "agent",
     ) -> None:
@@ -81,6 +83,8 @@ class AgentClient:
         self._readline = readline
         self._readline_takes_limit = _takes_limit(readline)
         self._close = close
+        self._set_timeout = set_timeout
+        self.timeout_s: Optional[float] = None
         self._ids = itertools.count(1)
         self.max_response_bytes = max_response_bytes
         self.name = name
@@ -122,11 +126,17 @@ class AgentClient:
             finally:
                 sock.close()
 
-        return cls(write, readline, close=close, name=path)
+        client = cls(write, readline, close=close, set_timeout=sock.settimeout, name=path)
+        client.timeout_s = timeout_s
+        return client
 
     def set_timeout(self, timeout_s: Optional[float]) -> None:
-        """No-op unless the stream is a socket made by connect_unix (kept for symmetry)."""
-        logger.debug("set_timeout(%s) ignored for generic streams", timeout_s)
+        """Bound every later read/write (only where the stream allows, e.g. connect_unix)."""
+        self.timeout_s = timeout_s
+        if self._set_timeout is not None:
+            self._set_timeout(timeout_s)
+        else:
+            logger.debug("set_timeout(%s) ignored: the stream has no timeouts", timeout_s)
 
     def close(self) -> None:
         if self._close is not None:
@@ -195,8 +205,27 @@ class AgentClient:
         return resp
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
-        """Run `op` with `args`; its result, or the error it returned raised."""
-        resp = self.request(op, args)
+        """Run `op` with `args`; its result, or the error it returned raised.
+
+        A request carrying its own `timeout_s` (bench, evaluate) may take that long on the
+        daemon, so the read timeout is stretched to cover it (plus a margin) for this call.
+        """
+        base = self.timeout_s
+        setter = self._set_timeout
+        budget: Optional[float] = None
+        if op in ("bench", "evaluate"):
+            raw = args.get("timeout_s", DEFAULT_BENCH_TIMEOUT_S)
+            if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+                budget = float(raw) + 60.0
+        stretch = setter is not None and base is not None and budget is not None \
+            and budget > base
+        if stretch and setter is not None:
+            setter(budget)
+        try:
+            resp = self.request(op, args)
+        finally:
+            if stretch and setter is not None:
+                setter(base)
         if not resp.ok:
             raise_error(resp.error or {})
         assert resp.result is not None

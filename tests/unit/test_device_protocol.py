@@ -185,3 +185,47 @@ def test_client_refuses_to_send_oversize_request() -> None:
     c = _client_pair([])
     with pytest.raises(ProtocolError):
         c.call("status", pad="x" * MAX_REQUEST_BYTES)
+
+
+def test_unix_client_timeouts(tmp_path) -> None:
+    """A slow answer times out a status call, but a bench call waits for its own budget."""
+    path = tmp_path / "s.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(4)
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _ = srv.accept()
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    def answer(conn: socket.socket) -> None:
+        f = conn.makefile("rb")
+        line = f.readline()
+        while line:
+            req = json.loads(line)
+            if req["op"] != "hello":
+                threading.Event().wait(1.5)  # a slow op
+            try:
+                conn.sendall(b'{"id": %d, "ok": true, "result": {"op": "%s"}}\n'
+                             % (req["id"], req["op"].encode()))
+            except OSError:
+                break
+            line = f.readline()
+        f.close()
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        c = AgentClient.connect_unix(path, timeout_s=0.5)
+        c.hello()
+        with pytest.raises(AgentConnectionError, match="did not answer in time"):
+            c.call("status")
+        c.close()
+        c = AgentClient.connect_unix(path, timeout_s=0.5)
+        c.hello()
+        assert c.call("bench", model="int8", timeout_s=5.0) == {"op": "bench"}
+        assert c.timeout_s == 0.5
+        c.close()
+    finally:
+        srv.close()
