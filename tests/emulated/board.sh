@@ -73,6 +73,11 @@ recipe_hash() {
 # The Debian mirror, read from the machine's own apt sources (never written into the repo).
 debian_mirror() {
   local uri
+  # indextargets lists only downloaded indexes: a machine that never ran apt-get update has none.
+  if [[ -z $(apt-get indextargets 'Identifier: Packages' 2>/dev/null) ]]; then
+    log "apt has no package lists yet: apt-get update"
+    apt-get update -qq >&2
+  fi
   uri=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Identifier: Packages' 2>/dev/null \
         | awk -v s="$SUITE" '$2 == s { print $1; exit }')
   if [[ -z $uri ]]; then
