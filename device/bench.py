@@ -8,7 +8,9 @@ Methodology after TFLite's benchmark_model and MLPerf LoadGen:
 5. timed batch-1 runs until both `runs_min` runs and `run_s_min` seconds are done, at most
    `runs_max`; each run is one set_tensor/invoke/get_tensor on a fixed prepared image,
    timed with perf_counter_ns and nothing else in the loop;
-6. batched throughput at `batch_size` (when the model's batch dimension can be resized);
+6. batched throughput at `batch_size` (when the model's batch dimension can be resized):
+   a short warm-up, then batches until max(3, runs_min/10) runs and run_s_min/4 seconds;
+   samples/s = batch x runs / summed run time (else batch-1 throughput from step 5);
 7. accuracy over the evaluation set (inputs quantized with the model's own scale/zero-point).
 Memory: VmRSS/VmHWM/RssAnon/RssFile from /proc/self/status where available (else psutil /
 getrusage): RSS growth at load, allocate and invoke, and the process's peak. Run it in a fresh
@@ -311,9 +313,11 @@ def run_benchmark(
     first_ms = (time.perf_counter_ns() - t0) / 1e6
     step(3)
 
-    warm, _ = timed_loop(model, sample, runs_min=max(s.warmup_runs_min, 0),
-                         s_min=s.warmup_s_min, runs_max=max(s.warmup_runs_min, s.runs_max))
-    warmup_runs = len(warm) if (s.warmup_runs_min > 0 or s.warmup_s_min > 0) else 0
+    warmup_runs = 0
+    if s.warmup_runs_min > 0 or s.warmup_s_min > 0:
+        warm, _ = timed_loop(model, sample, runs_min=s.warmup_runs_min, s_min=s.warmup_s_min,
+                             runs_max=max(s.warmup_runs_min, s.runs_max))
+        warmup_runs = len(warm)
     step(4)
 
     durations_ns, timed_s = timed_loop(model, sample, runs_min=s.runs_min, s_min=s.run_s_min,

@@ -113,6 +113,7 @@ def test_runs_max_caps_and_run_s_min_extends(dev_models: dict[str, Path]) -> Non
         warmup_runs_min=0, warmup_s_min=0.0, runs_min=1, run_s_min=0.25, runs_max=10**6,
         batch_size=1))
     assert timed["timing"]["timed_s"] >= 0.25 and timed["timing"]["runs"] > 1
+    assert timed["timing"]["warmup_runs"] == 0 and capped["timing"]["warmup_runs"] >= 1
 
 
 def test_no_xnnpack_and_threads_are_recorded(dev_models: dict[str, Path]) -> None:
