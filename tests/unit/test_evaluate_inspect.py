@@ -172,7 +172,7 @@ def test_inspect_with_float_model_per_layer_error(tiny_artifacts: Path) -> None:
     le = r["layer_errors"]
     assert le["calibration"]["size"] == 16 and le["calibration"]["per_channel"] is True
     ops = [layer["op"] for layer in le["layers"]]
-    assert ops.count("CONV_2D") == 4 and "FULLY_CONNECTED" in ops
+    assert ops.count("CONV_2D") == 6 and "MAX_POOL_2D" in ops  # 4 convs + 2 dense-as-conv
     for layer in le["layers"]:
         assert layer["scale"] > 0 and layer["rmse"] >= 0
         if layer["op"] in ("CONV_2D", "FULLY_CONNECTED"):

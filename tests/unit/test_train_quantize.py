@@ -62,6 +62,17 @@ def test_size_and_per_channel_weights(tiny_artifacts: Path) -> None:
         assert np.all(w.zero_points == 0)  # symmetric weights
 
 
+def test_one_xnnpack_partition(tiny_artifacts: Path) -> None:
+    """mnist-cnn has no Flatten glue (SHAPE/STRIDED_SLICE/PACK): XNNPACK takes the graph in one piece."""
+    from edgeq.device.runtime import load_model
+
+    for kind in ("float32", "int8"):
+        model = load_model(tiny_artifacts / f"model_{kind}.tflite")
+        assert model.xnnpack_applied and model.delegate_partitions == 1, (kind, model.info())
+        ops = {op["name"] for op in read_tflite(tiny_artifacts / f"model_{kind}.tflite").ops()}
+        assert not ops & {"SHAPE", "STRIDED_SLICE", "PACK"}
+
+
 def test_manifest(tiny_artifacts: Path) -> None:
     m = json.loads((tiny_artifacts / "manifest.json").read_text())
     assert m["schema"] == "edgeq.manifest/1" and m["model_name"] == "mnist-cnn"
@@ -80,7 +91,7 @@ def test_manifest(tiny_artifacts: Path) -> None:
         assert e["input"]["shape"] == [1, 28, 28, 1] and e["output"]["shape"] == [1, 10]
         assert re.fullmatch(r"\d+\.\d+\.\d+", e["min_runtime_version"])
         names = [op["name"] for op in e["ops"]]
-        assert {"CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED", "SOFTMAX"} <= set(names)
+        assert {"CONV_2D", "MAX_POOL_2D", "SOFTMAX"} <= set(names)
         assert all(isinstance(op["version"], int) and op["version"] >= 1 for op in e["ops"])
     assert m["models"]["float32"]["input"] == {
         "name": m["models"]["float32"]["input"]["name"],
