@@ -143,3 +143,27 @@ def test_data_dir_env_is_honoured(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     assert "no-mnist-here" in proc.stderr and "does not exist" in proc.stderr
     _one_line_error(proc.stderr)
+
+
+def test_train_cli_is_seeded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`edgeq train` writes the record it prints; the same seed trains the same model again."""
+    from edgeq.host.train import train
+
+    argv = [
+        "train",
+        "--out",
+        str(tmp_path / "a"),
+        "--epochs",
+        "1",
+        "--train-limit",
+        "300",
+        "--json",
+    ]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    printed = json.loads(out)
+    assert printed == json.loads((tmp_path / "a" / "train.json").read_text())
+    assert (tmp_path / "a" / "model.keras").is_file() and printed["train_count"] == 300
+    again = train(tmp_path / "b", epochs=1, train_limit=300, seed=0)
+    assert again["history"]["loss"] == printed["history"]["loss"]
+    assert again["float32_test_correct"] == printed["float32_test_correct"]
