@@ -10,7 +10,8 @@ killed, the socket and pidfile removed. `--detach` double-forks and logs to
 $EDGEQ_HOME/logs/agent.log; under systemd it runs in the foreground (edgeq-agent.service).
 `bridge()` relays stdin/stdout to the socket, which is how the host reaches the daemon over
 SSH; `stop()` and `query_status()` are the other command-line helpers.
-Imports: standard library and edgeq.device.
+Imports: standard library and edgeq.device (never numpy or a TFLite runtime: those live
+in the worker processes, which keeps the long-running daemon small).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import platform
 import signal
 import socket
 import socketserver
+import subprocess
 import sys
 import threading
 import time
@@ -29,7 +31,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from edgeq.device import __version__
-from edgeq.device.bench import BenchSettings
 from edgeq.device.client import AgentClient
 from edgeq.device.errors import (
     DaemonNotRunningError,
@@ -48,8 +49,9 @@ from edgeq.device.protocol import (
     encode_response,
     peek_id,
 )
+from edgeq.device.settings import BenchSettings
 from edgeq.device.store import Store, atomic_write_bytes
-from edgeq.device.worker import run_in_worker
+from edgeq.device.worker import run_in_worker, worker_env
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,9 @@ logger = logging.getLogger(__name__)
 IDLE_TIMEOUT_S = 3600.0
 LOG_ROTATE_BYTES = 5 * 1024 * 1024
 READY_TIMEOUT_S = 30.0
+#: how long `status` waits for the first runtime probe (slow under emulation)
+RUNTIME_PROBE_TIMEOUT_S = 60.0
+HELLO_RUNTIME_WAIT_S = 15.0
 #: an oversize request is read (and dropped) up to this size before the error is sent
 DISCARD_MAX_BYTES = 64 * 1024 * 1024
 
@@ -97,13 +102,32 @@ class Agent:
         self.requests_served = 0
         self.runtime: Optional[dict[str, str]] = None
         self.runtime_error: Optional[str] = None
-        try:
-            # ask a worker-free, import-only question: which runtime would run the models
-            from edgeq.device.runtime import detect_runtime
+        # The daemon itself never imports numpy or a runtime (it stays small); a short-lived
+        # process tells which runtime the workers will use.
+        self.runtime_known = threading.Event()
+        threading.Thread(target=self._probe_runtime, name="runtime-probe", daemon=True).start()
 
-            self.runtime = detect_runtime().to_dict()
-        except EdgeqError as exc:
-            self.runtime_error = exc.message
+    def _probe_runtime(self) -> None:
+        argv = [sys.executable, "-m", "edgeq.device", "runtime", "--json"]
+        try:
+            out = subprocess.run(argv, capture_output=True, timeout=RUNTIME_PROBE_TIMEOUT_S,
+                                 env=worker_env(), stdin=subprocess.DEVNULL)
+            doc = json.loads(out.stdout.decode("utf-8") or "{}")
+            if isinstance(doc.get("error"), dict):
+                self.runtime_error = str(doc["error"].get("message"))
+            elif isinstance(doc.get("name"), str):
+                self.runtime = {"name": doc["name"], "version": str(doc.get("version"))}
+            else:
+                self.runtime_error = f"the runtime probe failed (exit {out.returncode})"
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            self.runtime_error = f"the runtime probe failed: {exc}"
+        finally:
+            self.runtime_known.set()
+            logger.info("runtime: %s", self.runtime or self.runtime_error)
+
+    def runtime_info(self, wait_s: float = 0.0) -> Optional[dict[str, str]]:
+        self.runtime_known.wait(wait_s)
+        return self.runtime
 
     # -- ops ------------------------------------------------------------------------------
 
@@ -116,7 +140,7 @@ class Agent:
     def op_hello(self, args: dict[str, Any]) -> dict[str, Any]:
         check_hello(args)
         return {"protocol": PROTOCOL_VERSION, "agent_version": __version__, "pid": os.getpid(),
-                "runtime": self.runtime}
+                "runtime": self.runtime_info(wait_s=HELLO_RUNTIME_WAIT_S)}
 
     def op_status(self, args: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -130,7 +154,7 @@ class Agent:
             "uptime_s": round(time.monotonic() - self.started, 3),
             "home": str(self.store.home),
             "socket": str(self.socket_path),
-            "runtime": self.runtime,
+            "runtime": self.runtime_info(wait_s=RUNTIME_PROBE_TIMEOUT_S),
             "runtime_error": self.runtime_error,
             "busy": self.measure_lock.locked(),
             "worker_pid": self.worker_pid,
@@ -365,8 +389,7 @@ def run_server(store: Store, socket_path: Path, *, worker_timeout_s: Optional[fl
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     if hasattr(signal, "SIGHUP"):
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    logger.info("edgeq agent %s (pid %d) serving %s, runtime %s", __version__, os.getpid(),
-                socket_path, agent.runtime or agent.runtime_error)
+    logger.info("edgeq agent %s (pid %d) serving %s", __version__, os.getpid(), socket_path)
     try:
         if ready is not None:
             ready()

@@ -10,7 +10,6 @@ Imports: standard library, numpy, a TFLite runtime (lazily), edgeq.device.errors
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import os
@@ -22,6 +21,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 from edgeq.device.errors import InputShapeError, ModelLoadError, RuntimeMissingError, UsageError
+from edgeq.device.fileutil import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +35,6 @@ RUNTIMES: dict[str, tuple[str, str]] = {
 #: the smallest possible TFLite flatbuffer: root offset (4) + file identifier (4) + a table
 MIN_MODEL_BYTES = 16
 TFLITE_IDENTIFIER = b"TFL3"
-
-_HASH_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -147,18 +145,6 @@ def detect_runtime(preferred: Optional[str] = None) -> RuntimeInfo:
 # ---------------------------------------------------------------------------------------------
 # file checks
 # ---------------------------------------------------------------------------------------------
-
-
-def sha256_file(path: Union[str, os.PathLike]) -> str:
-    """The hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            chunk = fh.read(_HASH_CHUNK_BYTES)
-            if not chunk:
-                break
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_tflite_file(path: Union[str, os.PathLike]) -> int:

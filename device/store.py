@@ -8,7 +8,7 @@ Layout (docs/SCHEMA.md):
 Files are verified (re-hashed against their name) before use. Every write goes to a temp
 file in the same directory, is fsynced, renamed over the target, and the directory fsynced,
 so a crash never leaves a half-written file under the real name.
-Imports: standard library and edgeq.device (errors, runtime.sha256_file).
+Imports: standard library and edgeq.device (errors, fileutil).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from edgeq.device.errors import IntegrityError, ModelNotFoundError, StoreError
-from edgeq.device.runtime import sha256_file
+from edgeq.device.fileutil import sha256_file
 
 logger = logging.getLogger(__name__)
 

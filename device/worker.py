@@ -7,7 +7,7 @@ and a model that crashes (segfault) or hangs the interpreter takes only the work
 that becomes WorkerCrashedError / WorkerTimeoutError with the signal or exit status and the
 tail of the worker's stderr. Errors the worker reports itself (--json error documents) are
 raised again as their own EdgeqError subclass.
-Imports: standard library and edgeq.device (bench settings, errors, client.raise_error).
+Imports: standard library and edgeq.device (settings, errors, client.raise_error); no numpy.
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from edgeq.device.bench import BenchSettings
 from edgeq.device.client import raise_error
 from edgeq.device.errors import UsageError, WorkerCrashedError, WorkerTimeoutError
+from edgeq.device.settings import BenchSettings
 
 logger = logging.getLogger(__name__)
 

@@ -172,6 +172,9 @@ def test_socket_pidfile_and_status(daemon: Daemon) -> None:
     assert st["deployment"]["int8"] == daemon.shas["int8"]
     assert {m["sha256"] for m in st["store"]["models"]} >= {daemon.shas["float32"],
                                                             daemon.shas["int8"]}
+    # the long-running daemon stays small: numpy and LiteRT live only in the workers
+    maps = Path(f"/proc/{daemon.proc.pid}/maps").read_text()
+    assert "numpy" not in maps and "ai_edge_litert" not in maps and "_pywrap" not in maps
 
 
 def test_list_models_and_verify(daemon: Daemon) -> None:
