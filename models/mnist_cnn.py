@@ -15,7 +15,9 @@ XNNPACK partition (int8: all but the final SOFTMAX), so the board measures the n
 the glue.
 Trained with Adam, batch 64, learning rate 1e-3 halved every epoch after the first
 (`learning_rate`, an optional zoo hook that edgeq.host.train uses when a module defines it).
-Where it lands (seed 0, 4 epochs, 2 cores): benchmarks/train_accuracy.py prints it.
+Where it lands (benchmarks/train_accuracy.py, all 60,000/10,000 images, 4 epochs, 2 shared
+cores, 2026-11-28): seed 0: float32 99.40 %, int8 99.39 %, 137 s training; seed 1: 99.41 % and
+99.41 %, 157 s. int8 file 26.7 % of float32 (per-tensor weights: 25.7 %, also 99.39 %).
 Imports: Keras only inside `build`.
 """
 
