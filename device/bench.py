@@ -307,7 +307,7 @@ def run_benchmark(
     }
     memory: dict[str, Any] = {
         "peak_rss_bytes": mem_end["peak"],
-        "peak_rss_bytes_before_accuracy": mem_invoke["peak"],
+        "peak_rss_bytes_batch1": mem_invoke["peak"],  # before batched throughput and accuracy
         "rss_bytes_start": mem0["rss"],
         "rss_growth_bytes_load": _diff(mem_load["rss"], mem0["rss"]),
         "rss_growth_bytes_allocate": _diff(mem_alloc["rss"], mem_load["rss"]),
