@@ -14,6 +14,7 @@ import importlib
 import logging
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -521,7 +522,10 @@ def open_model(
         op_resolver = "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
         kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        interpreter = interp_cls(**kwargs)
+        with warnings.catch_warnings():
+            # tf.lite.Interpreter warns that it is deprecated; it is the documented last resort
+            warnings.simplefilter("ignore", UserWarning)
+            interpreter = interp_cls(**kwargs)
     except (ValueError, RuntimeError) as exc:
         raise ModelLoadError(
             f"{p.name} cannot be loaded by {info.name}: {_one_line(exc)}",

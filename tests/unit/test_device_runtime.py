@@ -266,3 +266,12 @@ def test_bad_eval_data(case: str, tmp_path: Path) -> None:
     with pytest.raises(EvalDataError) as exc:
         load_eval_data(p)
     assert exc.value.hint
+
+
+def test_tensorflow_is_the_last_resort_runtime(dev_models: dict[str, Path]) -> None:
+    images, _ = load_eval_data(dev_models["eval"])
+    tf_model = load_model(dev_models["int8"], runtime="tensorflow", xnnpack=False)
+    assert tf_model.runtime.name == "tensorflow" and tf_model.delegated_nodes == 0
+    litert = load_model(dev_models["int8"], xnnpack=False)
+    np.testing.assert_array_equal(tf_model.predict(images[:100], 32),
+                                  litert.predict(images[:100], 32))
