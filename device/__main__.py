@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runtime", help="show which TFLite runtime would be used")
     p.add_argument("--json", action="store_true", help="print JSON")
+    # --home is accepted after the command too (`bench --home DIR ...`)
+    for subparser in sub.choices.values():
+        subparser.add_argument("--home", default=argparse.SUPPRESS,
+                               help="the edgeq directory (default $EDGEQ_HOME or ~/.edgeq)")
     return parser
 
 
