@@ -3,6 +3,7 @@
 Imports: standard library; edgeq.host.local and edgeq.host.ssh lazily (paramiko loads only
 when a board is really reached).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

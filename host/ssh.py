@@ -7,6 +7,7 @@ the key is appended to known_hosts), and a changed key is always refused.
 Remote commands are built only with `quote_argv`; passwords are never asked for or taken.
 Imports: standard library, paramiko (at use), edgeq.host.transport, edgeq.device.errors.
 """
+
 from __future__ import annotations
 
 import base64
@@ -126,7 +127,8 @@ def resolve_target(spec: str, ssh_config: Optional[Path] = None) -> SSHTarget:
             options = paramiko.SSHConfig.from_path(str(config_path)).lookup(host)
         except (OSError, paramiko.SSHException, ValueError) as exc:
             raise SSHError(
-                f"cannot read ssh config {config_path}: {exc}", hint="fix the file or pass --ssh-config"
+                f"cannot read ssh config {config_path}: {exc}",
+                hint="fix the file or pass --ssh-config",
             ) from exc
     elif ssh_config is not None:
         raise SSHError(f"ssh config {config_path} does not exist", hint="check --ssh-config")
@@ -187,7 +189,9 @@ def _make_policy(accept_new: bool, known_hosts_path: Path, target: SSHTarget) ->
                 handle.flush()
                 os.fsync(handle.fileno())
             client.get_host_keys().add(name, key.get_name(), key)
-            logger.warning("added %s key %s for %s to %s", key.get_name(), fp, name, known_hosts_path)
+            logger.warning(
+                "added %s key %s for %s to %s", key.get_name(), fp, name, known_hosts_path
+            )
 
     return _Policy()
 
@@ -224,7 +228,8 @@ class SSHStream(Stream):
                 ) from exc
             except OSError as exc:
                 raise ConnectionLostError(
-                    f"the connection to the device dropped: {exc}", hint="check the network and rerun"
+                    f"the connection to the device dropped: {exc}",
+                    hint="check the network and rerun",
                 ) from exc
             if not chunk:
                 line, self._buffer = self._buffer, b""
@@ -268,7 +273,9 @@ class SSHConnection(Connection):
         self.target = resolve_target(host, ssh_config)
         if identity_file is not None:
             if not identity_file.expanduser().is_file():
-                raise SSHError(f"identity file {identity_file} does not exist", hint="check --identity-file")
+                raise SSHError(
+                    f"identity file {identity_file} does not exist", hint="check --identity-file"
+                )
             self.target = replace(self.target, identity_files=(str(identity_file.expanduser()),))
         self.name = self.target.display
         self._ssh_config = ssh_config
@@ -276,7 +283,8 @@ class SSHConnection(Connection):
         self._known_hosts = (
             known_hosts.expanduser()
             if known_hosts is not None
-            else Path(self.target.known_hosts_files[0]) if self.target.known_hosts_files
+            else Path(self.target.known_hosts_files[0])
+            if self.target.known_hosts_files
             else DEFAULT_KNOWN_HOSTS.expanduser()
         )
         self._timeout_s = connect_timeout_s
@@ -294,14 +302,21 @@ class SSHConnection(Connection):
 
         target = self.target
         client = paramiko.SSHClient()
-        for path in (Path("/etc/ssh/ssh_known_hosts"), self._known_hosts,
-                     *(Path(p) for p in target.known_hosts_files[1:])):
+        for path in (
+            Path("/etc/ssh/ssh_known_hosts"),
+            self._known_hosts,
+            *(Path(p) for p in target.known_hosts_files[1:]),
+        ):
             if path.is_file():
                 try:
                     client.load_host_keys(str(path))
                 except (OSError, paramiko.SSHException, ValueError) as exc:
-                    raise SSHError(f"cannot read {path}: {exc}", hint="fix or move the file") from exc
-        client.set_missing_host_key_policy(_make_policy(self._accept_new, self._known_hosts, target))
+                    raise SSHError(
+                        f"cannot read {path}: {exc}", hint="fix or move the file"
+                    ) from exc
+        client.set_missing_host_key_policy(
+            _make_policy(self._accept_new, self._known_hosts, target)
+        )
         sock = None
         if target.proxy_jump and target.proxy_jump.lower() != "none":
             sock = self._open_jump_channel(target.proxy_jump.split(",")[0])
@@ -342,7 +357,9 @@ class SSHConnection(Connection):
         transport = self._jump._connect().get_transport()
         try:
             return transport.open_channel(
-                "direct-tcpip", (self.target.hostname, self.target.port), ("127.0.0.1", 0),
+                "direct-tcpip",
+                (self.target.hostname, self.target.port),
+                ("127.0.0.1", 0),
                 timeout=self._timeout_s,
             )
         except Exception as exc:
@@ -399,8 +416,10 @@ class SSHConnection(Connection):
             return SSHError(f"SSH to {where} failed: {exc}", hint="rerun with --debug for details")
         if isinstance(exc, KeyboardInterrupt):
             raise exc
-        return SSHError(f"SSH to {where} failed: {type(exc).__name__}: {exc}",
-                        hint="rerun with --debug for details")
+        return SSHError(
+            f"SSH to {where} failed: {type(exc).__name__}: {exc}",
+            hint="rerun with --debug for details",
+        )
 
     def _lost(self, what: str, exc: BaseException) -> ConnectionLostError:
         return ConnectionLostError(
@@ -451,7 +470,11 @@ class SSHConnection(Connection):
                     stdout += channel.recv(_RECV_BYTES)
                 while channel.recv_stderr_ready():
                     stderr += channel.recv_stderr(_RECV_BYTES)
-                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                if (
+                    channel.exit_status_ready()
+                    and not channel.recv_ready()
+                    and not channel.recv_stderr_ready()
+                ):
                     break
                 if channel.closed and not channel.exit_status_ready():
                     raise EOFError("channel closed without an exit status")
@@ -508,12 +531,16 @@ class SSHConnection(Connection):
                 hint="redeploy: the device directory is incomplete",
             ) from exc
         except PermissionError as exc:
-            raise SSHError(f"permission denied writing {remote_path} on {self.name}",
-                           hint="check --device-dir and its owner") from exc
+            raise SSHError(
+                f"permission denied writing {remote_path} on {self.name}",
+                hint="check --device-dir and its owner",
+            ) from exc
         except OSError as exc:
             if "No space" in str(exc) or getattr(exc, "errno", None) == 28:
-                raise SSHError(f"the device's disk is full writing {remote_path}",
-                               hint="free space on the board and rerun") from exc
+                raise SSHError(
+                    f"the device's disk is full writing {remote_path}",
+                    hint="free space on the board and rerun",
+                ) from exc
             raise self._lost(f"sending {local_path.name}", exc) from exc
         except Exception as exc:
             raise self._lost(f"sending {local_path.name}", exc) from exc
@@ -522,7 +549,9 @@ class SSHConnection(Connection):
         try:
             self._sftp_client().getfo(remote_path, local_file)
         except FileNotFoundError as exc:
-            raise SSHError(f"{remote_path} does not exist on {self.name}", hint="deploy first") from exc
+            raise SSHError(
+                f"{remote_path} does not exist on {self.name}", hint="deploy first"
+            ) from exc
         except Exception as exc:
             raise self._lost(f"fetching {remote_path}", exc) from exc
 

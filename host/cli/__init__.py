@@ -5,6 +5,7 @@ Command modules register themselves on `app`; they import heavy libraries
 (TensorFlow, paramiko, matplotlib) only inside the command body so that
 `edgeq --help` answers fast. This is the only place where errors become exit codes.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -13,10 +14,9 @@ import sys
 from typing import Optional
 
 import typer
-from rich.console import Console
-
 from edgeq.device import __version__
 from edgeq.device.errors import EdgeqError
+from rich.console import Console
 
 app = typer.Typer(
     name="edgeq",
@@ -51,7 +51,9 @@ def _root(
     """edgeq: float32 vs int8 on the board where the model runs."""
     _state["debug"] = debug
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
 
 
 def _register_commands() -> None:
@@ -93,7 +95,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         if debug:
             raise
         err_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc}",
+            highlight=False,
+            soft_wrap=True,
         )
         err_console.print("[yellow]hint:[/] rerun with --debug for the traceback and report it")
         sys.exit(1)

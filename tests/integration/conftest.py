@@ -6,6 +6,7 @@ that already trusts the host key. Nothing touches the real ~/.ssh or ~/.edgeq: d
 live in tmp directories passed as `--device-dir`. Needs root (sshd privilege separation)
 and Debian's openssh-server (installed by .ci/run).
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,10 @@ SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 
 def _keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgeq-test", "-f", str(path)],
-                   check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgeq-test", "-f", str(path)],
+        check=True,
+    )
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
@@ -57,23 +60,25 @@ def sshd_device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHDevice]
     user = "root"
     config = base / "sshd_config"
     config.write_text(
-        "\n".join([
-            f"Port {port}",
-            "ListenAddress 127.0.0.1",
-            f"HostKey {host_key}",
-            f"PidFile {base}/sshd.pid",
-            f"AuthorizedKeysFile {base}/authorized_keys",
-            "PermitRootLogin prohibit-password",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "UsePAM no",
-            "StrictModes no",
-            "Subsystem sftp internal-sftp",
-            "MaxSessions 50",
-            "MaxStartups 50",
-            "LogLevel VERBOSE",
-            "",
-        ])
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {host_key}",
+                f"PidFile {base}/sshd.pid",
+                f"AuthorizedKeysFile {base}/authorized_keys",
+                "PermitRootLogin prohibit-password",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "StrictModes no",
+                "Subsystem sftp internal-sftp",
+                "MaxSessions 50",
+                "MaxStartups 50",
+                "LogLevel VERBOSE",
+                "",
+            ]
+        )
     )
     Path("/run/sshd").mkdir(exist_ok=True)
     log = open(base / "sshd.log", "wb")
@@ -93,7 +98,9 @@ def sshd_device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHDevice]
             f"  IdentityFile {client_key}\n"
             f"  UserKnownHostsFile {known_hosts}\n"
         )
-        yield SSHDevice("edgeq-test", port, user, base, ssh_config, known_hosts, client_key, host_pub)
+        yield SSHDevice(
+            "edgeq-test", port, user, base, ssh_config, known_hosts, client_key, host_pub
+        )
     finally:
         proc.terminate()
         try:

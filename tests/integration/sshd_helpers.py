@@ -1,4 +1,5 @@
 """What the sshd fixture hands to tests (importable by test modules: `from sshd_helpers import ...`)."""
+
 from __future__ import annotations
 
 import socket

@@ -1,4 +1,5 @@
 """SSHConnection against a real sshd on loopback: commands, quoting, SFTP, streams, host keys, failures."""
+
 from __future__ import annotations
 
 import io
@@ -7,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from edgeq.host.connect import open_connection
 from edgeq.host.ssh import (
     HostKeyMismatchError,
@@ -16,7 +16,6 @@ from edgeq.host.ssh import (
     UnknownHostKeyError,
     UnreachableHostError,
 )
-
 from sshd_helpers import SSHDevice, free_port
 
 
@@ -65,19 +64,29 @@ def test_stream_talks_lines(sshd_device: SSHDevice) -> None:
         stream.close()
 
 
-def test_unknown_host_key_is_refused_then_accepted_on_request(sshd_device: SSHDevice, tmp_path: Path) -> None:
+def test_unknown_host_key_is_refused_then_accepted_on_request(
+    sshd_device: SSHDevice, tmp_path: Path
+) -> None:
     known = tmp_path / "known_hosts"  # empty: the key is unknown
     with pytest.raises(UnknownHostKeyError) as info:
-        SSHConnection(sshd_device.target, identity_file=sshd_device.identity, known_hosts=known).run(["true"])
+        SSHConnection(
+            sshd_device.target, identity_file=sshd_device.identity, known_hosts=known
+        ).run(["true"])
     assert "SHA256:" in str(info.value) and "--accept-new-host-key" in info.value.hint
     assert not known.exists()
-    with SSHConnection(sshd_device.target, identity_file=sshd_device.identity, known_hosts=known,
-                       accept_new_host_key=True) as conn:
+    with SSHConnection(
+        sshd_device.target,
+        identity_file=sshd_device.identity,
+        known_hosts=known,
+        accept_new_host_key=True,
+    ) as conn:
         assert conn.run(["true"]).ok
     offered = sshd_device.host_key_pub.read_text().split()[1]
     assert known.read_text() == f"[127.0.0.1]:{sshd_device.port} ssh-ed25519 {offered}\n"
     # from now on the key is known: no flag needed
-    with SSHConnection(sshd_device.target, identity_file=sshd_device.identity, known_hosts=known) as conn:
+    with SSHConnection(
+        sshd_device.target, identity_file=sshd_device.identity, known_hosts=known
+    ) as conn:
         assert conn.run(["true"]).ok
 
 
@@ -85,12 +94,20 @@ def test_changed_host_key_is_always_refused(sshd_device: SSHDevice, tmp_path: Pa
     other = tmp_path / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     known = tmp_path / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{sshd_device.port} " + " ".join(Path(f"{other}.pub").read_text().split()[:2]) + "\n")
+    known.write_text(
+        f"[127.0.0.1]:{sshd_device.port} "
+        + " ".join(Path(f"{other}.pub").read_text().split()[:2])
+        + "\n"
+    )
     before = known.read_text()
     for accept in (False, True):
         with pytest.raises(HostKeyMismatchError) as info:
-            SSHConnection(sshd_device.target, identity_file=sshd_device.identity, known_hosts=known,
-                          accept_new_host_key=accept).run(["true"])
+            SSHConnection(
+                sshd_device.target,
+                identity_file=sshd_device.identity,
+                known_hosts=known,
+                accept_new_host_key=accept,
+            ).run(["true"])
         assert "HOST KEY CHANGED" in str(info.value) and "ssh-keygen -R" in info.value.hint
     assert known.read_text() == before
 
@@ -105,7 +122,9 @@ def test_wrong_client_key_is_refused(sshd_device: SSHDevice, tmp_path: Path) -> 
 
 def test_passphrase_key_is_a_clear_error(sshd_device: SSHDevice, tmp_path: Path) -> None:
     locked = tmp_path / "id_locked"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret-pass", "-f", str(locked)], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret-pass", "-f", str(locked)], check=True
+    )
     with pytest.raises(SSHAuthError) as info:
         _connect(sshd_device, identity_file=locked).run(["true"])
     assert "passphrase" in str(info.value) and "ssh-add" in info.value.hint
@@ -120,18 +139,33 @@ def test_unreachable_hosts_are_one_line_errors(tmp_path: Path) -> None:
         SSHConnection("root@no-such-board.invalid", known_hosts=tmp_path / "kh").run(["true"])
 
 
-def test_cli_unknown_host_key_is_one_line_and_debug_shows_traceback(sshd_device: SSHDevice, tmp_path: Path) -> None:
+def test_cli_unknown_host_key_is_one_line_and_debug_shows_traceback(
+    sshd_device: SSHDevice, tmp_path: Path
+) -> None:
     config = tmp_path / "ssh_config"
     config.write_text(
-        sshd_device.ssh_config.read_text().replace(str(sshd_device.known_hosts), str(tmp_path / "empty_kh"))
+        sshd_device.ssh_config.read_text().replace(
+            str(sshd_device.known_hosts), str(tmp_path / "empty_kh")
+        )
     )
-    argv = [sys.executable, "-m", "edgeq.host", "bench-remote", str(tmp_path), "--host", "edgeq-test",
-            "--ssh-config", str(config)]
+    argv = [
+        sys.executable,
+        "-m",
+        "edgeq.host",
+        "bench-remote",
+        str(tmp_path),
+        "--host",
+        "edgeq-test",
+        "--ssh-config",
+        str(config),
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1, out.stderr
     lines = out.stderr.strip().splitlines()
     assert lines[0].startswith("error: unknown host key for [127.0.0.1]:") and "SHA256:" in lines[0]
     assert lines[1].startswith("hint:") and "--accept-new-host-key" in lines[1]
     assert "Traceback" not in out.stderr
-    debug = subprocess.run([*argv[:3], "--debug", *argv[3:]], capture_output=True, text=True, timeout=120)
+    debug = subprocess.run(
+        [*argv[:3], "--debug", *argv[3:]], capture_output=True, text=True, timeout=120
+    )
     assert debug.returncode == 1 and "Traceback" in debug.stderr

@@ -1,4 +1,5 @@
 """The CLI stays thin and documented: every command has help, and `--help` never pays for TensorFlow."""
+
 from __future__ import annotations
 
 import subprocess
@@ -6,7 +7,6 @@ import sys
 
 import click
 import typer.main
-
 from edgeq.host import cli
 
 
@@ -28,8 +28,18 @@ def _all_commands() -> dict[str, click.Command]:
 
 def test_the_main_commands_exist() -> None:
     names = set(_all_commands())
-    for expected in ("train", "quantize", "evaluate", "inspect", "deploy", "bench-remote",
-                     "history", "run", "report", "sweep"):
+    for expected in (
+        "train",
+        "quantize",
+        "evaluate",
+        "inspect",
+        "deploy",
+        "bench-remote",
+        "history",
+        "run",
+        "report",
+        "sweep",
+    ):
         assert expected in names, f"edgeq {expected} is missing"
 
 

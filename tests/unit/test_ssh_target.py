@@ -1,10 +1,10 @@
 """--host parsing and ~/.ssh/config resolution (no network)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
 from edgeq.host.ssh import BadTargetError, SSHError, parse_target, resolve_target
 from edgeq.host.transport import quote_argv
 
@@ -25,8 +25,9 @@ def test_parse_target(spec: str, expected: tuple) -> None:
     assert parse_target(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["", "pi@", "@host", "pi@host:0", "pi@host:99999", "host:abc",
-                                  "a b", "[::1", "[::1]x"])
+@pytest.mark.parametrize(
+    "spec", ["", "pi@", "@host", "pi@host:0", "pi@host:99999", "host:abc", "a b", "[::1", "[::1]x"]
+)
 def test_bad_targets_are_one_line_errors(spec: str) -> None:
     with pytest.raises(BadTargetError) as info:
         parse_target(spec)
