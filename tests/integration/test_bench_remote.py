@@ -195,6 +195,48 @@ def test_not_deployed_and_mismatch(tmp_path: Path, local_device: Path,
         assert "int8" in info2.value.message and "edgeq deploy" in info2.value.hint
 
 
+@pytest.mark.sshd
+@pytest.mark.timeout(1500)
+def test_over_real_sshd_daemon_then_one_shot(sshd_device: Any, tiny_artifacts: Path,
+                                             tmp_path: Path) -> None:
+    """deploy over SSH (library), then `edgeq bench-remote --json` (CLI) through the daemon
+    bridged over the SSH channel, then again with the daemon stopped (one-shot fallback)."""
+    from edgeq.host.connect import open_connection
+    from edgeq.host.deploy import agent_argv, deploy
+
+    device_dir = str(tmp_path / "device")
+    env = dict(os.environ, EDGEQ_HISTORY_DB=str(tmp_path / "h.sqlite3"))
+    with open_connection(sshd_device.alias, ssh_config=sshd_device.ssh_config) as conn:
+        deployed = deploy(conn, tiny_artifacts, device_dir=device_dir, start_daemon=True)
+        assert deployed["deployment"]["int8"] == json.loads(
+            (tiny_artifacts / "manifest.json").read_text())["models"]["int8"]["sha256"]
+        try:
+            common = ["bench-remote", str(tiny_artifacts), "--host", sshd_device.alias,
+                      "--ssh-config", str(sshd_device.ssh_config), "--device-dir", device_dir,
+                      "--eval-limit", str(EVAL_LIMIT), "--runs-min", "10", "--run-s-min", "0.05",
+                      "--json"]
+            via_daemon = _edgeq(*common, env=env)
+            assert via_daemon.returncode == 0, via_daemon.stderr[-3000:]
+            doc = json.loads(via_daemon.stdout)
+            _check_doc(doc, tiny_artifacts)
+            assert doc["settings"]["path"] == "daemon", doc["settings"]["daemon_error"]
+            assert doc["host"].endswith(f":{sshd_device.port}") or sshd_device.alias in doc["host"]
+        finally:
+            stopped = conn.run(agent_argv(device_dir, "stop"), timeout_s=60)
+        assert stopped.ok, stopped.stderr[-2000:]
+        one_shot = _edgeq(*common, "--rounds", "1", env=env)
+        assert one_shot.returncode == 0, one_shot.stderr[-3000:]
+        doc2 = json.loads(one_shot.stdout)
+        assert doc2["settings"]["path"] == "one-shot" and doc2["settings"]["rounds"] == 1
+        # the same device gives the same predictions either way
+        for kind in ("float32", "int8"):
+            assert (doc2["models"][kind]["result"]["accuracy"]["predictions"]
+                    == doc["models"][kind]["result"]["accuracy"]["predictions"])
+    rows = History(tmp_path / "h.sqlite3").list()
+    assert [r["run_id"] for r in rows] == [doc2["run_id"], doc["run_id"]] == [2, 1]
+    assert rows[0]["host"] == doc2["host"]
+
+
 def _edgeq(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edgeq.host", *args], capture_output=True,
                           text=True, env=env, timeout=timeout)
