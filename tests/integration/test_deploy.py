@@ -1,0 +1,375 @@
+"""`edgeq deploy` end to end: real files, a real venv, a real daemon, a real sshd.
+
+First `--host local` (LocalConnection, the device directory in tmp_path: fast), then over the
+real sshd of tests/integration/conftest.py: one full deploy that builds a real venv from wheels
+downloaded on the host (--offline-wheels; shared by the tests below because venv creation is
+slow), the daemon answering through `bridge`, a second deploy sending nothing, a connection
+cut mid-transfer by a TCP proxy leaving the old model usable, and the CLI as a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from sshd_helpers import SSHDevice
+
+from edgeq.device.errors import EdgeqError
+from edgeq.device.store import Store
+from edgeq.host.deploy import (
+    ArtifactsError,
+    agent_argv,
+    default_wheel_cache,
+    deploy,
+    platform_tags,
+    resolve_device_dir,
+)
+from edgeq.host.local import LocalConnection
+
+FAST_BENCH = ["--runs-min", "5", "--run-s-min", "0", "--warmup-runs-min", "1",
+              "--warmup-s-min", "0", "--runs-max", "20", "--eval-limit", "100", "--json"]
+WHEEL_CACHE = Path(os.environ.get("EDGEQ_TEST_WHEEL_CACHE") or default_wheel_cache())
+
+
+def _stop_daemon(conn: Any, d: str) -> None:
+    conn.run(agent_argv(d, "stop"), timeout_s=30)
+
+
+def _status(conn: Any, d: str) -> dict[str, Any]:
+    res = conn.run(agent_argv(d, "status", "--json"), timeout_s=30)
+    assert res.ok, res.stderr.decode()
+    return json.loads(res.stdout)
+
+
+def _hello_through_bridge(conn: Any, d: str) -> dict[str, Any]:
+    from edgeq.device.client import AgentClient
+
+    stream = conn.open_stream(agent_argv(d, "bridge"))
+    try:
+        client = AgentClient(stream.write, lambda: stream.readline(1 << 20))
+        client.hello()
+        return client.call("status")
+    finally:
+        stream.close()
+
+
+def _bench(conn: Any, d: str, sha: str, data_sha: str) -> dict[str, Any]:
+    res = conn.run(agent_argv(d, "bench", posixpath.join(d, "models", f"{sha}.tflite"),
+                              "--data", posixpath.join(d, "data", f"{data_sha}.npz"),
+                              *FAST_BENCH), timeout_s=120)
+    assert res.ok, res.stderr.decode()
+    return json.loads(res.stdout)
+
+
+def _real_files(root: Path) -> list[str]:
+    return sorted(p.name for sub in ("models", "data") for p in (root / sub).iterdir()
+                  if not p.name.startswith("."))
+
+
+# ------------------------------------------------------------------ units
+
+
+def test_platform_tags_cover_every_glibc_up_to_the_device() -> None:
+    tags = platform_tags("aarch64", "2.36")
+    assert tags[0] == "manylinux_2_36_aarch64"
+    assert "manylinux_2_27_aarch64" in tags and "manylinux_2_17_aarch64" in tags
+    assert "manylinux2014_aarch64" in tags
+    assert not any("x86_64" in t for t in tags)
+
+
+def test_agent_argv_is_argv_words() -> None:
+    argv = agent_argv("/home/pi/my dir", "bench", "a b.tflite")
+    assert argv[:2] == ["env", "PYTHONPATH=/home/pi/my dir/agent"]
+    assert "/home/pi/my dir/bin/python" in argv and argv[-1] == "a b.tflite"
+    with LocalConnection() as conn:
+        assert resolve_device_dir(conn, "~/.edgeq") == str(Path.home() / ".edgeq")
+        assert resolve_device_dir(conn, "/x/y/") == "/x/y"
+
+
+# ------------------------------------------------------------------ --host local
+
+
+@pytest.fixture(scope="module")
+def local_device(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[tuple[Path, dict[str, Any]]]:
+    d = tmp_path_factory.mktemp("local-device") / "edgeq"
+    with LocalConnection() as conn:
+        t = time.perf_counter()
+        doc = deploy(conn, tiny_artifacts, device_dir=str(d))
+        doc["_t"] = time.perf_counter() - t
+        try:
+            yield d, doc
+        finally:
+            _stop_daemon(conn, str(d))
+
+
+def test_local_deploy_fills_the_store(local_device: tuple[Path, dict], tiny_artifacts: Path
+                                      ) -> None:
+    d, doc = local_device
+    manifest = json.loads((tiny_artifacts / "manifest.json").read_text())
+    store = Store(d)
+    dep = store.current_deployment()
+    assert dep is not None
+    for kind in ("float32", "int8"):
+        assert dep[kind] == manifest["models"][kind]["sha256"]
+        sha, path = store.model(kind)  # re-hashed by the store
+        assert path.stat().st_size == manifest["models"][kind]["size_bytes"]
+    assert store.data("current")[0] == manifest["eval_data"]["sha256"]
+    assert dep["manifest"] == manifest and dep["model_name"] == manifest["model_name"]
+    # agent code: a content-addressed release behind a symlink, the same bytes as device/
+    assert (d / "agent").is_symlink()
+    pushed = d / "agent" / "edgeq" / "device"
+    src = Path(__file__).resolve().parents[2] / "device"
+    for f in list(src.glob("*.py")) + [src / "edgeq-agent.service"]:
+        assert (pushed / f.name).read_bytes() == f.read_bytes()
+    assert doc["venv"] == "external" and doc["runtime_name"] == "ai-edge-litert"
+    assert doc["models_bytes_sent"] == sum(m["size_bytes"] for m in manifest["models"].values())
+    assert not [p for p in d.rglob("*.part")]
+
+
+def test_local_daemon_answers_and_redeploy_sends_nothing(local_device: tuple[Path, dict],
+                                                         tiny_artifacts: Path) -> None:
+    d, first = local_device
+    assert first["daemon"].startswith("running")
+    with LocalConnection() as conn:
+        st = _hello_through_bridge(conn, str(d))
+        assert st["deployment"]["int8"] == first["deployment"]["int8"]
+        assert st["home"] == str(d) and f"pid {st['pid']}" in first["daemon"]
+        t = time.perf_counter()
+        second = deploy(conn, tiny_artifacts, device_dir=str(d))
+        t2 = time.perf_counter() - t
+        assert second["sent_bytes"] == 0 and second["models_bytes_sent"] == 0
+        assert second["skipped_bytes"] == first["sent_bytes"]
+        assert second["daemon"].startswith("running")
+        # the daemon was restarted (a new process) and serves the same deployment
+        assert f"pid {_status(conn, str(d))['pid']}" in second["daemon"]
+        assert f"pid {st['pid']}" not in second["daemon"]
+    print(f"\nlocal deploy: first {first['_t']:.2f} s ({first['sent_bytes']} B), "
+          f"second {t2:.2f} s (0 B)")
+
+
+def test_local_no_daemon_and_missing_artifacts(tiny_artifacts: Path, tmp_path: Path) -> None:
+    d = tmp_path / "edgeq"
+    with LocalConnection() as conn:
+        doc = deploy(conn, tiny_artifacts, device_dir=str(d), start_daemon=False)
+        assert doc["daemon"] == "stopped" and not (d / "agent.sock").exists()
+        assert conn.run(agent_argv(str(d), "status")).exit_status == 3
+        with pytest.raises(ArtifactsError) as info:
+            deploy(conn, tmp_path / "nope", device_dir=str(d))
+        assert "does not exist" in info.value.message and info.value.hint
+        broken = tmp_path / "broken"
+        shutil.copytree(tiny_artifacts, broken)
+        with open(broken / "model_int8.tflite", "ab") as fh:
+            fh.write(b"x")
+        with pytest.raises(ArtifactsError, match="does not match manifest.json"):
+            deploy(conn, broken, device_dir=str(d))
+
+
+# ------------------------------------------------------------------ over the real sshd
+
+
+def _ssh(dev: SSHDevice, ssh_config: Path | None = None) -> Any:
+    from edgeq.host.connect import open_connection
+
+    return open_connection(dev.alias, ssh_config=ssh_config or dev.ssh_config)
+
+
+@pytest.fixture(scope="module")
+def ssh_device(sshd_device: SSHDevice, tiny_artifacts: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict]]:
+    """tiny_artifacts deployed over SSH with a real venv built from pushed wheels."""
+    d = str(tmp_path_factory.mktemp("ssh-device") / "edgeq")
+    with _ssh(sshd_device) as conn:
+        t = time.perf_counter()
+        doc = deploy(conn, tiny_artifacts, device_dir=d, offline_wheels=True,
+                     wheel_cache=WHEEL_CACHE)
+        doc["_t"] = time.perf_counter() - t
+        try:
+            yield d, doc
+        finally:
+            _stop_daemon(conn, d)
+
+
+def test_ssh_deploy_builds_a_venv_and_starts_the_daemon(ssh_device: tuple[str, dict],
+                                                        sshd_device: SSHDevice) -> None:
+    d, doc = ssh_device
+    assert doc["venv"] in ("created", "reused")
+    assert doc["wheels_bytes_sent"] > 0 or doc["venv"] == "reused"
+    assert doc["runtime_name"] == "ai-edge-litert" and doc["runtime_version"]
+    assert Path(d, "venv", "bin", "python").exists()
+    assert doc["daemon"].startswith("running"), doc["daemon"]
+    with _ssh(sshd_device) as conn:
+        st = _hello_through_bridge(conn, d)  # a real request through the SSH bridge
+        assert st["home"] == d and st["deployment"]["int8"] == doc["deployment"]["int8"]
+        status = _status(conn, d)
+        assert status["runtime"]["name"] == "ai-edge-litert"
+    print(f"\nssh deploy (venv {doc['venv']}, offline wheels): {doc['_t']:.1f} s, "
+          f"{doc['sent_bytes']} B sent ({doc['wheels_bytes_sent']} B wheels, "
+          f"{doc['models_bytes_sent']} B models)")
+
+
+def test_ssh_second_deploy_sends_no_model_bytes(ssh_device: tuple[str, dict],
+                                                tiny_artifacts: Path,
+                                                sshd_device: SSHDevice) -> None:
+    d, first = ssh_device
+    with _ssh(sshd_device) as conn:
+        t = time.perf_counter()
+        second = deploy(conn, tiny_artifacts, device_dir=d, offline_wheels=True,
+                        wheel_cache=WHEEL_CACHE)
+        t2 = time.perf_counter() - t
+    assert second["models_bytes_sent"] == 0 and second["sent_bytes"] == 0
+    assert second["venv"] == "reused"
+    assert second["daemon"].startswith("running")
+    print(f"\nssh second deploy: {t2:.1f} s, 0 B sent, {second['skipped_bytes']} B unchanged")
+
+
+class _CuttingProxy:
+    """A loopback TCP proxy to sshd that cuts both directions after `limit` upstream bytes."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.limit: int | None = None
+        self.upstream = 0
+        self.cut = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, up: bool) -> None:
+        try:
+            while not self.cut.is_set():
+                data = src.recv(65536)
+                if not data:
+                    break
+                if up:
+                    self.upstream += len(data)
+                    if self.limit is not None and self.upstream > self.limit:
+                        self.cut.set()
+                        break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_ssh_connection_cut_mid_transfer_keeps_the_old_model(
+        ssh_device: tuple[str, dict], tiny_artifacts: Path, sshd_device: SSHDevice,
+        tmp_path: Path) -> None:
+    d, first = ssh_device
+    old = dict(first["deployment"])
+    # new artifacts: the float32 model padded to 4 MB (a different sha256, sent in full)
+    new = tmp_path / "new-artifacts"
+    shutil.copytree(tiny_artifacts, new)
+    with open(new / "model_float32.tflite", "ab") as fh:
+        fh.write(os.urandom(4 << 20))
+    from edgeq.host.deploy import sha256_file
+
+    manifest = json.loads((new / "manifest.json").read_text())
+    new_sha = sha256_file(new / "model_float32.tflite")
+    manifest["models"]["float32"].update(sha256=new_sha,
+                                         size_bytes=(new / "model_float32.tflite").stat().st_size)
+    (new / "manifest.json").write_text(json.dumps(manifest))
+
+    proxy = _CuttingProxy(sshd_device.port)
+    cfg = tmp_path / "ssh_config_cut"
+    kh = tmp_path / "known_hosts_cut"
+    key_type, key_b64 = sshd_device.host_key_pub.read_text().split()[:2]
+    kh.write_text(f"[127.0.0.1]:{proxy.port} {key_type} {key_b64}\n")
+    cfg.write_text(f"Host {sshd_device.alias}\n  HostName 127.0.0.1\n  Port {proxy.port}\n"
+                   f"  User {sshd_device.user}\n  IdentityFile {sshd_device.identity}\n"
+                   f"  UserKnownHostsFile {kh}\n")
+    sent_events: list[str] = []
+    try:
+        with _ssh(sshd_device, cfg) as conn:
+            conn.run(["true"])  # handshake done: from here on cut after 1.5 MB more
+            proxy.limit = proxy.upstream + (3 << 19)
+            with pytest.raises(EdgeqError) as info:
+                deploy(conn, new, device_dir=d, offline_wheels=False,
+                       events=lambda n, det: sent_events.append(det.get("file", ""))
+                       if n == "send" else None)
+    finally:
+        proxy.close()
+    assert proxy.cut.is_set(), "the proxy never cut the connection"
+    assert any(new_sha in f for f in sent_events), "the cut did not hit the model transfer"
+    assert info.value.hint
+    root = Path(d)
+    # the previous deployment is intact: same record, no half-written file under a real name
+    assert Store(root).current_deployment()["float32"] == old["float32"]
+    assert f"{new_sha}.tflite" not in _real_files(root)
+    assert Store(root).verify()["ok"]
+    with _ssh(sshd_device) as conn:
+        doc = _bench(conn, d, old["float32"], old["eval_data"])
+        assert doc["accuracy"]["count"] == 100 and doc["timing"]["latency_ms_p50"] > 0
+        # the next deploy finishes the job and sweeps the leftover temp files
+        done = deploy(conn, new, device_dir=d, offline_wheels=False)
+        assert done["models_bytes_sent"] == manifest["models"]["float32"]["size_bytes"]
+        assert Store(root).current_deployment()["float32"] == new_sha
+        assert not list(root.rglob("*.part"))
+        # and back to the shared artifacts for the tests that follow
+        back = deploy(conn, tiny_artifacts, device_dir=d, offline_wheels=False)
+        assert back["models_bytes_sent"] == 0
+
+
+def _edgeq(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "edgeq.host", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+def test_cli_deploy_end_to_end(ssh_device: tuple[str, dict], tiny_artifacts: Path,
+                               sshd_device: SSHDevice, tmp_path: Path) -> None:
+    d, _ = ssh_device
+    common = ["--host", sshd_device.alias, "--ssh-config", str(sshd_device.ssh_config),
+              "--device-dir", d]
+    res = _edgeq("deploy", str(tiny_artifacts), *common, "--offline-wheels", "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["schema"] == "edgeq.deploy/1" and doc["models_bytes_sent"] == 0
+    assert doc["arch"] == os.uname().machine and doc["daemon"].startswith("running")
+    human = _edgeq("deploy", str(tiny_artifacts), *common, "--offline-wheels")
+    assert human.returncode == 0, human.stderr
+    assert "unchanged" in human.stdout and "ai-edge-litert" in human.stdout
+    # a missing artifacts directory: one line + hint, exit 1; --debug adds the traceback
+    bad = _edgeq("deploy", str(tmp_path / "missing"), *common)
+    assert bad.returncode == 1
+    assert "error: artifacts directory" in bad.stderr and "Traceback" not in bad.stderr
+    assert len([ln for ln in bad.stderr.splitlines() if ln.startswith("error:")]) == 1
+    dbg = _edgeq("--debug", "deploy", str(tmp_path / "missing"), *common)
+    assert dbg.returncode == 1 and "Traceback" in dbg.stderr
+    # an unknown host key is refused with how to accept it
+    cfg = tmp_path / "cfg"
+    cfg.write_text(sshd_device.ssh_config.read_text().replace(
+        str(sshd_device.known_hosts), str(tmp_path / "empty_known_hosts")))
+    unknown = _edgeq("deploy", str(tiny_artifacts), "--host", sshd_device.alias,
+                     "--ssh-config", str(cfg), "--device-dir", d)
+    assert unknown.returncode != 0 and "--accept-new-host-key" in unknown.stderr
