@@ -73,11 +73,12 @@ def _history_table(rows: list[dict[str, Any]], path: Path) -> Table:
                           ("model", "left"), ("machine", "left"), ("top-1 f32/int8 (%)", "right"),
                           ("agree (%)", "right"), ("p50 f32/int8 (ms)", "right"),
                           ("threads", "right"), ("xnnpack", "left")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify,  # type: ignore[arg-type]
+                         no_wrap=name.startswith("time"))
     for r in rows:
         machine = (r.get("machine") or "?") + (" [red]EMULATED[/]" if r.get("emulated") else "")
         table.add_row(
-            str(r["run_id"]), r["time_utc"], r["host"], r.get("model_name") or "?", machine,
+            str(r["run_id"]), str(r["time_utc"]).replace("T", " ").rstrip("Z"), r["host"], r.get("model_name") or "?", machine,
             f"{_fmt_opt(r['float32_accuracy'], '.2f', 100)} / "
             f"{_fmt_opt(r['int8_accuracy'], '.2f', 100)}",
             _fmt_opt(r["agreement"], ".2f", 100),
