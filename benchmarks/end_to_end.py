@@ -57,7 +57,9 @@ def main() -> None:
         if not args.full:
             argv += ["--train-limit", str(args.train_limit), "--epochs", str(args.epochs),
                      "--eval-limit", str(args.eval_limit)]
-        print(f"edgeq run --host local ({'defaults' if args.full else f'{args.train_limit} training images, {args.epochs} epoch(s), {args.eval_limit} eval images'})")
+        what = ("defaults" if args.full else f"{args.train_limit} training images, "
+                f"{args.epochs} epoch(s), {args.eval_limit} eval images")
+        print(f"edgeq run --host local ({what})")
         print(f"{'invocation':<12}{'train':>9}{'quantize':>10}{'evaluate':>10}{'deploy':>9}"
               f"{'bench':>9}{'wall':>9}   (seconds)")
         try:

@@ -112,7 +112,12 @@ def read_deployment(conn: Connection, device_dir_abs: str) -> Deployment:
     path = posixpath.join(device_dir_abs, "deployments", "current.json")
     buf = io.BytesIO()
     try:
-        conn.get_file(path, buf)
+        try:
+            conn.get_file(path, buf)
+        except EdgeqError as exc:  # SSHConnection wraps the SFTP FileNotFoundError
+            if isinstance(exc.__cause__, FileNotFoundError):
+                raise exc.__cause__ from None
+            raise
     except FileNotFoundError:
         raise NotDeployedError(
             f"nothing is deployed on {conn.name} ({path} does not exist)",

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
-
 from edgeq.device.errors import EdgeqError
 
 COMPARE_SCHEMA = "edgeq.compare/1"
@@ -295,7 +294,8 @@ def environment_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     temp = dev.get("cpu_temperature_c")
     rows = [
         ("device", f"{doc.get('host')} ({dev.get('hostname', '?')})"),
-        ("machine", f"{dev.get('machine', '?')} {dev.get('system', '')} {dev.get('kernel', '')}".strip()),
+        ("machine", " ".join(str(dev.get(k) or "") for k in ("machine", "system", "kernel"))
+         .strip() or "?"),
         ("CPU", f"{dev.get('cpu_model') or '?'} x{dev.get('cpu_count', '?')}"),
         ("runtime", f"{runtime.get('name', rt32.get('name', '?'))} "
                     f"{runtime.get('version', rt32.get('version', '?'))}"),

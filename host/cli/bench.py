@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import typer
+from edgeq.host.cli import app, console, err_console
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
-
-from edgeq.host.cli import app, console, err_console
 
 DEFAULT_ARTIFACTS = Path("runs/mnist")
 
@@ -78,7 +77,8 @@ def _history_table(rows: list[dict[str, Any]], path: Path) -> Table:
     for r in rows:
         machine = (r.get("machine") or "?") + (" [red]EMULATED[/]" if r.get("emulated") else "")
         table.add_row(
-            str(r["run_id"]), str(r["time_utc"]).replace("T", " ").rstrip("Z"), r["host"], r.get("model_name") or "?", machine,
+            str(r["run_id"]), str(r["time_utc"]).replace("T", " ").rstrip("Z"), r["host"],
+            r.get("model_name") or "?", machine,
             f"{_fmt_opt(r['float32_accuracy'], '.2f', 100)} / "
             f"{_fmt_opt(r['int8_accuracy'], '.2f', 100)}",
             _fmt_opt(r["agreement"], ".2f", 100),
@@ -98,8 +98,14 @@ def _print_json(doc: Any) -> None:
 @contextmanager
 def _progress(enabled: bool = True) -> Iterator[Any]:
     """A rich progress display on stderr (or a silent stand-in)."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
-                               TextColumn, TimeElapsedColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                         MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
@@ -123,7 +129,8 @@ def _callbacks(progress: Any, description: str) -> tuple[Callable[[int, int], No
                 highlight=False)
         elif name == "path":
             how = "the daemon" if details["path"] == "daemon" else "the one-shot agent"
-            extra = f" (no daemon: {details['daemon_error']})" if details.get("daemon_error") else ""
+            why = details.get("daemon_error")
+            extra = f" (no daemon: {why})" if why else ""
             progress.console.print(f"measuring through {how}{extra}", highlight=False)
         elif name == "measure":
             what = " + evaluation" if details.get("evaluate") else ""

@@ -18,7 +18,6 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
-
 from edgeq.host.bench_remote import (
     DeploymentMismatchError,
     NotDeployedError,
@@ -207,6 +206,8 @@ def test_over_real_sshd_daemon_then_one_shot(sshd_device: Any, tiny_artifacts: P
     device_dir = str(tmp_path / "device")
     env = dict(os.environ, EDGEQ_HISTORY_DB=str(tmp_path / "h.sqlite3"))
     with open_connection(sshd_device.alias, ssh_config=sshd_device.ssh_config) as conn:
+        with pytest.raises(NotDeployedError, match="nothing is deployed"):
+            bench_remote(conn, device_dir=device_dir, rounds=1)
         deployed = deploy(conn, tiny_artifacts, device_dir=device_dir, start_daemon=True)
         assert deployed["deployment"]["int8"] == json.loads(
             (tiny_artifacts / "manifest.json").read_text())["models"]["int8"]["sha256"]

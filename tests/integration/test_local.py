@@ -7,8 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from edgeq.host.local import LocalCommandError, LocalConnection, LocalStreamError, LocalTransferError
+from edgeq.host.local import (
+    LocalCommandError,
+    LocalConnection,
+    LocalStreamError,
+    LocalTransferError,
+)
 from edgeq.host.transport import Connection
 
 
@@ -31,7 +35,8 @@ def test_run_passes_argv_without_a_shell(tmp_path: Path) -> None:
 
 def test_run_reports_status_stdin_env_and_missing_commands() -> None:
     with LocalConnection() as conn:
-        code = "import os, sys; d = sys.stdin.read(); print(d.upper() + os.environ['EDGEQ_X']); sys.exit(3)"
+        code = ("import os, sys; d = sys.stdin.read(); print(d.upper() + os.environ['EDGEQ_X']); "
+                "sys.exit(3)")
         result = conn.run([sys.executable, "-c", code], stdin=b"abc", env={"EDGEQ_X": "!"})
         assert result.exit_status == 3 and not result.ok
         assert result.stdout == b"ABC!\n"

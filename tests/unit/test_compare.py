@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from edgeq.host.compare import (
     COMPARE_SCHEMA,
     ResultError,

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from edgeq.host.history import (
     SCHEMA_VERSION,
     History,
