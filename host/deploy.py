@@ -32,9 +32,10 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 from edgeq.device.errors import EdgeqError, UsageError
 from edgeq.host.transport import Connection, ProgressCallback
@@ -380,7 +381,7 @@ def download_wheels(machine: str, python_version: str, glibc_version: str, runti
             argv += ["--platform", tag]
         argv += reqs
         logger.info("pip download: %s", argv)
-        proc = subprocess.run(argv, capture_output=True, text=True)
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             last = [ln for ln in proc.stderr.splitlines() if ln.strip()]
             errors.append(f"{rt}: {last[-1] if last else 'pip download failed'}")

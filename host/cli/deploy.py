@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-
 from edgeq.host.cli import app, console, err_console
 
 DEFAULT_ARTIFACTS = Path("runs/mnist")
@@ -74,8 +73,15 @@ def deploy_command(
                          hint="use --runtime auto")
     load_artifacts(artifacts_dir)  # bad artifacts fail before any connection is made
 
-    from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn,
-                               TimeRemainingColumn, TransferSpeedColumn)
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                         DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),

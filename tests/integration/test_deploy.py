@@ -18,12 +18,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from sshd_helpers import SSHDevice
-
 from edgeq.device.errors import EdgeqError
 from edgeq.device.store import Store
 from edgeq.host.deploy import (
@@ -35,6 +34,7 @@ from edgeq.host.deploy import (
     resolve_device_dir,
 )
 from edgeq.host.local import LocalConnection
+from sshd_helpers import SSHDevice
 
 FAST_BENCH = ["--runs-min", "5", "--run-s-min", "0", "--warmup-runs-min", "1",
               "--warmup-s-min", "0", "--runs-max", "20", "--eval-limit", "100", "--json"]
@@ -122,7 +122,7 @@ def test_local_deploy_fills_the_store(local_device: tuple[Path, dict], tiny_arti
     assert dep is not None
     for kind in ("float32", "int8"):
         assert dep[kind] == manifest["models"][kind]["sha256"]
-        sha, path = store.model(kind)  # re-hashed by the store
+        _, path = store.model(kind)  # re-hashed by the store
         assert path.stat().st_size == manifest["models"][kind]["size_bytes"]
     assert store.data("current")[0] == manifest["eval_data"]["sha256"]
     assert dep["manifest"] == manifest and dep["model_name"] == manifest["model_name"]
@@ -228,6 +228,7 @@ def test_ssh_second_deploy_sends_no_model_bytes(ssh_device: tuple[str, dict],
                         wheel_cache=WHEEL_CACHE)
         t2 = time.perf_counter() - t
     assert second["models_bytes_sent"] == 0 and second["sent_bytes"] == 0
+    assert second["skipped_bytes"] == first["sent_bytes"] + first["skipped_bytes"]
     assert second["venv"] == "reused"
     assert second["daemon"].startswith("running")
     print(f"\nssh second deploy: {t2:.1f} s, 0 B sent, {second['skipped_bytes']} B unchanged")
@@ -342,7 +343,8 @@ def test_ssh_connection_cut_mid_transfer_keeps_the_old_model(
 
 def _edgeq(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "edgeq.host", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "edgeq.host", *args], check=False,
+                          capture_output=True,
                           text=True, env=env, timeout=timeout)
 
 
