@@ -85,8 +85,9 @@ else
     die "python3 is $("$SYS_PY" -V 2>&1); the agent needs Python >= 3.9" \
         "install a newer python3 (Raspberry Pi OS bullseye or later)"
   SYS_VER="$("$SYS_PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  # reuse a venv of the same Python whose pip works (an interrupted creation is redone)
   if [ -x "$VENV/bin/python" ] && \
-     [ "$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$SYS_VER" ]; then
+     [ "$("$VENV/bin/python" -c 'import sys, pip; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$SYS_VER" ]; then
     VENV_STATE=reused
   else
     "$SYS_PY" -c 'import venv, ensurepip' 2>/dev/null || \
@@ -99,13 +100,6 @@ else
   fi
   PY="$VENV/bin/python"
 fi
-# $HOME_DIR/bin/python: the one interpreter the host's agent commands use. A tiny exec
-# wrapper, not a symlink: a venv's python started through a symlink elsewhere would not find
-# the venv (pyvenv.cfg is looked up next to the path it was started as).
-PYQ="'${PY//\'/\'\\\'\'}'"
-printf '#!/bin/sh\nexec %s "$@"\n' "$PYQ" > "$HOME_DIR/bin/.python.$$"
-chmod 755 "$HOME_DIR/bin/.python.$$"
-mv -f "$HOME_DIR/bin/.python.$$" "$HOME_DIR/bin/python"
 PYVER="$("$PY" -c 'import platform; print(platform.python_version())')"
 if [ -z "$GLIBC" ]; then
   GLIBC="$("$PY" -c 'import platform; print(platform.libc_ver()[1])' || true)"
@@ -175,6 +169,15 @@ else
 fi
 RT_NAME="${HAVE%% *}"
 RT_VERSION="${HAVE#* }"
+
+# $HOME_DIR/bin/python, the one interpreter the host's agent commands use, is written only
+# once the runtime imports (a failed run leaves the previous one). A tiny exec wrapper, not
+# a symlink: a venv's python started through a symlink elsewhere would not find
+# the venv (pyvenv.cfg is looked up next to the path it was started as).
+PYQ="'${PY//\'/\'\\\'\'}'"
+printf '#!/bin/sh\nexec %s "$@"\n' "$PYQ" > "$HOME_DIR/bin/.python.$$"
+chmod 755 "$HOME_DIR/bin/.python.$$"
+mv -f "$HOME_DIR/bin/.python.$$" "$HOME_DIR/bin/python"
 
 # ---- the agent imports with this interpreter ------------------------------------------------
 agent() { env PYTHONPATH="$AGENT" "$HOME_DIR/bin/python" -m edgeq.device --home "$HOME_DIR" "$@"; }

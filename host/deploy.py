@@ -157,12 +157,21 @@ elif op == "write":
         out = {"bad": []}
 elif op == "link":
     link, target = args
+    previous = os.readlink(link) if os.path.islink(link) else None
     if os.path.isdir(link) and not os.path.islink(link):
         os.rename(link, link + ".old-" + str(os.getpid()))
     tmp = link + ".tmp-" + str(os.getpid())
     os.symlink(target, tmp)
     os.replace(tmp, link)
     fsync_dir(os.path.dirname(link))
+    # keep the new release and the one before it; older ones go
+    base = os.path.dirname(link)
+    keep = {os.path.basename(target), os.path.basename(previous or "")}
+    rel = os.path.join(base, os.path.dirname(target))
+    import shutil
+    for n in os.listdir(rel):
+        if n not in keep:
+            shutil.rmtree(os.path.join(rel, n), ignore_errors=True)
 print(json.dumps(out))
 '''
 
@@ -591,12 +600,15 @@ def deploy(
     result = conn.run(argv, timeout_s=SCRIPT_TIMEOUT_S)
     script = _parse_script(result.stdout)
     if not result.ok or script is None:
-        err = [ln for ln in result.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in result.stderr.decode("utf-8", "replace").splitlines()
+                 if ln.strip()]
+        errors = [ln[len("error:"):].strip() for ln in lines if ln.startswith("error:")]
+        hints = [ln[len("hint:"):].strip() for ln in lines if ln.startswith("hint:")]
+        what = errors[-1] if errors else (lines[-1] if lines else "no output")
         raise DeployScriptError(
-            f"deploy.sh failed on {conn.name} (exit {result.exit_status}): "
-            f"{err[-1].strip() if err else 'no output'}",
-            hint=f"run it by hand to see everything: bash {d}/deploy.sh --home {d}; "
-                 "the previous deployment is still in place")
+            f"deploy.sh failed on {conn.name} (exit {result.exit_status}): {what}",
+            hint=(hints[-1] + "; " if hints else "") + f"run it by hand to see everything: "
+                 f"bash {d}/deploy.sh --home {d} (the previous deployment is still in place)")
 
     # the deployment record, last
     deployment = {

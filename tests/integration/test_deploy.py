@@ -167,6 +167,14 @@ def test_local_no_daemon_and_missing_artifacts(tiny_artifacts: Path, tmp_path: P
         with pytest.raises(ArtifactsError) as info:
             deploy(conn, tmp_path / "nope", device_dir=str(d))
         assert "does not exist" in info.value.message and info.value.hint
+        # deploy.sh refusing an interpreter without a runtime: one error line, nothing changed
+        before = (d / "bin" / "python").read_text()
+        res = conn.run(["bash", str(d / "deploy.sh"), "--home", str(d), "--python",
+                        "/bin/true", "--no-daemon"])
+        assert res.exit_status == 1
+        assert b"error: /bin/true has no usable TFLite runtime" in res.stderr
+        assert b"hint: " in res.stderr and b"EDGEQ_DEPLOY" not in res.stdout
+        assert (d / "bin" / "python").read_text() == before
         broken = tmp_path / "broken"
         shutil.copytree(tiny_artifacts, broken)
         with open(broken / "model_int8.tflite", "ab") as fh:
