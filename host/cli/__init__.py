@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from typing import Optional
 
@@ -69,6 +70,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     """Entry point of the `edgeq` script: run the app, map errors to exit codes."""
     _register_commands()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    if not debug:  # TensorFlow's C++ info logs drown the CLI's own output
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         app(args=argv, standalone_mode=False)
     except EdgeqError as exc:
