@@ -47,7 +47,11 @@ EventCallback = Callable[[str, dict], None]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEVICE_SRC = REPO_ROOT / "device"
-DEPLOY_SCRIPT = REPO_ROOT / "deploy.sh"
+# deploy.sh: next to this module in an installed wheel (package data edgeq/host/deploy.sh),
+# at the repository root in a source checkout
+DEPLOY_SCRIPT = next((p for p in (Path(__file__).resolve().parent / "deploy.sh",
+                                  REPO_ROOT / "deploy.sh") if p.is_file()),
+                     REPO_ROOT / "deploy.sh")
 RUNTIMES = ("auto", "litert", "tflite-runtime")
 MODEL_KINDS = ("float32", "int8")
 DEPLOY_MARKER = "EDGEQ_DEPLOY "
