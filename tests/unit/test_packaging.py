@@ -1,0 +1,32 @@
+"""A normal (non-editable) install holds everything under the one `edgeq` namespace."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from conftest import REPO_ROOT
+
+
+def test_wheel_maps_the_rooms_under_edgeq(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+         "--wheel-dir", str(tmp_path), str(REPO_ROOT)],
+        check=True, capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("edgeq-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    tops = {name.split("/")[0] for name in names if not name.startswith("edgeq-")}
+    assert tops == {"edgeq"}, f"something landed bare in site-packages: {tops}"
+    for required in (
+        "edgeq/host/cli/__init__.py", "edgeq/host/__main__.py", "edgeq/device/__main__.py",
+        "edgeq/device/edgeq-agent.service", "edgeq/models/mnist_cnn.py", "edgeq/host/deploy.sh",
+        "edgeq/models/mnist/data/t10k-images-idx3-ubyte.gz",
+        "edgeq/models/mnist/data/SHA256SUMS.uncompressed",
+    ):
+        assert required in names, f"{required} missing from the wheel"
+    assert "edgeq/__init__.py" not in names  # edgeq is a namespace package
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "edgeq = edgeq.host.cli:main" in text and "edgeq-agent = edgeq.device.__main__:main" in text
