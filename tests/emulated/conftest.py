@@ -5,6 +5,7 @@ not up the tests skip with the command that brings it up, unless EDGEQ_BOARD_REA
 that whoever ran the tests started it (tests/run.sh, .ci/run): then a board that does not
 answer is a failure, not a skip.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,15 +32,20 @@ class Board:
         """Run a shell command on the board with the system ssh client."""
         return subprocess.run(
             ["ssh", "-F", str(self.ssh_config), "-o", "BatchMode=yes", self.alias, command],
-            capture_output=True, text=True, timeout=timeout_s, check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
         )
 
 
 def _not_up(reason: str) -> None:
     if os.environ.get("EDGEQ_BOARD_READY") == "1":
         pytest.fail(f"EDGEQ_BOARD_READY=1 but the emulated board is not usable: {reason}")
-    pytest.skip(f"the emulated aarch64 board is not up ({reason}); "
-                f"start it with: sudo bash {BOARD_SH.relative_to(BOARD_SH.parents[2])} up")
+    pytest.skip(
+        f"the emulated aarch64 board is not up ({reason}); "
+        f"start it with: sudo bash {BOARD_SH.relative_to(BOARD_SH.parents[2])} up"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +62,8 @@ def board() -> Board:
     except subprocess.TimeoutExpired:
         _not_up("ssh to the board timed out")
     if probe.returncode != 0 or probe.stdout.strip() != "aarch64":
-        _not_up(f"ssh {ALIAS} uname -m answered {probe.returncode}: "
-                f"{(probe.stdout + probe.stderr).strip()[:200]}")
+        _not_up(
+            f"ssh {ALIAS} uname -m answered {probe.returncode}: "
+            f"{(probe.stdout + probe.stderr).strip()[:200]}"
+        )
     return b

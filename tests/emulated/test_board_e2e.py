@@ -10,6 +10,7 @@ emulated, and each model's predictions on the board equal the host's for the sam
 on >= 99.9 % of the evaluation images. Nothing here is about speed: emulated timings mean
 nothing for a real Pi.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,13 +41,16 @@ BENCH_TIMEOUT_S = 900.0
 def _edgeq(args: list[str], timeout_s: float) -> subprocess.CompletedProcess:
     """Run the real edgeq CLI; fail with its output when it fails."""
     t0 = time.monotonic()
-    proc = subprocess.run([*EDGEQ, *args], capture_output=True, text=True, timeout=timeout_s,
-                          check=False)
+    proc = subprocess.run(
+        [*EDGEQ, *args], capture_output=True, text=True, timeout=timeout_s, check=False
+    )
     took_s = time.monotonic() - t0
     print(f"edgeq {' '.join(args[:1])}: exit {proc.returncode} in {took_s:.1f} s")
     if proc.returncode != 0:
-        pytest.fail(f"edgeq {' '.join(args)} exited {proc.returncode}\n"
-                    f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}")
+        pytest.fail(
+            f"edgeq {' '.join(args)} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -66,16 +70,32 @@ def _host_predictions(artifacts: Path, kind: str, xnnpack: bool) -> np.ndarray:
 
     images, _labels = load_eval_data(artifacts / "eval.npz")
     images = images[:EVAL_LIMIT]
-    model = load_model(artifacts / f"model_{kind}.tflite", runtime="ai-edge-litert",
-                       xnnpack=xnnpack)
+    model = load_model(
+        artifacts / f"model_{kind}.tflite", runtime="ai-edge-litert", xnnpack=xnnpack
+    )
     return model.predict(images, batch_size=32)
 
 
 def _deploy(board: Any, artifacts: Path, device_dir: str, runtime: str) -> dict[str, Any]:
-    return _json_doc(_edgeq(
-        ["deploy", str(artifacts), "--host", board.alias, "--ssh-config", str(board.ssh_config),
-         "--device-dir", device_dir, "--runtime", runtime, "--offline-wheels", "--json"],
-        timeout_s=DEPLOY_TIMEOUT_S))
+    return _json_doc(
+        _edgeq(
+            [
+                "deploy",
+                str(artifacts),
+                "--host",
+                board.alias,
+                "--ssh-config",
+                str(board.ssh_config),
+                "--device-dir",
+                device_dir,
+                "--runtime",
+                runtime,
+                "--offline-wheels",
+                "--json",
+            ],
+            timeout_s=DEPLOY_TIMEOUT_S,
+        )
+    )
 
 
 def _model_bytes_sent(deploy_doc: dict[str, Any]) -> int:
@@ -90,12 +110,16 @@ def artifacts(tiny_artifacts: Path) -> Path:
     return tiny_artifacts
 
 
-@pytest.mark.parametrize(("runtime_option", "runtime"), [
-    ("litert", "ai-edge-litert"),
-    ("tflite-runtime", "tflite-runtime"),
-])
-def test_deploy_and_bench_remote_on_emulated_board(board: Any, artifacts: Path,
-                                                   runtime_option: str, runtime: str) -> None:
+@pytest.mark.parametrize(
+    ("runtime_option", "runtime"),
+    [
+        ("litert", "ai-edge-litert"),
+        ("tflite-runtime", "tflite-runtime"),
+    ],
+)
+def test_deploy_and_bench_remote_on_emulated_board(
+    board: Any, artifacts: Path, runtime_option: str, runtime: str
+) -> None:
     # A device directory per runtime: each gets its own venv, as on two different Pis.
     device_dir = f"~/.edgeq-e2e-{runtime_option}"
     cleared = board.ssh(f"rm -rf {device_dir}")
@@ -108,11 +132,26 @@ def test_deploy_and_bench_remote_on_emulated_board(board: Any, artifacts: Path,
     second = _deploy(board, artifacts, device_dir, runtime_option)
     assert _model_bytes_sent(second) == 0, f"the second deploy sent model bytes again: {second}"
 
-    doc = _json_doc(_edgeq(
-        ["bench-remote", str(artifacts), "--host", board.alias,
-         "--ssh-config", str(board.ssh_config), "--device-dir", device_dir,
-         "--json", "--no-history", "--eval-limit", str(EVAL_LIMIT), *BENCH_FAST],
-        timeout_s=BENCH_TIMEOUT_S))
+    doc = _json_doc(
+        _edgeq(
+            [
+                "bench-remote",
+                str(artifacts),
+                "--host",
+                board.alias,
+                "--ssh-config",
+                str(board.ssh_config),
+                "--device-dir",
+                device_dir,
+                "--json",
+                "--no-history",
+                "--eval-limit",
+                str(EVAL_LIMIT),
+                *BENCH_FAST,
+            ],
+            timeout_s=BENCH_TIMEOUT_S,
+        )
+    )
 
     assert doc["schema"] == "edgeq.compare/1"
     device = doc["device"]
@@ -123,8 +162,10 @@ def test_deploy_and_bench_remote_on_emulated_board(board: Any, artifacts: Path,
 
     manifest = json.loads((artifacts / "manifest.json").read_text())
     eval_count = min(EVAL_LIMIT, manifest["eval_data"]["count"])
-    print(f"bench-remote on the board: {doc['settings'].get('duration_s')} s, path "
-          f"{doc['settings'].get('path')}, runtime {doc['models']['int8']['runtime']}")
+    print(
+        f"bench-remote on the board: {doc['settings'].get('duration_s')} s, path "
+        f"{doc['settings'].get('path')}, runtime {doc['models']['int8']['runtime']}"
+    )
     for kind in KINDS:
         entry = doc["models"][kind]
         result = entry["result"]
@@ -140,12 +181,14 @@ def test_deploy_and_bench_remote_on_emulated_board(board: Any, artifacts: Path,
         # The host runs the same file with the same kind of kernels: XNNPACK when the board's
         # runtime applied it, TFLite's builtin kernels when it did not (tflite-runtime 2.14's
         # aarch64 wheel applies no default delegate).
-        host_preds = _host_predictions(artifacts, kind,
-                                       xnnpack=bool(result["runtime"]["xnnpack_applied"]))
+        host_preds = _host_predictions(
+            artifacts, kind, xnnpack=bool(result["runtime"]["xnnpack_applied"])
+        )
         mismatches = int(np.count_nonzero(host_preds != device_preds))
         assert mismatches <= (1.0 - MIN_AGREEMENT) * eval_count + 1e-9, (
             f"{kind} on {runtime}: the board disagrees with the host on {mismatches} of "
-            f"{eval_count} images")
+            f"{eval_count} images"
+        )
         labels = np.load(artifacts / "eval.npz")["labels"][:EVAL_LIMIT]
         top1 = float(np.mean(device_preds == labels))
         assert result["accuracy"]["top1"] == pytest.approx(top1)
