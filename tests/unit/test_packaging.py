@@ -6,7 +6,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from conftest import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_wheel_maps_the_rooms_under_edgeq(tmp_path: Path) -> None:
