@@ -169,3 +169,21 @@ def test_cli_unknown_host_key_is_one_line_and_debug_shows_traceback(
         [*argv[:3], "--debug", *argv[3:]], capture_output=True, text=True, timeout=120
     )
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_proxyjump_from_ssh_config_goes_through_the_jump_host(
+    sshd_device: SSHDevice, tmp_path: Path
+) -> None:
+    import paramiko
+
+    common = (
+        f"  HostName 127.0.0.1\n  Port {sshd_device.port}\n  User root\n"
+        f"  IdentityFile {sshd_device.identity}\n  UserKnownHostsFile {sshd_device.known_hosts}\n"
+    )
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host jump\n{common}Host behind\n{common}  ProxyJump jump\n")
+    with SSHConnection("behind", ssh_config=config) as conn:
+        assert conn.run(["echo", "through"]).stdout == b"through\n"
+        # the board's session rides on a direct-tcpip channel of the jump host's session
+        assert isinstance(conn._client.get_transport().sock, paramiko.Channel)
+        assert conn._jump is not None and conn._jump.target.display == conn.target.display
