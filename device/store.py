@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, BinaryIO, Callable, Optional, Union
 
 from edgeq.device.errors import IntegrityError, ModelNotFoundError, StoreError
 from edgeq.device.fileutil import sha256_file
@@ -61,17 +61,32 @@ def fsync_dir(directory: PathLike) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: PathLike, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to `path` atomically: temp file in the same dir, fsync, rename, fsync dir."""
+def default_file_mode() -> int:
+    """The mode a plain `open(path, "w")` would give: 0o666 minus the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write_file(
+    path: PathLike,
+    fill: Callable[[str], None],
+    mode: Optional[int] = 0o644,
+    suffix: str = ".tmp",
+) -> None:
+    """Create `path` atomically: `fill(tmp_path)` writes a temp file in the same directory,
+    which is chmod-ed (`mode`; None = 0o666 minus umask), fsynced and renamed over `path`;
+    then the directory is fsynced. On any error the temp file is removed and `path` is
+    untouched. The one atomic-write implementation; every other helper goes through it."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        fill(tmp)
+        os.chmod(tmp, default_file_mode() if mode is None else mode)
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         try:
@@ -82,31 +97,40 @@ def atomic_write_bytes(path: PathLike, data: bytes, mode: int = 0o644) -> None:
     fsync_dir(target.parent)
 
 
-def atomic_write_json(path: PathLike, obj: Any, mode: int = 0o644) -> None:
-    """`atomic_write_bytes` of pretty JSON (sorted keys, trailing newline)."""
-    data = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
+def atomic_write_stream(
+    path: PathLike, write: Callable[[BinaryIO], Any], mode: Optional[int] = 0o644
+) -> None:
+    """`atomic_write_file` where `write(binary_file)` fills the temp file."""
+
+    def fill(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            write(fh)
+
+    atomic_write_file(path, fill, mode=mode)
+
+
+def atomic_write_bytes(path: PathLike, data: bytes, mode: Optional[int] = 0o644) -> None:
+    """Write `data` to `path` atomically (see `atomic_write_file`)."""
+    atomic_write_stream(path, lambda fh: fh.write(data), mode=mode)
+
+
+def atomic_write_json(
+    path: PathLike, obj: Any, mode: Optional[int] = 0o644, sort_keys: bool = True
+) -> None:
+    """`atomic_write_bytes` of pretty JSON (indent 2, trailing newline; keys sorted unless
+    `sort_keys` is False)."""
+    data = (json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n").encode("utf-8")
     atomic_write_bytes(path, data, mode=mode)
 
 
-def atomic_copy(src: PathLike, dst: PathLike, mode: int = 0o644) -> None:
+def atomic_copy(src: PathLike, dst: PathLike, mode: Optional[int] = 0o644) -> None:
     """Copy a file atomically (streamed, so large files are not held in memory)."""
-    target = Path(dst)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+
+    def copy(out: BinaryIO) -> None:
+        with open(src, "rb") as inp:
             shutil.copyfileobj(inp, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(target.parent)
+
+    atomic_write_stream(dst, copy, mode=mode)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,16 +32,10 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 from edgeq.device.errors import EdgeqError
+from edgeq.device.store import atomic_write_bytes, atomic_write_json
 from edgeq.host.data import load_mnist
 from edgeq.host.inspection import full_integer_problems, read_tflite, weight_tensors
-from edgeq.host.train import (
-    KERAS_FILE,
-    TRAIN_JSON,
-    utc_now,
-    write_atomic,
-    write_bytes_atomic,
-    write_json_atomic,
-)
+from edgeq.host.train import KERAS_FILE, TRAIN_JSON, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -343,13 +337,13 @@ def quantize(
     float_path, int8_path = out / FLOAT32_FILE, out / INT8_FILE
     # Check the int8 bytes before they replace anything: parse from a temp copy.
     _verify_int8(int8_bytes, out, per_channel)
-    write_bytes_atomic(float_path, float_bytes)
-    write_bytes_atomic(int8_path, int8_bytes)
+    atomic_write_bytes(float_path, float_bytes, mode=None)
+    atomic_write_bytes(int8_path, int8_bytes, mode=None)
 
     buf = io.BytesIO()
     np.savez_compressed(buf, images=eval_images, labels=eval_labels)
     eval_bytes = buf.getvalue()
-    write_bytes_atomic(out / EVAL_FILE, eval_bytes)
+    atomic_write_bytes(out / EVAL_FILE, eval_bytes, mode=None)
 
     name = model_name or _model_name(src, keras_path, model)
     manifest: dict[str, Any] = {
@@ -388,7 +382,7 @@ def quantize(
             "int8": model_entry(int8_path, int8_bytes),
         },
     }
-    write_json_atomic(out / "manifest.json", manifest)
+    atomic_write_json(out / "manifest.json", manifest, mode=None, sort_keys=False)
     logger.info(
         "quantized %s: float32 %d bytes, int8 %d bytes (%.1f %%)",
         name,
@@ -401,7 +395,7 @@ def quantize(
 
 def _verify_int8(int8_bytes: bytes, out: Path, per_channel: bool) -> None:
     probe = out / f".{INT8_FILE}.check"
-    write_atomic(probe, lambda f: f.write(int8_bytes))
+    atomic_write_bytes(probe, int8_bytes, mode=None)
     try:
         parsed = read_tflite(probe)
         problems = full_integer_problems(parsed)

@@ -30,8 +30,6 @@ import html
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from html.parser import HTMLParser
@@ -39,9 +37,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
-
 from edgeq.device import __version__
 from edgeq.device.errors import EdgeqError
+from edgeq.device.store import atomic_write_bytes
 from edgeq.host import stats
 
 logger = logging.getLogger(__name__)
@@ -110,27 +108,6 @@ def fmt_num(value: Optional[float], sig: int = 4) -> str:
         return "0"
     decimals = max(0, min(12, sig - 1 - int(math.floor(math.log10(abs(v))))))
     return f"{v:.{decimals}f}"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same directory, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a report is meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _get(d: Any, *path: str) -> Any:
@@ -1069,15 +1046,16 @@ def build_report(
     rels: list[tuple[Figure, str]] = []
     for fig in all_figs:
         path = fig_dir / f"{fig.name}.png"
-        _atomic_write(path, fig.png)
+        atomic_write_bytes(path, fig.png, mode=None)  # a report is meant to be shared
         written.append(path)
         rels.append((fig, f"figures/{fig.name}.png"))
     tick()
     html_path = out_dir / "report.html"
     md_path = out_dir / "report.md"
-    _atomic_write(html_path, render_html(run, summary, manifest, figures, la, sweep, sfig)
-                  .encode("utf-8"))
-    _atomic_write(md_path, render_markdown(run, summary, manifest, rels, la, sweep).encode("utf-8"))
+    html_doc = render_html(run, summary, manifest, figures, la, sweep, sfig)
+    atomic_write_bytes(html_path, html_doc.encode("utf-8"), mode=None)
+    md_doc = render_markdown(run, summary, manifest, rels, la, sweep)
+    atomic_write_bytes(md_path, md_doc.encode("utf-8"), mode=None)
     tick()
     logger.info("report written to %s", html_path)
     return ReportPaths(out_dir=out_dir, html=html_path, markdown=md_path, figures=tuple(written))

@@ -3,8 +3,8 @@
 `train(out_dir)` writes `out_dir/model.keras` and `out_dir/train.json`
 (`"schema": "edgeq.train/1"`): model name, epochs, seed, training-set size, float32 top-1 on
 all 10,000 test images, training time, per-epoch history and library versions.
-Every file is written atomically (temp file in the same directory, fsync, os.replace); the
-small helpers for that live here and are reused by edgeq.host.quantize.
+Every file is written atomically with the edgeq.device.store helpers (temp file in the same
+directory, fsync, os.replace).
 
 Imports: standard library, numpy, edgeq.device, edgeq.models, edgeq.host.data; TensorFlow and
 Keras only inside functions.
@@ -12,11 +12,9 @@ Keras only inside functions.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 from edgeq.device import __version__ as edgeq_version
 from edgeq.device.errors import EdgeqError
+from edgeq.device.store import atomic_write_file, atomic_write_json
 from edgeq.host.data import load_mnist
 from edgeq.models import get_model_module
 
@@ -41,61 +40,6 @@ PathLike = Union[str, "os.PathLike[str]", Path]
 
 class TrainError(EdgeqError):
     """Training could not run or its outputs could not be written."""
-
-
-# ---------------------------------------------------------------------------------------------
-# atomic files (shared with quantize)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _default_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def write_atomic(path: Path, write: Callable[[Any], None]) -> None:
-    """Create `path` by calling `write(binary_file)` on a temp file, fsync, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fchmod(f.fileno(), _default_mode())
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically."""
-    write_atomic(path, lambda f: f.write(data))
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write `obj` as indented JSON to `path` atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
-    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def utc_now() -> str:
@@ -244,7 +188,7 @@ def train(
         "versions": library_versions(),
         "created_utc": utc_now(),
     }
-    write_json_atomic(out / TRAIN_JSON, record)
+    atomic_write_json(out / TRAIN_JSON, record, mode=None, sort_keys=False)
     logger.info(
         "trained %s in %.1f s: float32 top-1 %.4f on %d test images",
         model_name,
@@ -257,21 +201,7 @@ def train(
 
 def _save_keras_atomic(model: Any, path: Path) -> None:
     # Keras insists on the .keras suffix, so the temp file is a hidden *.keras in the same dir.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.keras", dir=path.parent)
-    os.close(fd)
-    try:
-        model.save(tmp_name)
-        os.chmod(tmp_name, _default_mode())
-        with open(tmp_name, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
+    atomic_write_file(path, model.save, mode=None, suffix=".tmp.keras")
 
 
 def _make_progress_callback_class() -> Any:
