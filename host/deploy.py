@@ -17,7 +17,8 @@
 
 An interrupted deploy therefore leaves the previous deployment intact and usable.
 `agent_argv` is the one way host code builds the command that runs the agent on the device.
-Imports: standard library, platformdirs (lazily), edgeq.device.errors, edgeq.host.transport.
+Imports: standard library, platformdirs (lazily), edgeq.device.errors, edgeq.device.store
+(atomic writes), edgeq.host.transport.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import posixpath
 import re
 import secrets
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from edgeq.device.errors import EdgeqError, UsageError
+from edgeq.device.store import atomic_write_bytes
 from edgeq.host.transport import Connection, ProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -401,9 +402,8 @@ def download_wheels(machine: str, python_version: str, glibc_version: str, runti
             continue
         names = _downloaded_names(proc.stdout, cache, before)
         wheels = [cache / n for n in names]
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"requirements": reqs, "wheels": names}))
-        os.replace(tmp, marker)
+        doc = {"requirements": reqs, "wheels": names}
+        atomic_write_bytes(marker, json.dumps(doc).encode("utf-8"), mode=None)
         return rt, cache, wheels
     raise WheelDownloadError(
         f"no wheels for Python {pyver} on {machine} ({tags[0]}): {'; '.join(errors)}",

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from edgeq.device.errors import EdgeqError, UsageError
+from edgeq.device.store import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -78,23 +77,6 @@ def _count(entry: dict[str, Any]) -> Optional[int]:
             return int(entry[key])
     preds = entry.get("predictions")
     return len(preds) if isinstance(preds, list) else None
-
-
-def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def sweep(
@@ -169,7 +151,8 @@ def sweep(
         "runtime": runtime or "LiteRT",
         "points": points,
     }
-    _write_json(path, doc)
+    # 0o600: the mode mkstemp gave sweep.json before the shared helper served it too
+    atomic_write_json(path, doc, mode=0o600, sort_keys=False)
     return doc
 
 
