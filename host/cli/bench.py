@@ -15,6 +15,15 @@ from typing import Any, Callable, Iterator, Optional
 
 import typer
 from edgeq.host.cli import app, console, err_console
+from edgeq.host.cli.common import (
+    AcceptNewHostKeyOption,
+    ConnectTimeoutOption,
+    HostOption,
+    IdentityFileOption,
+    SSHConfigOption,
+    history_run,
+    open_device,
+)
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
@@ -138,29 +147,6 @@ def _callbacks(progress: Any, description: str) -> tuple[Callable[[int, int], No
     return on_progress, on_event
 
 
-# ------------------------------------------------------------------ connection options
-
-_HOST_HELP = ("Device: local (this machine, no SSH), pi.local, user@host, user@host:port or an "
-              "alias from ~/.ssh/config.")
-
-
-@contextmanager
-def _connection(host: str, accept_new_host_key: bool, ssh_config: Optional[Path],
-                identity_file: Optional[Path], connect_timeout_s: float) -> Iterator[Any]:
-    if host == "local":
-        from edgeq.host.local import LocalConnection
-
-        with LocalConnection() as conn:
-            yield conn
-        return
-    from edgeq.host.connect import open_connection
-
-    conn = open_connection(host, accept_new_host_key=accept_new_host_key, ssh_config=ssh_config,
-                           identity_file=identity_file, connect_timeout_s=connect_timeout_s)
-    with conn:
-        yield conn
-
-
 def _artifacts_or_none(artifacts_dir: Optional[Path]) -> Optional[Path]:
     """An explicit dir is checked; the default runs/mnist only when it exists."""
     if artifacts_dir is not None:
@@ -176,7 +162,7 @@ def bench_remote_command(
     artifacts_dir: Optional[Path] = typer.Argument(
         None, help="Artifacts the device must be running (checked by sha256); default runs/mnist "
                    "when it exists."),
-    host: str = typer.Option(..., "--host", help=_HOST_HELP),
+    host: HostOption = ...,
     threads: int = typer.Option(1, "--threads", help="Interpreter threads on the device."),
     no_xnnpack: bool = typer.Option(False, "--no-xnnpack",
                                     help="Run without the XNNPACK delegate."),
@@ -193,15 +179,10 @@ def bench_remote_command(
                                    help="The edgeq directory on the device."),
     no_daemon: bool = typer.Option(False, "--no-daemon",
                                    help="Use the one-shot agent even if a daemon runs."),
-    accept_new_host_key: bool = typer.Option(
-        False, "--accept-new-host-key",
-        help="Trust and record an unknown host key (never a changed one)."),
-    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config",
-                                              help="SSH config file (default ~/.ssh/config)."),
-    identity_file: Optional[Path] = typer.Option(None, "--identity-file", "-i",
-                                                 help="Private key file to log in with."),
-    connect_timeout_s: float = typer.Option(10.0, "--connect-timeout",
-                                            help="Seconds to wait for the SSH connection."),
+    accept_new_host_key: AcceptNewHostKeyOption = False,
+    ssh_config: SSHConfigOption = None,
+    identity_file: IdentityFileOption = None,
+    connect_timeout_s: ConnectTimeoutOption = 10.0,
     as_json: bool = typer.Option(False, "--json",
                                  help="Print the edgeq.compare/1 document (see README)."),
     no_history: bool = typer.Option(False, "--no-history",
@@ -217,7 +198,7 @@ def bench_remote_command(
     from edgeq.host.history import History
 
     history = None if no_history else History()
-    with _connection(host, accept_new_host_key, ssh_config, identity_file,
+    with open_device(host, accept_new_host_key, ssh_config, identity_file,
                      connect_timeout_s) as conn, _progress() as progress:
         on_progress, on_event = _callbacks(progress, "benchmarking")
         doc = bench_remote(
@@ -265,20 +246,7 @@ def history_list(
 
 
 def _get_run(history: Any, run: str) -> dict[str, Any]:
-    from edgeq.device.errors import UsageError
-
-    if run == "latest":
-        doc = history.latest()
-        if doc is None:
-            raise UsageError(f"no runs yet in {history.path}",
-                             hint="run edgeq bench-remote --host local first")
-        return doc
-    try:
-        run_id = int(run)
-    except ValueError:
-        raise UsageError(f"run must be a number or 'latest', not {run!r}",
-                         hint="`edgeq history` lists the runs") from None
-    return history.get(run_id)
+    return history_run(history, run, empty_hint="run edgeq bench-remote --host local first")
 
 
 @history_app.command("show")
@@ -367,7 +335,7 @@ def run_command(
         None, "--calibration-size", help="Calibration images for Min-Max (quantize's default)."),
     eval_limit: Optional[int] = typer.Option(None, "--eval-limit",
                                              help="Evaluate on the first N test images only."),
-    host: str = typer.Option("local", "--host", help=_HOST_HELP),
+    host: HostOption = "local",
     device_dir: str = typer.Option("~/.edgeq", "--device-dir",
                                    help="The edgeq directory on the device."),
     threads: int = typer.Option(1, "--threads", help="Interpreter threads (host and device)."),
@@ -378,13 +346,9 @@ def run_command(
                                               help="Minimum timed seconds per round."),
     force: bool = typer.Option(False, "--force",
                                help="Train and quantize again even if the artifacts exist."),
-    accept_new_host_key: bool = typer.Option(
-        False, "--accept-new-host-key",
-        help="Trust and record an unknown host key (never a changed one)."),
-    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config",
-                                              help="SSH config file (default ~/.ssh/config)."),
-    identity_file: Optional[Path] = typer.Option(None, "--identity-file", "-i",
-                                                 help="Private key file to log in with."),
+    accept_new_host_key: AcceptNewHostKeyOption = False,
+    ssh_config: SSHConfigOption = None,
+    identity_file: IdentityFileOption = None,
     as_json: bool = typer.Option(False, "--json",
                                  help="Print the final edgeq.compare/1 document."),
 ) -> None:
@@ -452,7 +416,7 @@ def run_command(
     _print_host_eval(host_eval)
     timings["evaluate"] = time.perf_counter() - t
 
-    with _connection(host, accept_new_host_key, ssh_config, identity_file, 10.0) as conn:
+    with open_device(host, accept_new_host_key, ssh_config, identity_file) as conn:
         # 4. deploy
         step(f"4/5 deploy to {conn.name}")
         t = time.perf_counter()

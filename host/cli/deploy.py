@@ -14,10 +14,16 @@ from typing import Any, Optional
 
 import typer
 from edgeq.host.cli import app, console, err_console
+from edgeq.host.cli.common import (
+    AcceptNewHostKeyOption,
+    ConnectTimeoutOption,
+    HostOption,
+    IdentityFileOption,
+    SSHConfigOption,
+    open_device,
+)
 
 DEFAULT_ARTIFACTS = Path("runs/mnist")
-_HOST_HELP = ("Device: local (this machine, no SSH), pi.local, user@host, user@host:port or an "
-              "alias from ~/.ssh/config.")
 
 
 def _human(n: int) -> str:
@@ -33,14 +39,10 @@ def deploy_command(
     artifacts_dir: Path = typer.Argument(
         DEFAULT_ARTIFACTS, help="Artifacts directory from edgeq train + quantize (manifest.json, "
                                 "both .tflite files, eval.npz)."),
-    host: str = typer.Option(..., "--host", help=_HOST_HELP),
-    accept_new_host_key: bool = typer.Option(
-        False, "--accept-new-host-key",
-        help="Trust and record an unknown host key (never a changed one)."),
-    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config",
-                                              help="SSH config file (default ~/.ssh/config)."),
-    identity_file: Optional[Path] = typer.Option(None, "--identity-file", "-i",
-                                                 help="Private key file to log in with."),
+    host: HostOption = ...,
+    accept_new_host_key: AcceptNewHostKeyOption = False,
+    ssh_config: SSHConfigOption = None,
+    identity_file: IdentityFileOption = None,
     device_dir: str = typer.Option("~/.edgeq", "--device-dir",
                                    help="Directory on the device for the agent, venv and store."),
     offline_wheels: Optional[bool] = typer.Option(
@@ -53,8 +55,7 @@ def deploy_command(
                                      "else tflite-runtime), litert or tflite-runtime."),
     no_daemon: bool = typer.Option(False, "--no-daemon",
                                    help="Install everything but leave the agent daemon stopped."),
-    connect_timeout_s: float = typer.Option(10.0, "--connect-timeout",
-                                            help="Seconds to wait for the SSH connection."),
+    connect_timeout_s: ConnectTimeoutOption = 10.0,
     as_json: bool = typer.Option(False, "--json",
                                  help="Print the edgeq.deploy/1 summary as JSON on stdout."),
 ) -> None:
@@ -65,7 +66,6 @@ def deploy_command(
     the previous deployment usable. deploy.sh then sets up the venv, the runtime and the daemon.
     """
     from edgeq.device.errors import UsageError
-    from edgeq.host.connect import open_connection
     from edgeq.host.deploy import RUNTIMES, deploy, load_artifacts
 
     if runtime not in RUNTIMES:
@@ -106,8 +106,7 @@ def deploy_command(
             progress.update(task, description="deploy.sh: venv, runtime, daemon",
                             total=None, completed=0)
 
-    conn = open_connection(host, accept_new_host_key=accept_new_host_key, ssh_config=ssh_config,
-                           identity_file=identity_file, connect_timeout_s=connect_timeout_s)
+    conn = open_device(host, accept_new_host_key, ssh_config, identity_file, connect_timeout_s)
     with conn, progress:
         doc = deploy(conn, artifacts_dir, device_dir=device_dir, offline_wheels=offline_wheels,
                      runtime=runtime, start_daemon=not no_daemon, progress=on_progress,

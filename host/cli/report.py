@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-
 from edgeq.host.cli import app, console, err_console
+from edgeq.host.cli.common import history_run
 
 
 def _progress_bar(description: str) -> Any:
@@ -40,22 +40,10 @@ def _load_result(path: Path) -> dict[str, Any]:
 
 
 def _run_from_history(run: str, db: Optional[Path]) -> dict[str, Any]:
-    from edgeq.device.errors import UsageError
     from edgeq.host.history import History
 
-    history = History(db)
-    if run == "latest":
-        doc = history.latest()
-        if doc is None:
-            raise UsageError(f"no runs yet in {history.path}",
-                             hint="run `edgeq bench-remote --host local` first, or pass --result")
-        return doc
-    try:
-        run_id = int(run)
-    except ValueError:
-        raise UsageError(f"run must be a number or 'latest', not {run!r}",
-                         hint="`edgeq history` lists the runs") from None
-    return history.get(run_id)
+    return history_run(History(db), run, empty_hint="run `edgeq bench-remote --host local` "
+                                                     "first, or pass --result")
 
 
 @app.command("report")
@@ -156,11 +144,10 @@ def sweep_command(
     ARTIFACTS/sweep/<granularity>-cal<N>/; the results go to ARTIFACTS/sweep.json, which
     `edgeq report` adds to the report.
     """
-    from rich.table import Table
+    import os
 
     from edgeq.host.sweep import parse_granularities, sweep
-
-    import os
+    from rich.table import Table
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sizes = _int_list(calibration_sizes, "--calibration-sizes")

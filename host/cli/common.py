@@ -1,0 +1,57 @@
+"""Options and helpers shared by CLI commands: the device options of `deploy`, `bench-remote`
+and `run`, and the history run lookup of `history show/compare` and `report`.
+
+The SSH connection options are declared once here as `Annotated` types, so every command that
+talks to a device spells, documents and parses them the same way; `open_device` is the one
+place a command opens its connection.
+Imports: typer at import time; edgeq.host.connect and edgeq.device.errors inside functions.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from edgeq.host.history import History
+    from edgeq.host.transport import Connection
+
+HOST_HELP = ("Device: local (this machine, no SSH), pi.local, user@host, user@host:port or an "
+             "alias from ~/.ssh/config.")
+
+HostOption = Annotated[str, typer.Option("--host", help=HOST_HELP)]
+AcceptNewHostKeyOption = Annotated[bool, typer.Option(
+    "--accept-new-host-key", help="Trust and record an unknown host key (never a changed one).")]
+SSHConfigOption = Annotated[Optional[Path], typer.Option(
+    "--ssh-config", help="SSH config file (default ~/.ssh/config).")]
+IdentityFileOption = Annotated[Optional[Path], typer.Option(
+    "--identity-file", "-i", help="Private key file to log in with.")]
+ConnectTimeoutOption = Annotated[float, typer.Option(
+    "--connect-timeout", help="Seconds to wait for the SSH connection.")]
+
+
+def open_device(host: str, accept_new_host_key: bool, ssh_config: Optional[Path],
+                identity_file: Optional[Path], connect_timeout_s: float = 10.0) -> Connection:
+    """The connection for `--host` (`local` = this machine); use it as a context manager."""
+    from edgeq.host.connect import open_connection
+
+    return open_connection(host, accept_new_host_key=accept_new_host_key, ssh_config=ssh_config,
+                           identity_file=identity_file, connect_timeout_s=connect_timeout_s)
+
+
+def history_run(history: History, run: str, empty_hint: str) -> dict[str, Any]:
+    """The stored compare document for `run` (a run id, or `latest`) from `history`."""
+    from edgeq.device.errors import UsageError
+
+    if run == "latest":
+        doc = history.latest()
+        if doc is None:
+            raise UsageError(f"no runs yet in {history.path}", hint=empty_hint)
+        return doc
+    try:
+        run_id = int(run)
+    except ValueError:
+        raise UsageError(f"run must be a number or 'latest', not {run!r}",
+                         hint="`edgeq history` lists the runs") from None
+    return history.get(run_id)
