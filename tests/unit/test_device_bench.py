@@ -21,15 +21,6 @@ from edgeq.device.errors import (
 from edgeq.device.evaldata import load_eval_data
 from edgeq.device.runtime import load_model
 from edgeq.device.worker import run_in_worker
-from test_device_runtime import device_model_paths
-
-
-@pytest.fixture(scope="session")
-def dev_models(request: pytest.FixtureRequest,
-               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Small real models (see test_device_runtime.device_model_paths)."""
-    return device_model_paths(request, tmp_path_factory)
-
 
 FAST = BenchSettings(warmup_runs_min=3, warmup_s_min=0.02, runs_min=20, run_s_min=0.1,
                      runs_max=2000, eval_limit=300)

@@ -11,9 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from test_device_runtime import device_model_paths
-
 DEVICE_DIR = Path(__file__).resolve().parents[2] / "device"
 BLOCKED = ("tensorflow", "keras", "edgeq.host", "typer", "paramiko", "rich", "matplotlib",
            "platformdirs", "tf_keras", "jax", "torch")
@@ -41,13 +38,6 @@ leaked = sorted(k for k in sys.modules if any(k == b or k.startswith(b + ".") fo
 print(json.dumps({{"code": code, "leaked": leaked, "doc": json.loads(out.getvalue()),
                   "n_modules": len(modules)}}))
 """
-
-
-@pytest.fixture(scope="session")
-def dev_models(request: pytest.FixtureRequest,
-               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Small real models (see test_device_runtime.device_model_paths)."""
-    return device_model_paths(request, tmp_path_factory)
 
 
 def test_device_imports_nothing_heavy(dev_models: dict[str, Path]) -> None:

@@ -95,12 +95,6 @@ def device_model_paths(request: pytest.FixtureRequest,
             "eval": art / "eval.npz"}
 
 
-@pytest.fixture(scope="session")
-def dev_models(request: pytest.FixtureRequest,
-               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return device_model_paths(request, tmp_path_factory)
-
-
 # ---------------------------------------------------------------------------------------------
 
 
