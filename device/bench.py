@@ -26,7 +26,7 @@ import os
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 from edgeq.device import __version__
@@ -107,9 +107,10 @@ def _diff(a: Optional[int], b: Optional[int]) -> Optional[int]:
 # ---------------------------------------------------------------------------------------------
 
 
-def latency_stats(latencies_ms: list[float]) -> dict[str, Optional[float]]:
-    """min / p50 / p90 / p99 / mean / std (population) of latencies in ms."""
-    if not latencies_ms:
+def latency_stats(latencies_ms: Sequence[float]) -> dict[str, Optional[float]]:
+    """min / p50 / p90 / p99 / mean / std (population) of latencies in ms (all None for an
+    empty sample). The one implementation: host/compare.py pools rounds through it too."""
+    if len(latencies_ms) == 0:
         return {k: None for k in ("latency_ms_min", "latency_ms_p50", "latency_ms_p90",
                                   "latency_ms_p99", "latency_ms_mean", "latency_ms_std")}
     a = np.asarray(latencies_ms, dtype=np.float64)

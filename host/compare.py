@@ -12,7 +12,8 @@ How rounds are merged (bench-remote alternates float32 and int8 in rounds, ABBA.
 - throughput_samples_per_s, init_ms: the median over rounds.
 - peak_rss_bytes: the maximum over rounds (each round runs in its own worker process).
 - accuracy and predictions: from the one round that evaluated the model (the first).
-Imports: standard library and numpy.
+Imports: standard library, numpy, edgeq.device (errors; bench.latency_stats, the one latency
+summary shared with the device).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from edgeq.device.bench import latency_stats
 from edgeq.device.errors import EdgeqError
 
 COMPARE_SCHEMA = "edgeq.compare/1"
@@ -68,24 +70,6 @@ def check_bench_result(result: dict[str, Any]) -> None:
     for path in (("model", "sha256"), ("model", "size_bytes"), ("timing", "latencies_ms"),
                  ("memory",), ("runtime",), ("environment",)):
         _require(result, *path)
-
-
-def latency_stats(latencies_ms: Sequence[float]) -> dict[str, Optional[float]]:
-    """min/p50/p90/p99/mean/std of a latency sample (None for an empty sample)."""
-    keys = ("latency_ms_min", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99",
-            "latency_ms_mean", "latency_ms_std")
-    if len(latencies_ms) == 0:
-        return {k: None for k in keys}
-    arr = np.asarray(latencies_ms, dtype=np.float64)
-    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-    return {
-        "latency_ms_min": float(arr.min()),
-        "latency_ms_p50": float(p50),
-        "latency_ms_p90": float(p90),
-        "latency_ms_p99": float(p99),
-        "latency_ms_mean": float(arr.mean()),
-        "latency_ms_std": float(arr.std()),
-    }
 
 
 def _median(values: Sequence[Optional[float]]) -> Optional[float]:
