@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 from edgeq.device import __version__
 from edgeq.device.client import AgentClient
@@ -647,10 +647,3 @@ def bridge(*, home: Optional[str] = None, socket_path: Optional[str] = None,
     finally:
         sock.close()
     return 0
-
-
-def pid_of(home: Union[str, Path, None] = None) -> Optional[int]:
-    """The daemon's pid from its pidfile if it is alive, else None."""
-    store = Store(home)
-    pid = read_pid(store)
-    return pid if pid is not None and _pid_alive(pid) else None

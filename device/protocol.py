@@ -376,10 +376,6 @@ def validate_args(op: str, args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def hello_request(req_id: int = 0) -> Request:
-    return Request(req_id, "hello", {"protocol": PROTOCOL_VERSION})
-
-
 def check_hello(args: dict[str, Any]) -> None:
     """Raise ProtocolVersionError unless the client speaks our protocol version."""
     theirs = args.get("protocol")
