@@ -472,6 +472,8 @@ class SSHConnection(Connection):
                     stderr += channel.recv_stderr(_RECV_BYTES)
                 if (
                     channel.exit_status_ready()
+                    # sshd may send the exit status before the last output: wait for EOF too
+                    and (channel.eof_received or channel.closed)
                     and not channel.recv_ready()
                     and not channel.recv_stderr_ready()
                 ):
