@@ -151,8 +151,7 @@ def sweep(
         "runtime": runtime or "LiteRT",
         "points": points,
     }
-    # 0o600: the mode mkstemp gave sweep.json before the shared helper served it too
-    atomic_write_json(path, doc, mode=0o600, sort_keys=False)
+    atomic_write_json(path, doc, mode=None, sort_keys=False)  # like the other artifacts: umask
     return doc
 
 
