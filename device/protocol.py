@@ -58,7 +58,7 @@ DATA_REF = a 64-hex sha256 of a stored data set, or "current" (the deployment's 
 Errors an op may return: ProtocolError, UnknownOpError, ProtocolVersionError, UsageError,
 ModelNotFoundError, IntegrityError, ModelLoadError, InputShapeError, EvalDataError,
 RuntimeMissingError, WorkerCrashedError, WorkerTimeoutError, StoreError, AgentInternalError.
-Imports: standard library and edgeq.device.errors only.
+Imports: standard library, edgeq.device.errors and edgeq.device.store (MODEL_KINDS).
 """
 from __future__ import annotations
 
@@ -74,6 +74,7 @@ from edgeq.device.errors import (
     ProtocolVersionError,
     UnknownOpError,
 )
+from edgeq.device.store import MODEL_KINDS
 
 PROTOCOL_VERSION = 1
 MAX_REQUEST_BYTES = 1 << 20
@@ -81,7 +82,6 @@ MAX_RESPONSE_BYTES = 64 << 20
 DEFAULT_BENCH_TIMEOUT_S = 900.0
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-MODEL_KINDS = ("float32", "int8")
 RUNTIME_NAMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
 
 

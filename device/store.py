@@ -1,9 +1,12 @@
 """The device store under $EDGEQ_HOME (default ~/.edgeq), and atomic file writes.
 
-Layout (docs/SCHEMA.md):
-    models/<sha256>.tflite     models, named by content
-    data/<sha256>.npz          evaluation sets, named by content
-    deployments/current.json   {"model_name", "float32": sha, "int8": sha, "eval_data": sha, ...}
+`Layout` is the one definition of where things live on a device; the daemon (through `Store`)
+and the host (deploy, bench-remote, as POSIX paths on the remote side) both use it:
+    models/<sha256>.tflite        models, named by content
+    data/<sha256>.npz             evaluation sets, named by content
+    deployments/current.json      {"model_name", "float32": sha, "int8": sha, "eval_data": sha, ...}
+    agent -> agent-releases/<id>  the agent code (a symlink swapped in one rename)
+    bin/python, venv/, wheels/, deploy.sh   what deploy.sh sets up
     agent.sock, agent.pid, logs/agent.log
 Files are verified (re-hashed against their name) before use. Every write goes to a temp
 file in the same directory, is fsynced, renamed over the target, and the directory fsynced,
@@ -15,8 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Optional, Union
 
@@ -29,7 +34,101 @@ PathLike = Union[str, "os.PathLike[str]"]
 HOME_ENV = "EDGEQ_HOME"
 MODEL_SUFFIX = ".tflite"
 DATA_SUFFIX = ".npz"
+#: the two models every deployment holds, in the order they are shown
 MODEL_KINDS = ("float32", "int8")
+DEFAULT_HOME = "~/.edgeq"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each file of a device store lives, as POSIX path strings under `home`.
+
+    `home` must be absolute (the host resolves `~` on the device first). Pure: no I/O.
+    """
+
+    home: str
+
+    def _join(self, *parts: str) -> str:
+        return posixpath.join(self.home, *parts)
+
+    def model(self, sha256: str) -> str:
+        return self._join("models", f"{sha256}{MODEL_SUFFIX}")
+
+    def data(self, sha256: str) -> str:
+        return self._join("data", f"{sha256}{DATA_SUFFIX}")
+
+    @property
+    def models_dir(self) -> str:
+        return self._join("models")
+
+    @property
+    def data_dir(self) -> str:
+        return self._join("data")
+
+    @property
+    def deployments_dir(self) -> str:
+        return self._join("deployments")
+
+    @property
+    def current(self) -> str:
+        return self._join("deployments", "current.json")
+
+    @property
+    def logs_dir(self) -> str:
+        return self._join("logs")
+
+    @property
+    def log(self) -> str:
+        return self._join("logs", "agent.log")
+
+    @property
+    def socket(self) -> str:
+        return self._join("agent.sock")
+
+    @property
+    def pidfile(self) -> str:
+        return self._join("agent.pid")
+
+    @property
+    def agent(self) -> str:
+        """The symlink to the current agent release (PYTHONPATH of the agent)."""
+        return self._join("agent")
+
+    @property
+    def releases_dir(self) -> str:
+        return self._join("agent-releases")
+
+    def release(self, release_id: str) -> str:
+        return self._join("agent-releases", release_id)
+
+    @property
+    def python(self) -> str:
+        """The interpreter deploy.sh set up (the venv's, or the one given with --python)."""
+        return self._join("bin", "python")
+
+    @property
+    def bin_dir(self) -> str:
+        return self._join("bin")
+
+    @property
+    def venv(self) -> str:
+        return self._join("venv")
+
+    @property
+    def wheels_dir(self) -> str:
+        return self._join("wheels")
+
+    @property
+    def deploy_script(self) -> str:
+        return self._join("deploy.sh")
+
+    def agent_argv(self, *args: str) -> list[str]:
+        """argv that runs `python -m edgeq.device --home HOME ARGS...` with the deployed agent.
+
+        Argv words only, never a shell string.
+        """
+        return ["env", f"PYTHONPATH={self.agent}", "PYTHONUNBUFFERED=1", self.python,
+                "-m", "edgeq.device", "--home", self.home, *[str(a) for a in args]]
 
 
 def edgeq_home(home: Optional[PathLike] = None) -> Path:
@@ -39,7 +138,7 @@ def edgeq_home(home: Optional[PathLike] = None) -> Path:
     env = os.environ.get(HOME_ENV)
     if env:
         return Path(os.path.expanduser(env)).absolute()
-    return Path(os.path.expanduser("~/.edgeq")).absolute()
+    return Path(os.path.expanduser(DEFAULT_HOME)).absolute()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,14 +242,15 @@ class Store:
 
     def __init__(self, home: Optional[PathLike] = None) -> None:
         self.home = edgeq_home(home)
-        self.models_dir = self.home / "models"
-        self.data_dir = self.home / "data"
-        self.deployments_dir = self.home / "deployments"
-        self.logs_dir = self.home / "logs"
-        self.socket_path = self.home / "agent.sock"
-        self.pid_path = self.home / "agent.pid"
-        self.log_path = self.logs_dir / "agent.log"
-        self.current_path = self.deployments_dir / "current.json"
+        self.layout = Layout(self.home.as_posix())
+        self.models_dir = Path(self.layout.models_dir)
+        self.data_dir = Path(self.layout.data_dir)
+        self.deployments_dir = Path(self.layout.deployments_dir)
+        self.logs_dir = Path(self.layout.logs_dir)
+        self.socket_path = Path(self.layout.socket)
+        self.pid_path = Path(self.layout.pidfile)
+        self.log_path = Path(self.layout.log)
+        self.current_path = Path(self.layout.current)
 
     def ensure_dirs(self) -> None:
         try:
@@ -164,10 +264,10 @@ class Store:
     # -- paths and listing ----------------------------------------------------------------
 
     def model_path(self, sha256: str) -> Path:
-        return self.models_dir / f"{sha256}{MODEL_SUFFIX}"
+        return Path(self.layout.model(sha256))
 
     def data_path(self, sha256: str) -> Path:
-        return self.data_dir / f"{sha256}{DATA_SUFFIX}"
+        return Path(self.layout.data(sha256))
 
     @staticmethod
     def _entries(directory: Path, suffix: str) -> list[dict[str, Any]]:

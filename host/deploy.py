@@ -38,7 +38,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from edgeq.device.errors import EdgeqError, UsageError
-from edgeq.device.store import atomic_write_bytes
+from edgeq.device.fileutil import sha256_file
+from edgeq.device.store import MODEL_KINDS, atomic_write_bytes
+from edgeq.host.artifacts import ArtifactsError, load_artifacts
 from edgeq.host.transport import Connection, ProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -54,15 +56,10 @@ DEPLOY_SCRIPT = next((p for p in (Path(__file__).resolve().parent / "deploy.sh",
                                   REPO_ROOT / "deploy.sh") if p.is_file()),
                      REPO_ROOT / "deploy.sh")
 RUNTIMES = ("auto", "litert", "tflite-runtime")
-MODEL_KINDS = ("float32", "int8")
 DEPLOY_MARKER = "EDGEQ_DEPLOY "
 SCRIPT_TIMEOUT_S = 1800.0
 HELPER_TIMEOUT_S = 120.0
 MIN_PYTHON = (3, 9)
-
-
-class ArtifactsError(EdgeqError):
-    """An artifacts directory that is missing, incomplete or does not match its manifest."""
 
 
 class DeviceProbeError(EdgeqError):
@@ -235,14 +232,6 @@ def agent_argv(device_dir_abs: str, *args: str) -> list[str]:
             "-m", "edgeq.device", "--home", d, *[str(a) for a in args]]
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # plan
 # ---------------------------------------------------------------------------------------------
@@ -258,55 +247,6 @@ class FileSend:
     size_bytes: int
     category: str  # agent | script | model | data | wheel
     sent: bool = False
-
-
-@dataclass
-class Artifacts:
-    dir: Path
-    manifest: dict[str, Any]
-    models: dict[str, tuple[Path, str]]  # kind -> (path, sha256)
-    eval_data: Optional[tuple[Path, str]]
-
-
-def load_artifacts(artifacts_dir: Path) -> Artifacts:
-    """Read manifest.json and check every file it names against its sha256."""
-    d = Path(artifacts_dir)
-    mpath = d / "manifest.json"
-    if not d.is_dir():
-        raise ArtifactsError(f"artifacts directory {d} does not exist",
-                             hint="run edgeq train and edgeq quantize (or edgeq run) first, "
-                                  "or pass the right directory")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        entries = {k: manifest["models"][k] for k in MODEL_KINDS}
-    except FileNotFoundError:
-        raise ArtifactsError(f"{mpath} does not exist",
-                             hint="run edgeq quantize on this directory first") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ArtifactsError(f"{mpath} is unreadable ({exc})",
-                             hint="run edgeq quantize again to rewrite it") from None
-    models: dict[str, tuple[Path, str]] = {}
-    for kind, entry in entries.items():
-        path = d / str(entry.get("file") or f"model_{kind}.tflite")
-        models[kind] = (path, _checked_sha(path, entry.get("sha256"), f"the {kind} model"))
-    eval_data = None
-    ed = manifest.get("eval_data")
-    if isinstance(ed, dict) and ed.get("file"):
-        path = d / str(ed["file"])
-        eval_data = (path, _checked_sha(path, ed.get("sha256"), "the evaluation data"))
-    return Artifacts(d, manifest, models, eval_data)
-
-
-def _checked_sha(path: Path, want: Any, what: str) -> str:
-    if not path.is_file():
-        raise ArtifactsError(f"{what} {path} is missing",
-                             hint="run edgeq quantize again to write it")
-    got = sha256_file(path)
-    if want and got != want:
-        raise ArtifactsError(f"{what} {path} does not match manifest.json (sha256 {got[:12]}, "
-                             f"manifest says {str(want)[:12]})",
-                             hint="run edgeq quantize again; the files changed after it ran")
-    return got
 
 
 def agent_files() -> list[tuple[Path, str]]:
@@ -545,10 +485,10 @@ def deploy(
         add(path, posixpath.join(pkg_dir, name), "agent")
     add(DEPLOY_SCRIPT, posixpath.join(d, "deploy.sh"), "script")
     for kind in MODEL_KINDS:
-        path, sha = arts.models[kind]
+        path, sha = arts.models[kind].path, arts.models[kind].sha256
         add(path, posixpath.join(d, "models", f"{sha}.tflite"), "model", sha)
     if arts.eval_data is not None:
-        path, sha = arts.eval_data
+        path, sha = arts.eval_data.path, arts.eval_data.sha256
         add(path, posixpath.join(d, "data", f"{sha}.npz"), "data", sha)
     for w in wheels:
         add(w, posixpath.join(d, "wheels", w.name), "wheel")
@@ -617,9 +557,8 @@ def deploy(
     # the deployment record, last
     deployment = {
         "model_name": arts.manifest.get("model_name"),
-        "float32": arts.models["float32"][1],
-        "int8": arts.models["int8"][1],
-        "eval_data": arts.eval_data[1] if arts.eval_data else None,
+        **{kind: arts.models[kind].sha256 for kind in MODEL_KINDS},
+        "eval_data": arts.eval_data.sha256 if arts.eval_data else None,
         "manifest": arts.manifest,
         "deployed_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "agent_release": release,

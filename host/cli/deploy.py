@@ -66,7 +66,8 @@ def deploy_command(
     the previous deployment usable. deploy.sh then sets up the venv, the runtime and the daemon.
     """
     from edgeq.device.errors import UsageError
-    from edgeq.host.deploy import RUNTIMES, deploy, load_artifacts
+    from edgeq.host.artifacts import load_artifacts
+    from edgeq.host.deploy import RUNTIMES, deploy
 
     if runtime not in RUNTIMES:
         raise UsageError(f"--runtime {runtime!r} is not one of {', '.join(RUNTIMES)}",

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from edgeq.device.errors import EdgeqError
 from edgeq.device.store import Store
+from edgeq.host.artifacts import ArtifactsError
 from edgeq.host.deploy import (
-    ArtifactsError,
     agent_argv,
     default_wheel_cache,
     deploy,
@@ -301,7 +301,7 @@ def test_ssh_connection_cut_mid_transfer_keeps_the_old_model(
     shutil.copytree(tiny_artifacts, new)
     with open(new / "model_float32.tflite", "ab") as fh:
         fh.write(os.urandom(4 << 20))
-    from edgeq.host.deploy import sha256_file
+    from edgeq.device.fileutil import sha256_file
 
     manifest = json.loads((new / "manifest.json").read_text())
     new_sha = sha256_file(new / "model_float32.tflite")
