@@ -22,6 +22,7 @@ from typing import Any, Callable, NoReturn, Optional, Sequence
 
 from edgeq.device import __version__
 from edgeq.device.errors import EdgeqError, UsageError
+from edgeq.device.settings import SETTINGS, BenchSettings, Setting
 
 logger = logging.getLogger("edgeq.device")
 
@@ -31,25 +32,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message, hint=f"see {self.prog} --help")
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse `type` for integers >= `minimum` (one parser behind both int options)."""
-
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"{text} is not >= {minimum}")
-        return v
-
-    return parse
-
-
-_positive_int = _int_at_least(1)
-_nonneg_int = _int_at_least(0)
 
 
 def _nonneg_float(text: str) -> float:
@@ -62,35 +44,45 @@ def _nonneg_float(text: str) -> float:
     return v
 
 
+def _setting_type(s: Setting) -> Callable[[str], Any]:
+    """An argparse `type` that parses and checks one declared setting."""
+
+    def parse(text: str) -> Any:
+        try:
+            return s.parse_text(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def add_setting_flags(p: argparse.ArgumentParser, *, timing: bool) -> None:
+    """One flag per declared bench setting (edgeq.device.settings); the `timing` ones only
+    when `timing`. A bool gets --FLAG / --no-FLAG."""
+    for s in SETTINGS:
+        if s.timing and not timing:
+            continue
+        if s.type is bool:
+            p.add_argument(s.flag, dest=s.name, action="store_true", default=s.default,
+                           help=s.help + (" (the default)" if s.default else ""))
+            p.add_argument("--no-" + s.flag[2:], dest=s.name, action="store_false",
+                           help=s.off_help + (" (the default)" if not s.default else ""))
+        elif s.choices is not None:
+            p.add_argument(s.flag, dest=s.name, choices=s.choices, default=s.default,
+                           help=s.help)
+        else:
+            shown = "" if s.default is None else f" (default {s.default})"
+            p.add_argument(s.flag, dest=s.name, type=_setting_type(s), default=s.default,
+                           help=s.help + shown)
+
+
 def _add_measure_args(p: argparse.ArgumentParser, *, timing: bool) -> None:
     p.add_argument("model", help="the .tflite model file")
-    p.add_argument("--threads", type=_positive_int, default=1,
-                   help="interpreter threads (default 1)")
-    p.add_argument("--xnnpack", dest="xnnpack", action="store_true", default=True,
-                   help="use the XNNPACK delegate (the default)")
-    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_false",
-                   help="run without default delegates (op resolver "
-                        "BUILTIN_WITHOUT_DEFAULT_DELEGATES)")
-    p.add_argument("--batch-size", type=_positive_int, default=32,
-                   help="batch for throughput and evaluation (default 32)")
-    p.add_argument("--eval-limit", type=_positive_int, default=None,
-                   help="evaluate on the first N images only")
-    p.add_argument("--runtime", choices=("ai-edge-litert", "tflite-runtime", "tensorflow"),
-                   default=None, help="force a TFLite runtime (default: the first installed)")
+    add_setting_flags(p, timing=timing)
     p.add_argument("--sha256", default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     if timing:
         p.add_argument("--data", default=None, help="evaluation set .npz (images, labels)")
-        p.add_argument("--warmup-runs-min", type=_nonneg_int, default=10,
-                       help="minimum warm-up runs (default 10)")
-        p.add_argument("--warmup-s-min", type=_nonneg_float, default=0.5,
-                       help="minimum warm-up seconds (default 0.5)")
-        p.add_argument("--runs-min", type=_positive_int, default=50,
-                       help="minimum timed runs (default 50)")
-        p.add_argument("--run-s-min", type=_nonneg_float, default=2.0,
-                       help="minimum timed seconds (default 2.0)")
-        p.add_argument("--runs-max", type=_positive_int, default=5000,
-                       help="at most this many timed runs (default 5000)")
     else:
         p.add_argument("--data", required=True, help="evaluation set .npz (images, labels)")
 
@@ -139,16 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace, timing: bool) -> Any:
-    from edgeq.device.bench import BenchSettings
-
-    kw: dict[str, Any] = {"threads": args.threads, "xnnpack": args.xnnpack,
-                          "batch_size": args.batch_size, "eval_limit": args.eval_limit,
-                          "runtime": args.runtime}
-    if timing:
-        kw.update(warmup_runs_min=args.warmup_runs_min, warmup_s_min=args.warmup_s_min,
-                  runs_min=args.runs_min, run_s_min=args.run_s_min, runs_max=args.runs_max)
-    return BenchSettings(**kw)
+def settings_from_args(args: argparse.Namespace) -> BenchSettings:
+    """The BenchSettings a parsed bench/evaluate command line asks for (the fields it has no
+    flag for keep their defaults)."""
+    return BenchSettings.from_dict(vars(args), strict=False)
 
 
 def _print_json(doc: Any) -> None:
@@ -206,7 +192,7 @@ def _run(args: argparse.Namespace) -> int:
     if cmd in ("bench", "evaluate"):
         from edgeq.device.bench import run_benchmark, run_evaluation
 
-        settings = _settings(args, timing=cmd == "bench")
+        settings = settings_from_args(args)
         if cmd == "bench":
             doc = run_benchmark(args.model, data_path=args.data, settings=settings,
                                 sha256=args.sha256)
@@ -241,7 +227,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"edgeq agent (pid {pid}) stopped")
         return 0
     if cmd == "status":
-        doc = daemon.query_status(home=args.home, socket_path=args.socket)
+        from edgeq.device.client import query_status
+        from edgeq.device.store import Store
+
+        doc = query_status(args.socket or Store(args.home).socket_path)
         if args.json:
             _print_json(doc)
         else:

@@ -25,13 +25,13 @@ import math
 import os
 import sys
 import time
-from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 from edgeq.device import __version__
 from edgeq.device.environment import collect_environment
 from edgeq.device.evaldata import load_eval_data
+from edgeq.device.fileutil import utc_now
 from edgeq.device.runtime import (
     LoadedModel,
     check_tflite_file,
@@ -166,10 +166,6 @@ def _sample_input(model: LoadedModel, images: Optional[np.ndarray]) -> np.ndarra
     return rng.integers(0, 256, size=(1, *shape), dtype=np.uint8)
 
 
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def accuracy_section(predictions: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """count / correct / top1 / per_class_top1 (0..9, null for absent classes) / predictions."""
     labels = np.asarray(labels, dtype=np.int64)
@@ -216,7 +212,7 @@ def run_benchmark(
         if progress is not None:
             progress(i, total_stages)
 
-    time_utc = _utc_now()
+    time_utc = utc_now()
     runtime = detect_runtime(s.runtime)
     images: Optional[np.ndarray] = None
     labels: Optional[np.ndarray] = None
@@ -348,7 +344,7 @@ def run_evaluation(
     `progress(done, total)` counts evaluated images.
     """
     s = settings or BenchSettings()
-    time_utc = _utc_now()
+    time_utc = utc_now()
     runtime = detect_runtime(s.runtime)
     images, labels = load_eval_data(data_path)
     if s.eval_limit is not None:

@@ -4,7 +4,8 @@
 (or a zero-argument `readline()` that already enforces a limit) returning one line with its
 b"\\n", or b"" at end of stream. `AgentClient.connect_unix(path, timeout_s)` opens the
 daemon's socket directly. Error responses are raised as the EdgeqError subclass they name
-(message and hint preserved; unknown names become RemoteError).
+(edgeq.device.errors.raise_from_wire: message and hint preserved; unknown names become
+RemoteError). `query_status(socket_path)` is the agent's `status` command.
 Imports: standard library and edgeq.device (protocol, errors).
 """
 from __future__ import annotations
@@ -21,13 +22,13 @@ from edgeq.device.errors import (
     DaemonNotRunningError,
     EdgeqError,
     ProtocolError,
-    RemoteError,
-    error_class,
+    raise_from_wire,
 )
 from edgeq.device.protocol import (
     DEFAULT_BENCH_TIMEOUT_S,
     MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES,
+    MEASURE_OPS,
     PROTOCOL_VERSION,
     Request,
     Response,
@@ -49,21 +50,6 @@ def _takes_limit(fn: Callable[..., Any]) -> bool:
     params = [p for p in sig.parameters.values()
               if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
     return bool(params)
-
-
-def raise_error(error: dict[str, str]) -> None:
-    """Raise the EdgeqError subclass an error response names."""
-    type_name = error.get("type") or "EdgeqError"
-    message = error.get("message") or "the agent reported an error"
-    hint = error.get("hint") or ""
-    cls = error_class(type_name)
-    if cls is None:
-        raise RemoteError(message, hint, remote_type=type_name)
-    try:
-        exc = cls(message, hint)
-    except TypeError:  # a subclass with another constructor
-        raise RemoteError(message, hint, remote_type=type_name) from None
-    raise exc
 
 
 class AgentClient:
@@ -213,7 +199,7 @@ class AgentClient:
         base = self.timeout_s
         setter = self._set_timeout
         budget: Optional[float] = None
-        if op in ("bench", "evaluate"):
+        if op in MEASURE_OPS:
             raw = args.get("timeout_s", DEFAULT_BENCH_TIMEOUT_S)
             if isinstance(raw, (int, float)) and not isinstance(raw, bool):
                 budget = float(raw) + 60.0
@@ -227,7 +213,7 @@ class AgentClient:
             if stretch and setter is not None:
                 setter(base)
         if not resp.ok:
-            raise_error(resp.error or {})
+            raise_from_wire(resp.error or {})
         assert resp.result is not None
         return resp.result
 
@@ -236,7 +222,14 @@ class AgentClient:
         resp = self.request("hello", {"protocol": protocol}, req_id=0)
         if not resp.ok:
             self._broken = "handshake refused"
-            raise_error(resp.error or {})
+            raise_from_wire(resp.error or {})
         assert resp.result is not None
         self.server = resp.result
         return resp.result
+
+
+def query_status(socket_path: Union[str, os.PathLike], timeout_s: float = 10.0) -> dict[str, Any]:
+    """The daemon's `status` op, asked on its Unix socket."""
+    with AgentClient.connect_unix(socket_path, timeout_s) as client:
+        client.hello()
+        return client.call("status")

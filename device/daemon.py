@@ -9,9 +9,11 @@ only costs that request an error. SIGTERM/SIGINT shut down cleanly: the running 
 killed, the socket and pidfile removed. `--detach` double-forks and logs to
 $EDGEQ_HOME/logs/agent.log; under systemd it runs in the foreground (edgeq-agent.service).
 `bridge()` relays stdin/stdout to the socket, which is how the host reaches the daemon over
-SSH; `stop()` and `query_status()` are the other command-line helpers.
-Imports: standard library and edgeq.device (never numpy or a TFLite runtime: those live
-in the worker processes, which keeps the long-running daemon small).
+SSH; `stop()` and `format_status()` are the other command-line helpers (the `status`
+command asks through edgeq.device.client.query_status).
+Imports: standard library and edgeq.device, but not its client (errors come back from the
+worker through edgeq.device.errors), and never numpy or a TFLite runtime: those live in the
+worker processes, which keeps the long-running daemon small.
 """
 from __future__ import annotations
 
@@ -31,13 +33,13 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from edgeq.device import __version__
-from edgeq.device.client import AgentClient
 from edgeq.device.errors import (
     DaemonNotRunningError,
     EdgeqError,
     ModelLoadError,
     ProtocolError,
     StoreError,
+    error_to_dict,
 )
 from edgeq.device.protocol import (
     MAX_REQUEST_BYTES,
@@ -181,8 +183,7 @@ class Agent:
         data_path: Optional[Path] = None
         if args.get("data") is not None:
             _, data_path = self.store.data(args["data"])
-        fields = set(BenchSettings.field_names())
-        settings = BenchSettings.from_dict({k: v for k, v in args.items() if k in fields})
+        settings = BenchSettings.from_dict(args, strict=False)  # the request's settings
         timeout_s = float(args["timeout_s"])
         if self.worker_timeout_s:
             timeout_s = min(timeout_s, self.worker_timeout_s)
@@ -310,15 +311,9 @@ class _Handler(socketserver.StreamRequestHandler):
                 continue
             except Exception as exc:  # a bug: report it, keep serving
                 logger.exception("request %s crashed", rid)
-                resp = Response(rid, False, error=_internal(exc))
+                resp = Response(rid, False, error=error_to_dict(exc))
             if not self._send(resp):
                 return
-
-
-def _internal(exc: BaseException) -> dict[str, str]:
-    from edgeq.device.protocol import error_to_dict
-
-    return error_to_dict(exc)
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -565,16 +560,6 @@ def stop(*, home: Optional[str] = None, timeout_s: float = 10.0) -> int:
         time.sleep(0.05)
     raise EdgeqError(f"the agent daemon (pid {pid}) did not stop within {timeout_s:g} s",
                      hint=f"kill it by hand: kill -KILL {pid}")
-
-
-def query_status(*, home: Optional[str] = None, socket_path: Optional[str] = None,
-                 timeout_s: float = 10.0) -> dict[str, Any]:
-    """`status`: the daemon's status op."""
-    store = Store(home)
-    sock = Path(socket_path) if socket_path else store.socket_path
-    with AgentClient.connect_unix(sock, timeout_s) as client:
-        client.hello()
-        return client.call("status")
 
 
 def format_status(doc: dict[str, Any]) -> str:

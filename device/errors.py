@@ -2,11 +2,14 @@
 
 Every error a user can act on is an EdgeqError carrying a one-line message and
 a hint that says what to do next. Only the CLIs turn these into exit codes.
-The device-side subclasses live here too, so the daemon client can turn an error
-response back into the same class by its `type` name (`error_class`).
+This module also owns the errors' wire form, {"type", "message", "hint"}: `error_to_dict`
+writes it (for any exception), `error_from_wire` / `raise_from_wire` rebuild the EdgeqError
+subclass it names. The daemon, its client and the worker all go through these.
 Imports: standard library only.
 """
 from __future__ import annotations
+
+from typing import Any, Mapping, NoReturn
 
 
 class EdgeqError(Exception):
@@ -121,6 +124,9 @@ class RemoteError(EdgeqError):
         return d
 
 
+# --- the wire form ---------------------------------------------------------------------------
+
+
 def _all_subclasses(cls: type) -> list[type]:
     out: list[type] = []
     sub: type
@@ -138,3 +144,37 @@ def error_class(type_name: str) -> type[EdgeqError] | None:
         if sub.__name__ == type_name:
             return sub
     return None
+
+
+def error_to_dict(exc: BaseException) -> dict[str, str]:
+    """The wire form {type, message, hint} of any exception: an EdgeqError's own `to_dict`,
+    anything else (a bug) as an AgentInternalError."""
+    if isinstance(exc, EdgeqError):
+        d = exc.to_dict()
+        return {"type": str(d["type"]), "message": str(d["message"]), "hint": str(d["hint"])}
+    text = " ".join(str(exc).split())[:500] or type(exc).__name__
+    return {
+        "type": "AgentInternalError",
+        "message": f"the agent failed unexpectedly: {type(exc).__name__}: {text}",
+        "hint": "this is a bug in the agent; see $EDGEQ_HOME/logs/agent.log",
+    }
+
+
+def error_from_wire(wire: Mapping[str, Any]) -> EdgeqError:
+    """The EdgeqError subclass a wire-form error names, with its message and hint; a name this
+    process does not know (or a class with another constructor) becomes a RemoteError."""
+    type_name = str(wire.get("type") or "EdgeqError")
+    message = str(wire.get("message") or "the agent reported an error")
+    hint = str(wire.get("hint") or "")
+    cls = error_class(type_name)
+    if cls is not None:
+        try:
+            return cls(message, hint)
+        except TypeError:  # a subclass with another constructor
+            pass
+    return RemoteError(message, hint, remote_type=type_name)
+
+
+def raise_from_wire(wire: Mapping[str, Any]) -> NoReturn:
+    """Raise `error_from_wire(wire)` (without chaining the caller's context)."""
+    raise error_from_wire(wire) from None

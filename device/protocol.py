@@ -36,16 +36,13 @@ verify    {"ref": REF | "all"} (default "all")
               "ok": bool, "error": str|null}]}
           re-hashes stored files and compares with their sha256 names.
 bench     {"model": REF *required*, "data": DATA_REF | null (default null: no accuracy),
-           "threads": int 1..256 (1), "xnnpack": bool (true), "batch_size": int 1..4096 (32),
-           "warmup_runs_min": int 0..100000 (10), "warmup_s_min": float 0..600 (0.5),
-           "runs_min": int 1..1000000 (50), "run_s_min": float 0..3600 (2.0),
-           "runs_max": int 1..1000000 (5000), "eval_limit": int >= 1 | null,
-           "runtime": "ai-edge-litert"|"tflite-runtime"|"tensorflow"|null,
-           "timeout_s": float 1..86400 (900)}
+           "timeout_s": float 1..86400 (900), and every field of BenchSettings
+           (edgeq.device.settings: threads, xnnpack, batch_size, warmup_runs_min, ...),
+           with the type, limits and default declared there}
           -> the edgeq.bench/1 document (docs/SCHEMA.md), measured in a fresh worker
              process; bench/evaluate requests run one at a time (a queue), never overlapping.
-evaluate  {"model": REF *required*, "data": DATA_REF (default "current"), "threads",
-           "xnnpack", "batch_size", "eval_limit", "runtime", "timeout_s"}
+evaluate  {"model": REF *required*, "data": DATA_REF (default "current"), "timeout_s", and
+           the BenchSettings fields that are not `timing` (threads, xnnpack, batch_size, ...)}
           -> {"schema": "edgeq.evaluate/1", "model": {...}, "runtime": {...},
               "settings": {...}, "accuracy": ACCURACY (as in edgeq.bench/1), "eval_ms": float,
               "environment": {...}, "edgeq_version", "time_utc"}
@@ -58,7 +55,8 @@ DATA_REF = a 64-hex sha256 of a stored data set, or "current" (the deployment's 
 Errors an op may return: ProtocolError, UnknownOpError, ProtocolVersionError, UsageError,
 ModelNotFoundError, IntegrityError, ModelLoadError, InputShapeError, EvalDataError,
 RuntimeMissingError, WorkerCrashedError, WorkerTimeoutError, StoreError, AgentInternalError.
-Imports: standard library, edgeq.device.errors and edgeq.device.store (MODEL_KINDS).
+The error wire form belongs to edgeq.device.errors (error_to_dict / error_from_wire).
+Imports: standard library and edgeq.device (errors, settings, store.MODEL_KINDS).
 """
 from __future__ import annotations
 
@@ -73,7 +71,9 @@ from edgeq.device.errors import (
     ProtocolError,
     ProtocolVersionError,
     UnknownOpError,
+    error_to_dict,
 )
+from edgeq.device.settings import SETTINGS, Setting, inconsistency
 from edgeq.device.store import MODEL_KINDS
 
 PROTOCOL_VERSION = 1
@@ -82,7 +82,6 @@ MAX_RESPONSE_BYTES = 64 << 20
 DEFAULT_BENCH_TIMEOUT_S = 900.0
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-RUNTIME_NAMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
 
 
 @dataclass(frozen=True)
@@ -118,19 +117,6 @@ class Response:
     @classmethod
     def failure(cls, req_id: Optional[int], exc: EdgeqError) -> "Response":
         return cls(req_id, False, error=error_to_dict(exc))
-
-
-def error_to_dict(exc: BaseException) -> dict[str, str]:
-    """{type, message, hint} for any exception (non-Edgeq ones as AgentInternalError)."""
-    if isinstance(exc, EdgeqError):
-        d = exc.to_dict()
-        return {"type": str(d["type"]), "message": str(d["message"]), "hint": str(d["hint"])}
-    text = " ".join(str(exc).split())[:500] or type(exc).__name__
-    return {
-        "type": "AgentInternalError",
-        "message": f"the agent failed unexpectedly: {type(exc).__name__}: {text}",
-        "hint": "this is a bug in the agent; see $EDGEQ_HOME/logs/agent.log",
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,9 +274,12 @@ def optional(inner: Validator) -> Validator:
     return check
 
 
+_KINDS_SHOWN = "/".join(f'"{k}"' for k in MODEL_KINDS)
+
+
 def model_ref(name: str, v: Any) -> str:
     if not isinstance(v, str) or not (v in MODEL_KINDS or SHA256_RE.match(v)):
-        raise _bad(name, 'a 64-hex sha256 or "float32"/"int8"', v)
+        raise _bad(name, f"a 64-hex sha256 or {_KINDS_SHOWN}", v)
     return v
 
 
@@ -308,28 +297,30 @@ def sha256_ref(name: str, v: Any) -> str:
 
 def verify_ref(name: str, v: Any) -> str:
     if not isinstance(v, str) or not (v == "all" or v in MODEL_KINDS or SHA256_RE.match(v)):
-        raise _bad(name, 'a 64-hex sha256, "float32"/"int8" or "all"', v)
+        raise _bad(name, f'a 64-hex sha256, {_KINDS_SHOWN} or "all"', v)
     return v
 
 
-def runtime_name(name: str, v: Any) -> str:
-    if v not in RUNTIME_NAMES:
-        raise _bad(name, f"one of {', '.join(RUNTIME_NAMES)}", v)
-    return str(v)
+def from_setting(s: Setting) -> Validator:
+    """The validator of a declared bench setting: its type and limits (edgeq.device.settings)."""
+    def check(name: str, v: Any) -> Any:
+        if not s.is_valid(v):
+            raise _bad(name, s.describe(), v)
+        return s.normalize(v)
+    return check
 
 
 #: an arg spec: (validator, required, default)
 ArgSpec = tuple[Validator, bool, Any]
 
-_MEASURE_ARGS: dict[str, ArgSpec] = {
-    "model": (model_ref, True, None),
-    "threads": (int_range(1, 256), False, 1),
-    "xnnpack": (boolean, False, True),
-    "batch_size": (int_range(1, 4096), False, 32),
-    "eval_limit": (optional(int_range(1, None)), False, None),
-    "runtime": (optional(runtime_name), False, None),
-    "timeout_s": (float_range(1.0, 86400.0), False, DEFAULT_BENCH_TIMEOUT_S),
-}
+
+def _setting_args(*, timing: bool) -> dict[str, ArgSpec]:
+    """Arg specs of the declared settings (the `timing` ones only when `timing`)."""
+    return {s.name: (from_setting(s), False, s.default) for s in SETTINGS
+            if timing or not s.timing}
+
+
+_TIMEOUT_ARG: ArgSpec = (float_range(1.0, 86400.0), False, DEFAULT_BENCH_TIMEOUT_S)
 
 OPS: dict[str, dict[str, ArgSpec]] = {
     "hello": {"protocol": (int_range(0, None), True, None)},
@@ -337,17 +328,21 @@ OPS: dict[str, dict[str, ArgSpec]] = {
     "list_models": {},
     "verify": {"ref": (verify_ref, False, "all")},
     "bench": {
-        **_MEASURE_ARGS,
+        "model": (model_ref, True, None),
         "data": (optional(data_ref), False, None),
-        "warmup_runs_min": (int_range(0, 100_000), False, 10),
-        "warmup_s_min": (float_range(0.0, 600.0), False, 0.5),
-        "runs_min": (int_range(1, 1_000_000), False, 50),
-        "run_s_min": (float_range(0.0, 3600.0), False, 2.0),
-        "runs_max": (int_range(1, 1_000_000), False, 5000),
+        **_setting_args(timing=True),
+        "timeout_s": _TIMEOUT_ARG,
     },
-    "evaluate": {**_MEASURE_ARGS, "data": (data_ref, False, "current")},
+    "evaluate": {
+        "model": (model_ref, True, None),
+        "data": (data_ref, False, "current"),
+        **_setting_args(timing=False),
+        "timeout_s": _TIMEOUT_ARG,
+    },
     "remove": {"ref": (sha256_ref, True, None), "force": (boolean, False, False)},
 }
+#: the ops whose args include bench settings
+MEASURE_OPS = ("bench", "evaluate")
 
 
 def validate_args(op: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -370,9 +365,10 @@ def validate_args(op: str, args: dict[str, Any]) -> dict[str, Any]:
                                 hint="see the op's arguments in edgeq.device.protocol")
         else:
             out[name] = default
-    if op == "bench" and out["runs_max"] < out["runs_min"]:
-        raise ProtocolError(f"runs_max ({out['runs_max']}) is below runs_min ({out['runs_min']})",
-                            hint="raise runs_max or lower runs_min")
+    if op in MEASURE_OPS:
+        problem = inconsistency(out)
+        if problem is not None:
+            raise ProtocolError(*problem)
     return out
 
 

@@ -6,7 +6,8 @@ as the last resort on a development host (imported lazily, only then).
 XNNPACK is the default delegate of these runtimes; `xnnpack=False` selects the op
 resolver BUILTIN_WITHOUT_DEFAULT_DELEGATES so nothing is delegated.
 Files are checked (size, flatbuffer identifier "TFL3") before the interpreter sees them.
-Imports: standard library, numpy, a TFLite runtime (lazily), edgeq.device.errors.
+Imports: standard library, numpy, a TFLite runtime (lazily), edgeq.device (errors, fileutil,
+settings.RUNTIME_NAMES).
 """
 from __future__ import annotations
 
@@ -23,15 +24,18 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 from edgeq.device.errors import InputShapeError, ModelLoadError, RuntimeMissingError, UsageError
 from edgeq.device.fileutil import sha256_file
+from edgeq.device.settings import RUNTIME_NAMES
 
 logger = logging.getLogger(__name__)
 
-#: runtime names in order of preference -> (import path of the interpreter module, pip name)
-RUNTIMES: dict[str, tuple[str, str]] = {
+_WHERE: dict[str, tuple[str, str]] = {
     "ai-edge-litert": ("ai_edge_litert.interpreter", "ai-edge-litert"),
     "tflite-runtime": ("tflite_runtime.interpreter", "tflite-runtime"),
     "tensorflow": ("tensorflow", "tensorflow"),
 }
+#: runtime name -> (import path of the interpreter module, pip name), in the order of
+#: preference of settings.RUNTIME_NAMES (the names a `runtime` setting may take)
+RUNTIMES: dict[str, tuple[str, str]] = {name: _WHERE[name] for name in RUNTIME_NAMES}
 
 #: the smallest possible TFLite flatbuffer: root offset (4) + file identifier (4) + a table
 MIN_MODEL_BYTES = 16
@@ -497,10 +501,13 @@ def open_model(
     xnnpack: bool = True,
     runtime: Optional[str] = None,
     sha256: Optional[str] = None,
+    preserve_all_tensors: bool = False,
 ) -> LoadedModel:
     """Check the file and build its interpreter, without allocating tensors yet.
 
     `sha256` skips re-hashing when the caller already verified the file.
+    `preserve_all_tensors` keeps every intermediate tensor readable after invoke (the host's
+    per-layer analysis; it costs memory, so the benchmark never asks for it).
     """
     if not isinstance(threads, int) or threads < 1:
         raise UsageError(f"threads must be a positive integer, not {threads!r}",
@@ -511,6 +518,8 @@ def open_model(
     info, interp_cls, resolver = _resolve(runtime)
     digest = sha256 or sha256_file(p)
     kwargs: dict[str, Any] = {"model_path": str(p), "num_threads": threads}
+    if preserve_all_tensors:
+        kwargs["experimental_preserve_all_tensors"] = True
     if xnnpack:
         op_resolver = "AUTO"
     else:
@@ -544,8 +553,10 @@ def load_model(
     xnnpack: bool = True,
     runtime: Optional[str] = None,
     sha256: Optional[str] = None,
+    preserve_all_tensors: bool = False,
 ) -> LoadedModel:
     """Check, load and allocate a .tflite model; ready to `predict`."""
-    model = open_model(path, threads=threads, xnnpack=xnnpack, runtime=runtime, sha256=sha256)
+    model = open_model(path, threads=threads, xnnpack=xnnpack, runtime=runtime, sha256=sha256,
+                       preserve_all_tensors=preserve_all_tensors)
     model.allocate()
     return model

@@ -8,6 +8,9 @@ and the host (deploy, bench-remote, as POSIX paths on the remote side) both use 
     agent -> agent-releases/<id>  the agent code (a symlink swapped in one rename)
     bin/python, venv/, wheels/, deploy.sh   what deploy.sh sets up
     agent.sock, agent.pid, logs/agent.log
+`parse_deployment(bytes)` is the one reader of current.json's content (the daemon's Store and
+the host's bench-remote both use it). The writers (add_model, add_data, write_deployment)
+are what installs files on a device, so this module stays standard-library only.
 Files are verified (re-hashed against their name) before use. Every write goes to a temp
 file in the same directory, is fsynced, renamed over the target, and the directory fsynced,
 so a crash never leaves a half-written file under the real name.
@@ -19,6 +22,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -37,6 +41,9 @@ DATA_SUFFIX = ".npz"
 #: the two models every deployment holds, in the order they are shown
 MODEL_KINDS = ("float32", "int8")
 DEFAULT_HOME = "~/.edgeq"
+#: the deployment record's key of the evaluation set's sha256 (null: none deployed)
+EVAL_DATA_KEY = "eval_data"
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,33 @@ class Layout:
         """
         return ["env", f"PYTHONPATH={self.agent}", "PYTHONUNBUFFERED=1", self.python,
                 "-m", "edgeq.device", "--home", self.home, *[str(a) for a in args]]
+
+
+def parse_deployment(data: bytes, source: str = "current.json") -> dict[str, Any]:
+    """A deployment record (current.json's bytes) as a dict, checked: a JSON object whose
+    float32 and int8 are 64-hex sha256 strings, eval_data one too (or null / absent), and
+    model_name a string (or absent). StoreError naming `source` otherwise. Pure: no I/O."""
+    hint = "deploy again (edgeq deploy) to rewrite it"
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise StoreError(f"{source} is not valid JSON", hint=hint) from None
+    if not isinstance(obj, dict):
+        raise StoreError(f"{source} is not a JSON object", hint=hint)
+
+    def is_sha(v: Any) -> bool:
+        return isinstance(v, str) and _SHA256_RE.fullmatch(v) is not None
+
+    for key in MODEL_KINDS:
+        if not is_sha(obj.get(key)):
+            raise StoreError(f"{source}: {key} is not a 64-hex sha256 ({obj.get(key)!r:.80})",
+                             hint=hint)
+    if obj.get(EVAL_DATA_KEY) is not None and not is_sha(obj[EVAL_DATA_KEY]):
+        raise StoreError(f"{source}: {EVAL_DATA_KEY} is not a 64-hex sha256 or null "
+                         f"({obj[EVAL_DATA_KEY]!r:.80})", hint=hint)
+    if obj.get("model_name") is not None and not isinstance(obj["model_name"], str):
+        raise StoreError(f"{source}: model_name is not a string", hint=hint)
+    return obj
 
 
 def edgeq_home(home: Optional[PathLike] = None) -> Path:
@@ -308,24 +342,19 @@ class Store:
     def current_deployment(self) -> Optional[dict[str, Any]]:
         """deployments/current.json, or None if there is none; StoreError if unreadable."""
         try:
-            text = self.current_path.read_text(encoding="utf-8")
+            data = self.current_path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StoreError(f"cannot read {self.current_path}: {exc.strerror or exc}",
                              hint="check the store's permissions") from None
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            raise StoreError(f"{self.current_path} is not valid JSON",
-                             hint="deploy again (edgeq deploy) to rewrite it") from None
-        if not isinstance(obj, dict):
-            raise StoreError(f"{self.current_path} is not a JSON object",
-                             hint="deploy again (edgeq deploy) to rewrite it")
-        return obj
+        return parse_deployment(data, str(self.current_path))
 
     def write_deployment(self, deployment: dict[str, Any]) -> None:
-        atomic_write_json(self.current_path, deployment)
+        """Write current.json atomically; the record is checked as readers will check it."""
+        data = (json.dumps(deployment, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        parse_deployment(data, str(self.current_path))
+        atomic_write_bytes(self.current_path, data)
 
     # -- resolving references -------------------------------------------------------------
 
@@ -345,12 +374,12 @@ class Store:
         """A sha256 for a data reference: a sha256 itself, or "current"."""
         if ref == "current":
             dep = self.current_deployment()
-            if dep is None or not isinstance(dep.get("eval_data"), str):
+            if dep is None or not isinstance(dep.get(EVAL_DATA_KEY), str):
                 raise ModelNotFoundError(
                     f"no evaluation data is deployed in {self.home}",
                     hint="deploy the artifacts first (edgeq deploy), or pass a data sha256",
                 )
-            return str(dep["eval_data"])
+            return str(dep[EVAL_DATA_KEY])
         return ref
 
     def verify_file(self, path: Path, sha256: str, what: str) -> int:
@@ -446,7 +475,7 @@ class Store:
     def remove(self, sha256: str, *, force: bool = False) -> list[dict[str, Any]]:
         """Delete a stored model and/or data set; refuses what is deployed unless `force`."""
         dep = self.current_deployment() or {}
-        in_use = [k for k in (*MODEL_KINDS, "eval_data") if dep.get(k) == sha256]
+        in_use = [k for k in (*MODEL_KINDS, EVAL_DATA_KEY) if dep.get(k) == sha256]
         if in_use and not force:
             raise StoreError(
                 f"{sha256[:12]} is the deployed {' and '.join(in_use)}",

@@ -7,7 +7,8 @@ and a model that crashes (segfault) or hangs the interpreter takes only the work
 that becomes WorkerCrashedError / WorkerTimeoutError with the signal or exit status and the
 tail of the worker's stderr. Errors the worker reports itself (--json error documents) are
 raised again as their own EdgeqError subclass.
-Imports: standard library and edgeq.device (settings, errors, client.raise_error); no numpy.
+The worker's flags come from the settings' one declaration (BenchSettings.to_argv).
+Imports: standard library and edgeq.device (settings, errors, protocol); no numpy.
 """
 from __future__ import annotations
 
@@ -21,15 +22,20 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from edgeq.device.client import raise_error
-from edgeq.device.errors import UsageError, WorkerCrashedError, WorkerTimeoutError
+from edgeq.device.errors import (
+    UsageError,
+    WorkerCrashedError,
+    WorkerTimeoutError,
+    raise_from_wire,
+)
+from edgeq.device.protocol import DEFAULT_BENCH_TIMEOUT_S, MEASURE_OPS
 from edgeq.device.settings import BenchSettings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT_S = 900.0
+DEFAULT_TIMEOUT_S = DEFAULT_BENCH_TIMEOUT_S
 STDERR_TAIL_CHARS = 2000
-KINDS = ("bench", "evaluate")
+KINDS = MEASURE_OPS
 
 
 def _package_root() -> Optional[Path]:
@@ -62,23 +68,10 @@ def worker_argv(kind: str, model_path: Union[str, os.PathLike], *,
     """The command line of a worker (argparse flags of `python -m edgeq.device bench`)."""
     if kind not in KINDS:
         raise UsageError(f"unknown worker kind {kind!r}", hint=f"use one of {KINDS}")
-    s = settings
     argv = [sys.executable, "-m", "edgeq.device", kind, os.fspath(model_path)]
     if data_path is not None:
         argv += ["--data", os.fspath(data_path)]
-    argv += ["--threads", str(s.threads), "--batch-size", str(s.batch_size)]
-    if not s.xnnpack:
-        argv.append("--no-xnnpack")
-    if s.eval_limit is not None:
-        argv += ["--eval-limit", str(s.eval_limit)]
-    if s.runtime is not None:
-        argv += ["--runtime", s.runtime]
-    if kind == "bench":
-        argv += ["--warmup-runs-min", str(s.warmup_runs_min),
-                 "--warmup-s-min", repr(float(s.warmup_s_min)),
-                 "--runs-min", str(s.runs_min),
-                 "--run-s-min", repr(float(s.run_s_min)),
-                 "--runs-max", str(s.runs_max)]
+    argv += settings.to_argv(timing=kind == "bench")
     if sha256 is not None:
         argv += ["--sha256", sha256]
     argv.append("--json")
@@ -162,7 +155,7 @@ def run_in_worker(
     if rc == 0 and isinstance(doc, dict) and "error" not in doc:
         return doc
     if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
-        raise_error(doc["error"])
+        raise_from_wire(doc["error"])
     tail = _tail(stderr)
     last = tail.splitlines()[-1] if tail else "no output"
     if rc < 0:

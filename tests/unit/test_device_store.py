@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 from edgeq.device.errors import IntegrityError, ModelNotFoundError, StoreError
-from edgeq.device.store import Store, atomic_write_bytes, atomic_write_json, edgeq_home
+from edgeq.device.store import (
+    Store,
+    atomic_write_bytes,
+    atomic_write_json,
+    edgeq_home,
+    parse_deployment,
+)
 
 
 def _store_with_files(tmp_path: Path) -> tuple[Store, str, str, str]:
@@ -108,3 +114,36 @@ def test_atomic_write_failure_keeps_the_old_file(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         atomic_write_json(target, {"x": object()})
     assert target.read_bytes() == b"old"
+
+
+def test_parse_deployment_checks_what_readers_rely_on() -> None:
+    a, b, d = "a" * 64, "b" * 64, "d" * 64
+    good = {"model_name": "m", "float32": a, "int8": b, "eval_data": d, "extra": [1]}
+    assert parse_deployment(json.dumps(good).encode()) == good
+    assert parse_deployment(json.dumps({**good, "eval_data": None}).encode())["eval_data"] is None
+    bad = [
+        (b"{broken", "not valid JSON"),
+        (b"\xff", "not valid JSON"),
+        (b"[1]", "not a JSON object"),
+        (json.dumps({**good, "int8": None}).encode(), "int8 is not a 64-hex sha256"),
+        (json.dumps({**good, "float32": "../../etc/passwd"}).encode(), "float32"),
+        (json.dumps({**good, "float32": a.upper()}).encode(), "float32"),
+        (json.dumps({**good, "eval_data": 5}).encode(), "eval_data"),
+        (json.dumps({**good, "model_name": 3}).encode(), "model_name"),
+    ]
+    for data, match in bad:
+        with pytest.raises(StoreError, match=match) as info:
+            parse_deployment(data, "dev:/x/current.json")
+        assert "edgeq deploy" in info.value.hint
+        assert "current.json" in info.value.message
+
+
+def test_store_reads_and_writes_deployments_through_the_same_check(tmp_path: Path) -> None:
+    store, a, b, d = _store_with_files(tmp_path)
+    with pytest.raises(StoreError, match="int8"):
+        store.write_deployment({"model_name": "m", "float32": a, "int8": "x", "eval_data": d})
+    assert not store.current_path.exists()
+    store.current_path.parent.mkdir(parents=True, exist_ok=True)
+    store.current_path.write_text(json.dumps({"float32": a, "int8": 7}))
+    with pytest.raises(StoreError, match="int8 is not a 64-hex sha256"):
+        store.current_deployment()
