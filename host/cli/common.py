@@ -1,10 +1,12 @@
-"""Options and helpers shared by CLI commands: the device options of `deploy`, `bench-remote`
-and `run`, and the history run lookup of `history show/compare` and `report`.
+"""Device options shared by CLI commands: the SSH options and `--device-dir` of `deploy`,
+`bench-remote` and `run`, the bench settings `bench-remote` and `run` share, and the history
+run lookup of `history show/compare` and `report`.
 
-The SSH connection options are declared once here as `Annotated` types, so every command that
-talks to a device spells, documents and parses them the same way; `open_device` is the one
-place a command opens its connection.
-Imports: typer at import time; edgeq.host.connect and edgeq.device.errors inside functions.
+Each option is declared once here as an `Annotated` type, so every command that talks to a
+device spells, documents and parses it the same way; `open_device` is the one place a command
+opens its connection. (Presentation and the other shared options: edgeq.host.cli.ui.)
+Imports: typer and edgeq.device.store at import time; edgeq.host.link and
+edgeq.device.errors inside functions.
 """
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from edgeq.device.store import DEFAULT_HOME
 
 if TYPE_CHECKING:
     from edgeq.host.history import History
-    from edgeq.host.transport import Connection
+    from edgeq.host.link import Connection
 
 HOST_HELP = ("Device: local (this machine, no SSH), pi.local, user@host, user@host:port or an "
              "alias from ~/.ssh/config.")
@@ -29,12 +32,29 @@ IdentityFileOption = Annotated[Optional[Path], typer.Option(
     "--identity-file", "-i", help="Private key file to log in with.")]
 ConnectTimeoutOption = Annotated[float, typer.Option(
     "--connect-timeout", help="Seconds to wait for the SSH connection.")]
+DeviceDirOption = Annotated[str, typer.Option(
+    "--device-dir", help=f"The edgeq directory on the device (agent, venv, model store); "
+                         f"default {DEFAULT_HOME}.", show_default=False)]
+
+# bench settings as `bench-remote` and `run` take them; edgeq.device.settings checks the values
+# (the agent's defaults apply when unset)
+ThreadsOption = Annotated[int, typer.Option(
+    "--threads", help="Interpreter threads (on the device, and on the host for run).")]
+RoundsOption = Annotated[int, typer.Option(
+    "--rounds", help="Alternated rounds (ABBA...): float32 and int8 each run once per "
+                            "round; latencies are pooled over rounds.")]
+EvalLimitOption = Annotated[Optional[int], typer.Option(
+    "--eval-limit", help="Evaluate on the first N test images only.")]
+RunsMinOption = Annotated[Optional[int], typer.Option(
+    "--runs-min", help="Minimum timed runs per round (agent default).")]
+RunSMinOption = Annotated[Optional[float], typer.Option(
+    "--run-s-min", help="Minimum timed seconds per round.")]
 
 
 def open_device(host: str, accept_new_host_key: bool, ssh_config: Optional[Path],
                 identity_file: Optional[Path], connect_timeout_s: float = 10.0) -> Connection:
     """The connection for `--host` (`local` = this machine); use it as a context manager."""
-    from edgeq.host.connect import open_connection
+    from edgeq.host.link import open_connection
 
     return open_connection(host, accept_new_host_key=accept_new_host_key, ssh_config=ssh_config,
                            identity_file=identity_file, connect_timeout_s=connect_timeout_s)

@@ -1,0 +1,155 @@
+"""The whole chain as one call: train -> quantize -> evaluate on the host -> deploy -> bench.
+
+`run(out_dir, host=...)` is what `edgeq run` (and `make demo`) and benchmarks/end_to_end.py
+call. Training and quantization are skipped when `out_dir` already holds their complete
+output (unless `force`); the connection to the device is opened only after the host stages,
+so a long training does not hold an idle SSH session.
+
+It never prints. It reports through callbacks:
+- `progress(done, total)` within the current stage (the stage's own library progress);
+- `events(name, details)`: "stage" {"name", "index", "total", "device"} when a stage starts,
+  "skipped" {"stage", "reason"} when its output is already there, "stage_done"
+  {"name", "seconds", "result"} when it ends (result: train.json record, manifest, host
+  evaluation, edgeq.deploy/1 summary, edgeq.compare/1 document; None when skipped), and the
+  events of edgeq.host.deploy.deploy and edgeq.host.bench_remote.bench_remote as they come.
+Imports: standard library and edgeq.host.artifacts at import time; the stages' modules
+(TensorFlow, LiteRT, paramiko) inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
+
+from edgeq.device.store import DEFAULT_HOME
+from edgeq.host.artifacts import (
+    KERAS_FILE,
+    MANIFEST_FILE,
+    TRAIN_JSON,
+    ArtifactsError,
+    load_artifacts,
+)
+
+if TYPE_CHECKING:
+    from edgeq.host.history import History
+
+__all__ = ["STAGES", "RunResult", "run"]
+
+ProgressCallback = Callable[[int, int], None]
+EventCallback = Callable[[str, dict], None]
+
+#: the stages, in order
+STAGES = ("train", "quantize", "evaluate", "deploy", "bench")
+
+
+@dataclass
+class RunResult:
+    """What a run produced: each stage's result (None when skipped) and its seconds."""
+
+    artifacts_dir: Path
+    compare: dict[str, Any]  # the edgeq.compare/1 document (with run_id when stored)
+    results: dict[str, Any] = field(default_factory=dict)  # stage -> result or None
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
+    history_path: Optional[Path] = None
+
+
+def _train_complete(out: Path) -> bool:
+    return (out / KERAS_FILE).is_file() and (out / TRAIN_JSON).is_file()
+
+
+def _quantize_complete(out: Path) -> bool:
+    """The manifest and every file it names exist with the sha256 it records."""
+    try:
+        load_artifacts(out, verify=True)
+    except ArtifactsError:
+        return False
+    return True
+
+
+class _Stages:
+    """Runs the stages in order, timing them and telling `events` about each."""
+
+    def __init__(self, events: Optional[EventCallback]) -> None:
+        self._events = events
+        self.result_by_stage: dict[str, Any] = {}
+        self.seconds: dict[str, float] = {}
+
+    def emit(self, name: str, details: dict) -> None:
+        if self._events is not None:
+            self._events(name, details)
+
+    def do(self, name: str, work: Callable[[], Any], skip_reason: Optional[str] = None,
+           device: Optional[str] = None) -> Any:
+        self.emit("stage", {"name": name, "index": STAGES.index(name) + 1,
+                            "total": len(STAGES), "device": device})
+        t0 = time.perf_counter()
+        if skip_reason is not None:
+            self.emit("skipped", {"stage": name, "reason": skip_reason})
+            result = None
+        else:
+            result = work()
+        self.seconds[name] = time.perf_counter() - t0
+        self.result_by_stage[name] = result
+        self.emit("stage_done", {"name": name, "seconds": self.seconds[name], "result": result})
+        return result
+
+
+def run(
+    out_dir: Union[str, Path],
+    *,
+    host: str = "local",
+    connect_options: Optional[Mapping[str, Any]] = None,
+    model_name: str = "mnist-cnn",
+    epochs: Optional[int] = None,
+    seed: int = 0,
+    train_limit: Optional[int] = None,
+    calibration_size: Optional[int] = None,
+    eval_limit: Optional[int] = None,
+    device_dir: str = DEFAULT_HOME,
+    threads: int = 1,
+    rounds: int = 2,
+    runs_min: Optional[int] = None,
+    run_s_min: Optional[float] = None,
+    force: bool = False,
+    history: Optional["History"] = None,
+    progress: Optional[ProgressCallback] = None,
+    events: Optional[EventCallback] = None,
+) -> RunResult:
+    """Train, quantize, evaluate on the host, deploy to `host` and benchmark there.
+
+    `connect_options` are keyword arguments for edgeq.host.link.open_connection
+    (accept_new_host_key, ssh_config, identity_file, connect_timeout_s). `history` stores the
+    bench result (None: not stored). `calibration_size` None means quantize's default.
+    """
+    from edgeq.host.bench_remote import bench_remote
+    from edgeq.host.deploy import deploy
+    from edgeq.host.evaluate import evaluate
+    from edgeq.host.link import open_connection
+    from edgeq.host.quantize import quantize
+    from edgeq.host.train import train
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = _Stages(events)
+    stages.do("train", lambda: train(out, model_name=model_name, epochs=epochs, seed=seed,
+                                     train_limit=train_limit, progress=progress),
+              skip_reason=None if force or not _train_complete(out)
+              else f"{out / KERAS_FILE} exists")
+    calibration = {} if calibration_size is None else {"calibration_size": calibration_size}
+    stages.do("quantize", lambda: quantize(out, seed=seed, eval_limit=eval_limit,
+                                           progress=progress, **calibration),
+              skip_reason=None if force or not _quantize_complete(out)
+              else f"{out / MANIFEST_FILE} and its files are complete")
+    stages.do("evaluate", lambda: evaluate(out, limit=eval_limit, threads=threads,
+                                           progress=progress))
+    with open_connection(host, **dict(connect_options or {})) as conn:
+        stages.do("deploy", lambda: deploy(conn, out, device_dir=device_dir, progress=progress,
+                                           events=events), device=conn.name)
+        doc = stages.do("bench", lambda: bench_remote(
+            conn, artifacts_dir=out, device_dir=device_dir, threads=threads, rounds=rounds,
+            eval_limit=eval_limit, runs_min=runs_min, run_s_min=run_s_min, history=history,
+            progress=progress, events=events), device=conn.name)
+    return RunResult(out, doc, stages.result_by_stage, stages.seconds,
+                     history.path if history is not None else None)
