@@ -7,7 +7,7 @@ Deploys ARTIFACTS_DIR into a fresh device directory (default: a temp dir for --h
 ~/.edgeq-bench-deploy on an SSH host, removed first), then deploys the same artifacts again
 N times. Prints wall time, bytes sent (total / models / wheels) and bytes skipped as
 unchanged for each run; the repeated deploys must send 0 model bytes.
-Imports: edgeq.host (connect, deploy); standard library.
+Imports: edgeq.host (link, deploy), edgeq.device.store; standard library.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgeq.host.connect import open_connection
-from edgeq.host.deploy import agent_argv, deploy, resolve_device_dir
+from edgeq.device.store import Layout
+from edgeq.host.deploy import deploy
+from edgeq.host.link import open_connection, resolve_device_dir
 
 
 def main() -> int:
@@ -42,7 +43,7 @@ def main() -> int:
             args.device_dir = "~/.edgeq-bench-deploy"
     with open_connection(args.host, ssh_config=args.ssh_config) as conn:
         d = resolve_device_dir(conn, args.device_dir)
-        conn.run(agent_argv(d, "stop"))
+        conn.run(Layout(d).agent_argv("stop"))
         conn.run(["rm", "-rf", "--", d])
         rows = []
         for i in range(1 + args.repeat):
@@ -50,7 +51,7 @@ def main() -> int:
             doc = deploy(conn, args.artifacts, device_dir=d,
                          offline_wheels=True if args.offline_wheels else None)
             rows.append((time.perf_counter() - t, doc))
-        conn.run(agent_argv(d, "stop"))
+        conn.run(Layout(d).agent_argv("stop"))
         if tmp is None:
             conn.run(["rm", "-rf", "--", d])
     print(f"device {rows[0][1]['device']} ({rows[0][1]['arch']}, Python {rows[0][1]['python']}, "

@@ -3,22 +3,32 @@
 `deploy(conn, artifacts_dir, ...)` works on any `Connection` (SSH or local):
 
 1. checks the artifacts directory against its manifest (sha256 of every file);
-2. probes the device (arch, Python, glibc, home) with a small stdlib-only Python helper that
-   is passed as one argv word (`python3 -c CODE ARGS...`, every word quoted; never a pasted
-   shell string);
+2. probes the device (arch, Python, glibc, home, the sha256 of the agent release's files)
+   with a small stdlib-only Python bootstrap passed as one argv word (`python3 -c CODE
+   ARGS...`, every word quoted; never a pasted shell string);
 3. with offline wheels, downloads the device's wheels on the host (`pip download
    --platform ... --python-version ... --only-binary=:all:`) into a per-platform cache;
-4. sends every file that is not already on the device with the same sha256: upload to a
-   temp name in the same remote directory, verify its sha256 there, rename (so a cut
-   connection leaves no half-written file under a real name);
-5. switches the agent code atomically (content-addressed release directory + symlink swap);
-6. runs deploy.sh on the device (venv, runtime, daemon) and parses its `EDGEQ_DEPLOY` line;
-7. writes `deployments/current.json` last, atomically, once everything it names is in place.
+4. pushes the agent code, unless that release is already there: upload into a staging
+   directory, then the bootstrap verifies every sha256 and renames the directory to the
+   content-addressed `agent-releases/<id>`;
+5. from then on the device's own code does the rest: `python3 -m edgeq.device.install` from
+   the pushed release (before any venv exists) creates the store's directories, says which
+   files are already there with the same sha256 (those are not sent again), and installs
+   every uploaded temp file after checking its sha256 on arrival, through the store's atomic
+   writers (temp file, fsync, rename; a cut connection leaves no half-written file under a
+   real name);
+6. switches the agent code atomically (symlink swap to the new release);
+7. runs deploy.sh on the device (venv, runtime, daemon) and parses its `EDGEQ_DEPLOY` line;
+8. writes `deployments/current.json` last (Store.write_deployment on the device), once the
+   store has verified everything it names.
 
 An interrupted deploy therefore leaves the previous deployment intact and usable.
-`agent_argv` is the one way host code builds the command that runs the agent on the device.
-Imports: standard library, platformdirs (lazily), edgeq.device.errors, edgeq.device.store
-(atomic writes), edgeq.host.transport.
+Why a bootstrap string at all: the first time, no edgeq code is on the device, and the code
+that checks and installs files is the very code being pushed; so the bootstrap only probes
+and verifies-and-renames the agent release, and everything after that runs device/install.py.
+Every remote path comes from edgeq.device.store.Layout.
+Imports: standard library, platformdirs (lazily), edgeq.device (errors, fileutil, store),
+edgeq.host.artifacts, edgeq.host.link.
 """
 
 from __future__ import annotations
@@ -38,14 +48,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from edgeq.device.errors import EdgeqError, UsageError
-from edgeq.device.fileutil import sha256_file
-from edgeq.device.store import MODEL_KINDS, atomic_write_bytes
+from edgeq.device.fileutil import sha256_bytes, sha256_file, utc_now
+from edgeq.device.store import MODEL_KINDS, Layout, atomic_write_bytes
 from edgeq.host.artifacts import ArtifactsError, load_artifacts
-from edgeq.host.transport import Connection, ProgressCallback
+from edgeq.host.link import Connection, ProgressCallback, resolve_device_dir
 
 logger = logging.getLogger(__name__)
 
-#: (event name, details) -> None: "probe", "wheels", "send", "skip", "script", "done"
+#: (event name, details) -> None: "probe", "index", "wheels", "send", "skip", "script", "done"
 EventCallback = Callable[[str, dict], None]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +70,10 @@ DEPLOY_MARKER = "EDGEQ_DEPLOY "
 SCRIPT_TIMEOUT_S = 1800.0
 HELPER_TIMEOUT_S = 120.0
 MIN_PYTHON = (3, 9)
+#: where the agent package lives inside a release directory
+AGENT_PACKAGE = "edgeq/device"
+#: uploads per `install` call (keeps the argv well under ARG_MAX)
+INSTALL_BATCH = 20
 
 
 class DeviceProbeError(EdgeqError):
@@ -79,11 +93,11 @@ class DeployScriptError(EdgeqError):
 
 
 # ---------------------------------------------------------------------------------------------
-# the remote helper: stdlib-only Python, run as `python3 -c HELPER OP ARGS...`
+# talking to the device: the bootstrap (before the agent is there), then device/install.py
 # ---------------------------------------------------------------------------------------------
 
-_HELPER = r'''
-import hashlib, json, os, platform, sys, tempfile
+_BOOTSTRAP = r'''
+import hashlib, json, os, platform, shutil, sys
 def sha(p):
     h = hashlib.sha256()
     try:
@@ -93,143 +107,79 @@ def sha(p):
     except OSError:
         return None
     return h.hexdigest()
-def fsync_dir(d):
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    os.close(fd)
-op, args = sys.argv[1], sys.argv[2:]
-out = {}
-if op == "probe":
+op, a = sys.argv[1], sys.argv[2:]
+if op == "probe":  # probe PKG NAME...: this machine, and the sha256 of a release's files
     libc = platform.libc_ver()
     out = {"machine": platform.machine(), "python": platform.python_version(),
            "python_path": sys.executable, "libc": libc[0], "libc_version": libc[1],
-           "home": os.path.expanduser("~"), "system": platform.system()}
-elif op == "prepare":
-    for d in args:
-        os.makedirs(d, exist_ok=True)
-        for n in os.listdir(d):
-            if n.startswith(".") and n.endswith(".part"):
-                try:
-                    os.unlink(os.path.join(d, n))
-                except OSError:
-                    pass
-elif op == "hashes":
-    out = {p: sha(p) for p in args}
-elif op == "install":
-    bad = []
-    for i in range(0, len(args), 3):
-        tmp, final, want = args[i:i + 3]
-        got = sha(tmp)
-        if got != want:
-            bad.append({"path": final, "got": got, "want": want})
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            continue
-        fd = os.open(tmp, os.O_RDONLY)
+           "home": os.path.expanduser("~"), "system": platform.system(),
+           "release": {n: sha(os.path.join(a[0], n)) for n in a[1:]}}
+else:  # release STAGING FINAL PKG NAME SHA...: verify, fsync, rename the directory
+    staging, final, pkg, names, shas = a[0], a[1], a[2], a[3::2], a[4::2]
+    bad = [n for n, s in zip(names, shas) if sha(os.path.join(staging, pkg, n)) != s]
+    if not bad:
+        for n in names:
+            p = os.path.join(staging, pkg, n)
+            os.chmod(p, 0o644)
+            fd = os.open(p, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+        if os.path.isdir(final):  # a damaged copy of this release
+            os.rename(final, final + ".old.part")
+        os.rename(staging, final)
+        shutil.rmtree(final + ".old.part", ignore_errors=True)
+        fd = os.open(os.path.dirname(final), os.O_RDONLY)
         os.fsync(fd)
         os.close(fd)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)
-        fsync_dir(os.path.dirname(final))
     out = {"bad": bad}
-elif op == "write":
-    final, want = args
-    data = sys.stdin.buffer.read()
-    if hashlib.sha256(data).hexdigest() != want:
-        out = {"bad": [{"path": final}]}
-    else:
-        d = os.path.dirname(final)
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(final) + ".", suffix=".part", dir=d)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)
-        fsync_dir(d)
-        out = {"bad": []}
-elif op == "link":
-    link, target = args
-    previous = os.readlink(link) if os.path.islink(link) else None
-    if os.path.isdir(link) and not os.path.islink(link):
-        os.rename(link, link + ".old-" + str(os.getpid()))
-    tmp = link + ".tmp-" + str(os.getpid())
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
-    fsync_dir(os.path.dirname(link))
-    # keep the new release and the one before it; older ones go
-    base = os.path.dirname(link)
-    keep = {os.path.basename(target), os.path.basename(previous or "")}
-    rel = os.path.join(base, os.path.dirname(target))
-    import shutil
-    for n in os.listdir(rel):
-        if n not in keep:
-            shutil.rmtree(os.path.join(rel, n), ignore_errors=True)
 print(json.dumps(out))
 '''
 
 
-def _helper(conn: Connection, op: str, *args: str, stdin: Optional[bytes] = None,
-            python: str = "python3") -> dict[str, Any]:
-    argv = [python, "-c", _HELPER, op, *args]
-    result = conn.run(argv, stdin=stdin, timeout_s=HELPER_TIMEOUT_S)
+def _device_call(conn: Connection, argv: Sequence[str], what: str, *,
+                 stdin: Optional[bytes] = None, env: Optional[dict[str, str]] = None
+                 ) -> dict[str, Any]:
+    """Run `argv` on the device; the JSON object on the last line of its stdout."""
+    result = conn.run(argv, stdin=stdin, timeout_s=HELPER_TIMEOUT_S, env=env)
     if result.exit_status == 127:
         raise DeviceProbeError(
             f"python3 is not installed on {conn.name}",
             hint="install it on the device: sudo apt install python3 python3-venv",
         )
     if not result.ok:
-        err = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        error, hint = _error_lines(result.stderr)
         raise DeviceProbeError(
-            f"the deploy helper ({op}) failed on {conn.name}: {err[-1] if err else 'no output'}",
-            hint="check the device directory's permissions and free space; --debug shows more",
+            f"{what} failed on {conn.name}: {error}",
+            hint=hint or "check the device directory's permissions and free space; "
+                         "--debug shows more",
         )
     try:
         out = json.loads(result.stdout.decode("utf-8").strip().splitlines()[-1])
     except (ValueError, IndexError, UnicodeDecodeError) as exc:
-        raise DeviceProbeError(f"the deploy helper ({op}) on {conn.name} answered no JSON "
-                               f"({exc})", hint="check the device's python3") from None
+        raise DeviceProbeError(f"{what} on {conn.name} answered no JSON ({exc})",
+                               hint="check the device's python3") from None
     return out if isinstance(out, dict) else {}
 
 
-# ---------------------------------------------------------------------------------------------
-# public helpers
-# ---------------------------------------------------------------------------------------------
+def _error_lines(stderr: bytes) -> tuple[str, str]:
+    """(the last `error:` line, else the last line; the last `hint:` line or '') of stderr."""
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    errors = [ln[len("error:"):].strip() for ln in lines if ln.startswith("error:")]
+    hints = [ln[len("hint:"):].strip() for ln in lines if ln.startswith("hint:")]
+    return (errors[-1] if errors else lines[-1] if lines else "no output",
+            hints[-1] if hints else "")
 
 
-def resolve_device_dir(conn: Connection, device_dir: str) -> str:
-    """The device directory as an absolute path on the device (`~` is the device user's home)."""
-    d = str(device_dir).strip()
-    if not d:
-        raise UsageError("--device-dir is empty", hint="use the default ~/.edgeq")
-    if d == "~" or d.startswith("~/"):
-        d = conn.home().rstrip("/") + d[1:]
-    elif d.startswith("~"):
-        raise UsageError(f"--device-dir {device_dir!r}: only ~ (the device user's home) is "
-                         "supported", hint="give an absolute path or one starting with ~/")
-    if not d.startswith("/"):
-        d = posixpath.join(conn.home(), d)
-    return posixpath.normpath(d)
+def _bootstrap(conn: Connection, op: str, *args: str) -> dict[str, Any]:
+    return _device_call(conn, ["python3", "-c", _BOOTSTRAP, op, *args], f"the deploy {op}")
 
 
-def agent_argv(device_dir_abs: str, *args: str) -> list[str]:
-    """argv that runs `python -m edgeq.device --home DIR ARGS...` on the device.
-
-    `DIR/bin/python` is the interpreter deploy.sh set up (the venv's, or the one given with
-    --python); `DIR/agent` holds the pushed agent code. Argv words only, no shell string.
-    """
-    d = device_dir_abs.rstrip("/") or "/"
-    return ["env", f"PYTHONPATH={d}/agent", "PYTHONUNBUFFERED=1", f"{d}/bin/python",
-            "-m", "edgeq.device", "--home", d, *[str(a) for a in args]]
+def _install_call(conn: Connection, lay: Layout, release: str, op: str, *args: str,
+                  stdin: Optional[bytes] = None) -> dict[str, Any]:
+    """`python3 -m edgeq.device.install --home HOME OP ARGS...` from the pushed release."""
+    argv = ["python3", "-m", "edgeq.device.install", "--home", lay.home, op, *args]
+    return _device_call(conn, argv, f"edgeq.device.install {op}", stdin=stdin,
+                        env={"PYTHONPATH": lay.release(release)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,14 +398,19 @@ def deploy(
     arts = load_artifacts(Path(artifacts_dir))
     if not DEPLOY_SCRIPT.is_file():
         raise ArtifactsError(f"{DEPLOY_SCRIPT} is missing", hint="reinstall edgeq")
-    is_local = conn.name == "local"
-    probe = _helper(conn, "probe")
+    is_local = conn.is_local
+    d = resolve_device_dir(conn, device_dir)
+    lay = Layout(d)
+    agent = agent_files()
+    release = _agent_release_id(agent)
+    pkg_dir = posixpath.join(lay.release(release), AGENT_PACKAGE)
+    probe = _bootstrap(conn, "probe", pkg_dir, *[name for _, name in agent])
+    release_hashes = probe.pop("release", {}) or {}
     py = tuple(int(x) for x in re.findall(r"\d+", str(probe.get("python", "0.0")))[:2])
     if py < MIN_PYTHON:
         raise DeviceProbeError(
             f"{conn.name} has Python {probe.get('python')}; the agent needs Python >= 3.9",
             hint="install a newer python3 on the device (Raspberry Pi OS bullseye or later)")
-    d = resolve_device_dir(conn, device_dir)
     emit("probe", device_dir=d, **probe)
 
     # offline wheels (never for the local device: it uses this interpreter)
@@ -470,106 +425,78 @@ def deploy(
             str(probe.get("libc_version")), runtime, wheel_cache)
         emit("wheels", runtime=chosen_runtime, cache=str(cache), count=len(wheels))
 
-    # the plan
-    agent = agent_files()
-    release = _agent_release_id(agent)
-    rel_dir = posixpath.join(d, "agent-releases", release)
-    pkg_dir = posixpath.join(rel_dir, "edgeq", "device")
-    plan: list[FileSend] = []
+    # the plan: the agent release first (the code that installs the rest), then the store
+    def send(local: Path, remote: str, category: str, sha: Optional[str] = None) -> FileSend:
+        return FileSend(local, remote, sha or sha256_file(local), local.stat().st_size, category)
 
-    def add(local: Path, remote: str, category: str, sha: Optional[str] = None) -> None:
-        plan.append(FileSend(local, remote, sha or sha256_file(local), local.stat().st_size,
-                             category))
-
-    for path, name in agent:
-        add(path, posixpath.join(pkg_dir, name), "agent")
-    add(DEPLOY_SCRIPT, posixpath.join(d, "deploy.sh"), "script")
+    agent_plan = [send(path, posixpath.join(pkg_dir, name), "agent") for path, name in agent]
+    plan = [send(DEPLOY_SCRIPT, lay.deploy_script, "script")]
     for kind in MODEL_KINDS:
-        path, sha = arts.models[kind].path, arts.models[kind].sha256
-        add(path, posixpath.join(d, "models", f"{sha}.tflite"), "model", sha)
+        plan.append(send(arts.models[kind].path, lay.model(arts.models[kind].sha256), "model",
+                         arts.models[kind].sha256))
     if arts.eval_data is not None:
-        path, sha = arts.eval_data.path, arts.eval_data.sha256
-        add(path, posixpath.join(d, "data", f"{sha}.npz"), "data", sha)
-    for w in wheels:
-        add(w, posixpath.join(d, "wheels", w.name), "wheel")
+        plan.append(send(arts.eval_data.path, lay.data(arts.eval_data.sha256), "data",
+                         arts.eval_data.sha256))
+    plan += [send(w, posixpath.join(lay.wheels_dir, w.name), "wheel") for w in wheels]
 
-    dirs = sorted({posixpath.dirname(f.remote) for f in plan} |
-                  {posixpath.join(d, sub) for sub in ("deployments", "logs", "bin")})
-    _helper(conn, "prepare", *dirs)
-    present = _helper(conn, "hashes", *[f.remote for f in plan])
+    sender = _Sender(conn, progress, emit)
+    if any(release_hashes.get(posixpath.basename(f.remote)) != f.sha256 for f in agent_plan):
+        _push_release(conn, lay, release, agent_plan, sender)  # new or damaged: all of it
+    else:
+        for f in agent_plan:
+            emit("skip", file=f.remote, category=f.category, size_bytes=f.size_bytes)
+    # from here on the pushed release's own code (device/install.py) does the work
+    present = _install_call(conn, lay, release, "prepare", *[f.remote for f in plan])
     todo = [f for f in plan if present.get(f.remote) != f.sha256]
     for f in plan:
         if f not in todo:
             emit("skip", file=f.remote, category=f.category, size_bytes=f.size_bytes)
 
-    total = sum(f.size_bytes for f in todo)
-    base = 0
-    if progress is not None:
-        progress(0, total)
+    sender.total += sum(f.size_bytes for f in todo)
+    sender.start()
     pending: list[str] = []
     for f in todo:
-        emit("send", file=f.remote, category=f.category, size_bytes=f.size_bytes)
         tmp = posixpath.join(posixpath.dirname(f.remote),
                              f".{posixpath.basename(f.remote)}.{secrets.token_hex(4)}.part")
-        cb = None
-        if progress is not None:
-            offset = base
-
-            def cb(done: int, _total: int, _o: int = offset) -> None:
-                progress(_o + done, total)
-
-        conn.put_file(f.local, tmp, progress=cb)
-        base += f.size_bytes
+        sender.put(f, tmp)
         pending += [tmp, f.remote, f.sha256]
-        f.sent = True
-        if len(pending) >= 60:
-            _install(conn, pending)
+        if len(pending) >= 3 * INSTALL_BATCH:
+            _install(conn, lay, release, pending)
             pending = []
     if pending:
-        _install(conn, pending)
+        _install(conn, lay, release, pending)
     # the agent code switches in one rename: agent -> agent-releases/<content hash>
-    _helper(conn, "link", posixpath.join(d, "agent"), posixpath.join("agent-releases", release))
+    _install_call(conn, lay, release, "link", release)
 
     # provision: venv, runtime, daemon
-    argv = ["bash", posixpath.join(d, "deploy.sh"), "--home", d]
+    argv = ["bash", lay.deploy_script, "--home", d]
     if is_local:
         argv += ["--python", sys.executable]
     else:
         argv += ["--runtime", chosen_runtime]
         if wheels:
-            argv += ["--wheels", posixpath.join(d, "wheels")]
+            argv += ["--wheels", lay.wheels_dir]
     if not start_daemon:
         argv.append("--no-daemon")
     emit("script", argv=argv)
-    result = conn.run(argv, timeout_s=SCRIPT_TIMEOUT_S)
-    script = _parse_script(result.stdout)
-    if not result.ok or script is None:
-        lines = [ln.strip() for ln in result.stderr.decode("utf-8", "replace").splitlines()
-                 if ln.strip()]
-        errors = [ln[len("error:"):].strip() for ln in lines if ln.startswith("error:")]
-        hints = [ln[len("hint:"):].strip() for ln in lines if ln.startswith("hint:")]
-        what = errors[-1] if errors else (lines[-1] if lines else "no output")
-        raise DeployScriptError(
-            f"deploy.sh failed on {conn.name} (exit {result.exit_status}): {what}",
-            hint=(hints[-1] + "; " if hints else "") + f"run it by hand to see everything: "
-                 f"bash {d}/deploy.sh --home {d} (the previous deployment is still in place)")
+    script = _run_script(conn, lay, argv)
 
-    # the deployment record, last
+    # the deployment record, last: the store checks everything it names, then writes it
     deployment = {
         "model_name": arts.manifest.get("model_name"),
         **{kind: arts.models[kind].sha256 for kind in MODEL_KINDS},
         "eval_data": arts.eval_data.sha256 if arts.eval_data else None,
         "manifest": arts.manifest,
-        "deployed_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "deployed_utc": utc_now(),
         "agent_release": release,
     }
-    _verify_named(conn, plan)
     data = (json.dumps(deployment, indent=2, sort_keys=True) + "\n").encode("utf-8")
-    out = _helper(conn, "write", posixpath.join(d, "deployments", "current.json"),
-                  hashlib.sha256(data).hexdigest(), stdin=data)
+    out = _install_call(conn, lay, release, "deployment", sha256_bytes(data), stdin=data)
     if out.get("bad"):
-        raise TransferError("deployments/current.json arrived damaged",
-                            hint="deploy again; the previous deployment is still in place")
+        raise TransferError(
+            f"{', '.join(out['bad'])} is missing or damaged on {conn.name}",
+            hint="deploy again; the previous deployment is still in place")
+    plan = agent_plan + plan
 
     report = DeployReport(
         device=conn.name, device_dir=d, arch=str(script.get("arch") or probe.get("machine")),
@@ -587,8 +514,8 @@ def deploy(
     return doc
 
 
-def _install(conn: Connection, triples: list[str]) -> None:
-    out = _helper(conn, "install", *triples)
+def _install(conn: Connection, lay: Layout, release: str, triples: list[str]) -> None:
+    out = _install_call(conn, lay, release, "install", *triples)
     bad = out.get("bad") or []
     if bad:
         names = ", ".join(posixpath.basename(b["path"]) for b in bad)
@@ -596,14 +523,68 @@ def _install(conn: Connection, triples: list[str]) -> None:
                             hint="deploy again; the previous deployment is still in place")
 
 
-def _verify_named(conn: Connection, plan: list[FileSend]) -> None:
-    """Everything current.json will name is on the device with the right sha256."""
-    named = [f for f in plan if f.category in ("model", "data")]
-    got = _helper(conn, "hashes", *[f.remote for f in named])
-    bad = [f.remote for f in named if got.get(f.remote) != f.sha256]
-    if bad:
-        raise TransferError(f"{', '.join(bad)} is missing or damaged on {conn.name}",
-                            hint="deploy again; the previous deployment is still in place")
+def _push_release(conn: Connection, lay: Layout, release: str, files: list[FileSend],
+                  sender: "_Sender") -> None:
+    """Upload the agent release into a staging directory; the bootstrap checks every sha256
+    and renames the directory to agent-releases/<release> (all or nothing)."""
+    staging = posixpath.join(lay.releases_dir, f".{release}.part")
+    mkdir = conn.run(["mkdir", "-p", "--", posixpath.join(staging, AGENT_PACKAGE)],
+                     timeout_s=HELPER_TIMEOUT_S)
+    if not mkdir.ok:
+        raise DeviceProbeError(
+            f"cannot create {staging} on {conn.name}: "
+            f"{mkdir.stderr.decode('utf-8', 'replace').strip() or mkdir.exit_status}",
+            hint="check --device-dir, its owner and free space")
+    sender.total += sum(f.size_bytes for f in files)
+    sender.start()
+    for f in files:
+        sender.put(f, posixpath.join(staging, AGENT_PACKAGE, posixpath.basename(f.remote)))
+    pairs = [word for f in files for word in (posixpath.basename(f.remote), f.sha256)]
+    out = _bootstrap(conn, "release", staging, lay.release(release), AGENT_PACKAGE, *pairs)
+    if out.get("bad"):
+        raise TransferError(
+            f"{', '.join(out['bad'])} arrived on {conn.name} with another sha256 than sent",
+            hint="deploy again; the previous deployment is still in place")
+
+
+def _run_script(conn: Connection, lay: Layout, argv: list[str]) -> dict[str, Any]:
+    """Run deploy.sh; its EDGEQ_DEPLOY summary, or DeployScriptError with its error line."""
+    result = conn.run(argv, timeout_s=SCRIPT_TIMEOUT_S)
+    script = _parse_script(result.stdout)
+    if result.ok and script is not None:
+        return script
+    error, hint = _error_lines(result.stderr)
+    raise DeployScriptError(
+        f"deploy.sh failed on {conn.name} (exit {result.exit_status}): {error}",
+        hint=(hint + "; " if hint else "") + "run it by hand to see everything: "
+             f"bash {lay.deploy_script} --home {lay.home} (the previous deployment is still "
+             "in place)")
+
+
+class _Sender:
+    """Uploads with one progress count over all files (`progress(done, total)`)."""
+
+    def __init__(self, conn: Connection, progress: Optional[ProgressCallback],
+                 emit: Callable[..., None]) -> None:
+        self.conn, self.progress, self.emit = conn, progress, emit
+        self.total = self.done = 0
+
+    def start(self) -> None:
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+    def put(self, f: FileSend, remote: str) -> None:
+        self.emit("send", file=f.remote, category=f.category, size_bytes=f.size_bytes)
+        cb = None
+        if self.progress is not None:
+            report, base, total = self.progress, self.done, self.total
+
+            def cb(done: int, _total: int) -> None:
+                report(base + done, total)
+
+        self.conn.put_file(f.local, remote, progress=cb)
+        self.done += f.size_bytes
+        f.sent = True
 
 
 def _parse_script(stdout: bytes) -> Optional[dict[str, Any]]:

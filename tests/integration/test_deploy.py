@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 import shutil
 import socket
 import subprocess
@@ -24,21 +23,20 @@ from typing import Any
 
 import pytest
 from edgeq.device.errors import EdgeqError
-from edgeq.device.store import Store
+from edgeq.device.store import Layout, Store
 from edgeq.host.artifacts import ArtifactsError
-from edgeq.host.deploy import (
-    agent_argv,
-    default_wheel_cache,
-    deploy,
-    platform_tags,
-    resolve_device_dir,
-)
-from edgeq.host.local import LocalConnection
+from edgeq.host.deploy import default_wheel_cache, deploy, platform_tags
+from edgeq.host.link import open_connection, resolve_device_dir
+from edgeq.host.link.local import LocalConnection
 from sshd_helpers import SSHDevice
 
 FAST_BENCH = ["--runs-min", "5", "--run-s-min", "0", "--warmup-runs-min", "1",
               "--warmup-s-min", "0", "--runs-max", "20", "--eval-limit", "100", "--json"]
 WHEEL_CACHE = Path(os.environ.get("EDGEQ_TEST_WHEEL_CACHE") or default_wheel_cache())
+
+
+def agent_argv(d: str, *args: str) -> list[str]:
+    return Layout(d).agent_argv(*args)
 
 
 def _stop_daemon(conn: Any, d: str) -> None:
@@ -64,8 +62,7 @@ def _hello_through_bridge(conn: Any, d: str) -> dict[str, Any]:
 
 
 def _bench(conn: Any, d: str, sha: str, data_sha: str) -> dict[str, Any]:
-    res = conn.run(agent_argv(d, "bench", posixpath.join(d, "models", f"{sha}.tflite"),
-                              "--data", posixpath.join(d, "data", f"{data_sha}.npz"),
+    res = conn.run(agent_argv(d, "bench", Layout(d).model(sha), "--data", Layout(d).data(data_sha),
                               *FAST_BENCH), timeout_s=120)
     assert res.ok, res.stderr.decode()
     return json.loads(res.stdout)
@@ -88,7 +85,7 @@ def test_platform_tags_cover_every_glibc_up_to_the_device() -> None:
 
 
 def test_agent_argv_is_argv_words() -> None:
-    argv = agent_argv("/home/pi/my dir", "bench", "a b.tflite")
+    argv = Layout("/home/pi/my dir").agent_argv("bench", "a b.tflite")
     assert argv[:2] == ["env", "PYTHONPATH=/home/pi/my dir/agent"]
     assert "/home/pi/my dir/bin/python" in argv and argv[-1] == "a b.tflite"
     with LocalConnection() as conn:
@@ -187,8 +184,6 @@ def test_local_no_daemon_and_missing_artifacts(tiny_artifacts: Path, tmp_path: P
 
 
 def _ssh(dev: SSHDevice, ssh_config: Path | None = None) -> Any:
-    from edgeq.host.connect import open_connection
-
     return open_connection(dev.alias, ssh_config=ssh_config or dev.ssh_config)
 
 

@@ -7,19 +7,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from edgeq.host.local import (
-    LocalCommandError,
-    LocalConnection,
-    LocalStreamError,
-    LocalTransferError,
+from edgeq.host.link import (
+    Connection,
+    ConnectionLostError,
+    LinkError,
+    LinkTimeoutError,
+    RemoteNotFoundError,
 )
-from edgeq.host.transport import Connection
+from edgeq.host.link.local import LocalConnection
 
 
 def test_is_a_connection_named_local() -> None:
     with LocalConnection() as conn:
         assert isinstance(conn, Connection)
-        assert conn.name == "local"
+        assert conn.name == "local" and conn.is_local
         assert conn.home() == str(Path.home())
 
 
@@ -46,7 +47,7 @@ def test_run_reports_status_stdin_env_and_missing_commands() -> None:
 
 
 def test_run_timeout_is_a_clear_error() -> None:
-    with LocalConnection() as conn, pytest.raises(LocalCommandError, match="did not finish"):
+    with LocalConnection() as conn, pytest.raises(LinkTimeoutError, match="did not finish"):
         conn.run([sys.executable, "-c", "import time; time.sleep(10)"], timeout_s=0.5)
 
 
@@ -65,8 +66,12 @@ def test_put_file_copies_with_progress(tmp_path: Path) -> None:
 def test_put_file_does_not_create_directories_like_sftp(tmp_path: Path) -> None:
     src = tmp_path / "a.txt"
     src.write_text("x")
-    with LocalConnection() as conn, pytest.raises(LocalTransferError, match="cannot copy"):
+    with LocalConnection() as conn, pytest.raises(RemoteNotFoundError, match="no such directory"):
         conn.put_file(src, str(tmp_path / "missing-dir" / "a.txt"))
+    (tmp_path / "ro").mkdir(mode=0o500)
+    if os.geteuid() != 0:  # root writes anywhere
+        with LocalConnection() as conn, pytest.raises(LinkError, match="cannot copy"):
+            conn.put_file(src, str(tmp_path / "ro" / "a.txt"))
 
 
 def test_get_file_and_tilde_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,7 +81,7 @@ def test_get_file_and_tilde_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with LocalConnection() as conn:
         conn.get_file("~/f.json", buf)
         assert buf.getvalue() == b'{"a": 1}'
-        with pytest.raises(FileNotFoundError):
+        with pytest.raises(RemoteNotFoundError, match="does not exist"):
             conn.get_file(str(tmp_path / "nope.json"), io.BytesIO())
 
 
@@ -89,7 +94,7 @@ def test_stream_talks_lines_and_ends() -> None:
         stream.write(b"hello\n")
         assert stream.readline(100) == b"HELLO\n"
         stream.write(b"x" * 50 + b"\n")
-        with pytest.raises(LocalStreamError, match="longer than 10 bytes"):
+        with pytest.raises(LinkError, match="longer than 10 bytes"):
             stream.readline(10)
         stream.close()
 
@@ -99,12 +104,12 @@ def test_stream_to_a_process_that_exits() -> None:
         stream = conn.open_stream([sys.executable, "-c",
                                    "import sys; sys.stderr.write('no daemon\\n'); sys.exit(2)"])
         assert stream.readline(100) == b""
-        with pytest.raises(LocalStreamError):
+        with pytest.raises(ConnectionLostError):
             for _ in range(50):  # the pipe breaks once the process is gone
                 stream.write(b"x" * 65536)
         stream.close()
 
 
 def test_stream_to_a_missing_program_is_a_clear_error() -> None:
-    with LocalConnection() as conn, pytest.raises(LocalCommandError, match="cannot start"):
+    with LocalConnection() as conn, pytest.raises(LinkError, match="cannot start"):
         conn.open_stream(["/nonexistent/edgeq-python"])

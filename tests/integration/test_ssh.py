@@ -1,4 +1,5 @@
-"""SSHConnection against a real sshd on loopback: commands, quoting, SFTP, streams, host keys, failures."""
+"""SSHConnection against a real sshd on loopback: commands, quoting, SFTP, streams, host keys,
+failures; and the Connection contract (results and errors) over both SSH and local."""
 
 from __future__ import annotations
 
@@ -8,14 +9,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from edgeq.host.connect import open_connection
-from edgeq.host.ssh import (
+from edgeq.host.link import (
+    LOCAL_HOST,
+    Connection,
+    ConnectionLostError,
     HostKeyMismatchError,
+    LinkError,
+    LinkTimeoutError,
+    RemoteNotFoundError,
     SSHAuthError,
-    SSHConnection,
     UnknownHostKeyError,
     UnreachableHostError,
+    open_connection,
 )
+from edgeq.host.link.local import LocalConnection
+from edgeq.host.link.ssh import SSHConnection
 from sshd_helpers import SSHDevice, free_port
 
 
@@ -25,9 +33,22 @@ def _connect(dev: SSHDevice, **kwargs: object) -> SSHConnection:
     return conn
 
 
-def test_run_keeps_every_word_intact(sshd_device: SSHDevice) -> None:
+@pytest.fixture(params=["ssh", "local"])
+def link(request: pytest.FixtureRequest) -> Connection:
+    """An open Connection of each implementation: to the test sshd, and to this machine."""
+    if request.param == "local":
+        conn: Connection = open_connection(LOCAL_HOST)
+        assert isinstance(conn, LocalConnection) and conn.is_local
+    else:
+        conn = _connect(request.getfixturevalue("sshd_device"))
+        assert not conn.is_local
+    with conn:
+        yield conn
+
+
+def test_run_keeps_every_word_intact(link: Connection) -> None:
     words = ["a b", "it's", "$(echo pwned)", ";true", "*", "é"]
-    with _connect(sshd_device) as conn:
+    with link as conn:
         result = conn.run(["printf", "%s\\n", *words])
         assert result.ok, result.stderr
         assert result.stdout.decode().splitlines() == words
@@ -40,13 +61,13 @@ def test_run_keeps_every_word_intact(sshd_device: SSHDevice) -> None:
         assert conn.home() == "/root"
 
 
-def test_sftp_round_trip_with_progress(sshd_device: SSHDevice, tmp_path: Path) -> None:
+def test_file_round_trip_with_progress(link: Connection, tmp_path: Path) -> None:
     payload = bytes(range(256)) * 4096
     source = tmp_path / "blob.bin"
     source.write_bytes(payload)
     remote = str(tmp_path / "remote.bin")
     seen: list[tuple[int, int]] = []
-    with _connect(sshd_device) as conn:
+    with link as conn:
         conn.put_file(source, remote, progress=lambda done, total: seen.append((done, total)))
         back = io.BytesIO()
         conn.get_file(remote, back)
@@ -54,13 +75,59 @@ def test_sftp_round_trip_with_progress(sshd_device: SSHDevice, tmp_path: Path) -
     assert seen and seen[-1] == (len(payload), len(payload))
 
 
-def test_stream_talks_lines(sshd_device: SSHDevice) -> None:
-    with _connect(sshd_device) as conn:
+def test_stream_talks_lines(link: Connection) -> None:
+    with link as conn:
         stream = conn.open_stream(["cat"])
         stream.write(b'{"id": 1}\n')
         assert stream.readline(1024) == b'{"id": 1}\n'
         stream.write(b"second line\n")
         assert stream.readline(1024) == b"second line\n"
+        stream.close()
+
+
+def test_missing_remote_paths_are_the_same_error(link: Connection, tmp_path: Path) -> None:
+    src = tmp_path / "a.txt"
+    src.write_text("x")
+    with link as conn:
+        with pytest.raises(RemoteNotFoundError, match="does not exist") as info:
+            conn.get_file(str(tmp_path / "nope.json"), io.BytesIO())
+        assert isinstance(info.value, LinkError) and info.value.hint
+        with pytest.raises(RemoteNotFoundError, match="no such directory") as info:
+            conn.put_file(src, str(tmp_path / "missing-dir" / "a.txt"))
+        assert info.value.hint
+        assert not (tmp_path / "missing-dir").exists()  # put_file creates no directories
+
+
+def test_timeouts_are_the_same_error(link: Connection) -> None:
+    with link as conn:
+        with pytest.raises(LinkTimeoutError, match="did not finish within 0.5 s") as info:
+            conn.run(["sleep", "10"], timeout_s=0.5)
+        assert isinstance(info.value, LinkError) and info.value.hint
+        assert conn.run(["true"]).ok  # the link survives a timed-out command
+
+
+def test_missing_command_exits_127_on_both(link: Connection) -> None:
+    with link as conn:
+        missing = conn.run(["edgeq-no-such-command-here"])
+        assert missing.exit_status == 127 and b"not found" in missing.stderr
+
+
+def test_stream_to_a_process_that_exits_is_connection_lost(link: Connection) -> None:
+    with link as conn:
+        stream = conn.open_stream(["sh", "-c", "exec 0<&-; exit 0"])
+        assert stream.readline(100) == b""
+        with pytest.raises(ConnectionLostError):
+            for _ in range(200):  # the pipe (or channel) breaks once the process is gone
+                stream.write(b"x" * 65536)
+        stream.close()
+
+
+def test_stream_line_over_the_limit_is_a_link_error(link: Connection) -> None:
+    with link as conn:
+        stream = conn.open_stream(["cat"])
+        stream.write(b"x" * 50 + b"\n")
+        with pytest.raises(LinkError, match="longer than 10 bytes"):
+            stream.readline(10)
         stream.close()
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from edgeq.host.ssh import BadTargetError, SSHError, parse_target, resolve_target
-from edgeq.host.transport import quote_argv
+from edgeq.host.link import BadTargetError, LinkError, quote_argv
+from edgeq.host.link.ssh import parse_target, resolve_target
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_ssh_config_alias_is_honoured(tmp_path: Path) -> None:
 
 
 def test_missing_explicit_ssh_config_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(SSHError, match="does not exist"):
+    with pytest.raises(LinkError, match="does not exist"):
         resolve_target("board", tmp_path / "nope")
 
 

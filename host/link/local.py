@@ -1,12 +1,14 @@
 """`--host local`: the same agent on this machine, without SSH.
 
-`LocalConnection` implements the `Connection` interface of edgeq.host.transport with
+`LocalConnection` implements the `Connection` interface of edgeq.host.link.base with
 subprocesses (argv lists, never a shell) and plain file copies, so deploy and
 bench-remote run unchanged on a laptop with no board attached, like TVM's LocalSession.
-It behaves like the SSH implementation where it matters: `put_file` does not create
-parent directories (SFTP does not either), a missing command exits 127 as it would
-through a remote shell, and remote paths may start with `~`.
-Imports: standard library and edgeq.host.transport / edgeq.device.errors only.
+It behaves like the SSH implementation where it matters: the same errors for the same
+failures (a missing file is RemoteNotFoundError, a time-out LinkTimeoutError, a stream
+whose process went away ConnectionLostError), `put_file` does not create parent
+directories (SFTP does not either), a missing command exits 127 as it would through a
+remote shell, and remote paths may start with `~`.
+Imports: standard library and edgeq.host.link.base only.
 """
 from __future__ import annotations
 
@@ -18,24 +20,20 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Optional, Sequence
 
-from edgeq.device.errors import EdgeqError
-from edgeq.host.transport import CommandResult, Connection, ProgressCallback, Stream
+from edgeq.host.link.base import (
+    CommandResult,
+    Connection,
+    ConnectionLostError,
+    LinkError,
+    LinkTimeoutError,
+    ProgressCallback,
+    RemoteNotFoundError,
+    Stream,
+)
 
 logger = logging.getLogger(__name__)
 
 _CHUNK_BYTES = 1 << 20
-
-
-class LocalCommandError(EdgeqError):
-    """A local command could not be run or did not finish in time."""
-
-
-class LocalTransferError(EdgeqError):
-    """A local file copy failed."""
-
-
-class LocalStreamError(EdgeqError):
-    """The process behind a local stream went away or sent a line that is too long."""
 
 
 def _expand(path: str) -> str:
@@ -60,7 +58,7 @@ class LocalStream(Stream):
             )
         except OSError as exc:
             self._stderr.close()
-            raise LocalCommandError(
+            raise LinkError(
                 f"cannot start {self.argv[0]}: {exc.strerror or exc}",
                 hint="check that the agent is deployed (edgeq deploy --host local)",
             ) from exc
@@ -71,7 +69,7 @@ class LocalStream(Stream):
             self._proc.stdin.write(data)
             self._proc.stdin.flush()
         except (BrokenPipeError, ValueError, OSError) as exc:
-            raise LocalStreamError(
+            raise ConnectionLostError(
                 f"{self.argv[0]} closed its input: {self.stderr_text() or exc}",
                 hint="is the agent daemon running? (edgeq deploy starts it)",
             ) from exc
@@ -80,7 +78,7 @@ class LocalStream(Stream):
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline(limit + 1)
         if len(line) > limit and not line.endswith(b"\n"):
-            raise LocalStreamError(
+            raise LinkError(
                 f"a line from {self.argv[0]} is longer than {limit} bytes",
                 hint="the device answered with more than the protocol allows; update the agent",
             )
@@ -118,6 +116,7 @@ class LocalConnection(Connection):
     """This machine as the device: the agent runs in local subprocesses."""
 
     name = "local"
+    is_local = True
 
     def __init__(self) -> None:
         self._streams: list[LocalStream] = []
@@ -146,7 +145,7 @@ class LocalConnection(Connection):
         except PermissionError:
             return CommandResult(words, 126, b"", f"{words[0]}: permission denied\n".encode())
         except subprocess.TimeoutExpired as exc:
-            raise LocalCommandError(
+            raise LinkTimeoutError(
                 f"{words[0]} did not finish within {timeout_s:g} s",
                 hint="use smaller --eval-limit / run counts, or check the machine's load",
             ) from exc
@@ -184,16 +183,29 @@ class LocalConnection(Connection):
                         progress(done, total)
                 dst.flush()
                 os.fsync(dst.fileno())
+        except FileNotFoundError as exc:
+            if not os.path.isfile(local_path):
+                raise
+            raise RemoteNotFoundError(
+                f"cannot write {target}: no such directory",
+                hint="redeploy: the device directory is incomplete",
+            ) from exc
         except OSError as exc:
-            raise LocalTransferError(
+            raise LinkError(
                 f"cannot copy {local_path} to {target}: {exc.strerror or exc}",
                 hint="check that the directory exists and is writable",
             ) from exc
 
     def get_file(self, remote_path: str, local_file: BinaryIO) -> None:
-        """Copy `remote_path` into `local_file`; a missing file raises FileNotFoundError."""
-        with open(_expand(remote_path), "rb") as src:
-            shutil.copyfileobj(src, local_file, _CHUNK_BYTES)
+        path = _expand(remote_path)
+        try:
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, local_file, _CHUNK_BYTES)
+        except FileNotFoundError as exc:
+            raise RemoteNotFoundError(f"{path} does not exist", hint="deploy first") from exc
+        except OSError as exc:
+            raise LinkError(f"cannot read {path}: {exc.strerror or exc}",
+                            hint="check --device-dir and its owner") from exc
 
     def close(self) -> None:
         while self._streams:

@@ -1,11 +1,12 @@
 """SSH to a board with paramiko: target parsing, ~/.ssh/config, host-key policy, exec, SFTP.
 
-`SSHConnection` implements edgeq.host.transport.Connection. It opens lazily (the first
-call connects), is a context manager, and never disables host-key checking: an unknown
-key is refused unless the user asked for `--accept-new-host-key` (OpenSSH's accept-new:
-the key is appended to known_hosts), and a changed key is always refused.
-Remote commands are built only with `quote_argv`; passwords are never asked for or taken.
-Imports: standard library, paramiko (at use), edgeq.host.transport, edgeq.device.errors.
+`SSHConnection` implements edgeq.host.link.base.Connection and raises its errors. It opens
+lazily (the first call connects), is a context manager, and never disables host-key
+checking: an unknown key is refused unless the user asked for `--accept-new-host-key`
+(OpenSSH's accept-new: the key is appended to known_hosts), and a changed key is always
+refused. Remote commands are built only with `quote_argv`; passwords are never asked for
+or taken.
+Imports: standard library, paramiko (at use), edgeq.host.link.base, edgeq.device.errors.
 """
 
 from __future__ import annotations
@@ -22,7 +23,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Optional, Sequence
 
 from edgeq.device.errors import EdgeqError
-from edgeq.host.transport import CommandResult, Connection, ProgressCallback, Stream, quote_argv
+from edgeq.host.link.base import (
+    BadTargetError,
+    CommandResult,
+    Connection,
+    ConnectionLostError,
+    HostKeyMismatchError,
+    LinkError,
+    LinkTimeoutError,
+    ProgressCallback,
+    RemoteNotFoundError,
+    SSHAuthError,
+    Stream,
+    UnknownHostKeyError,
+    UnreachableHostError,
+    quote_argv,
+)
 
 if TYPE_CHECKING:
     import paramiko
@@ -32,38 +48,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_SSH_CONFIG = Path("~/.ssh/config")
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
 _RECV_BYTES = 1 << 16
-
-
-class SSHError(EdgeqError):
-    """Any SSH failure the user can act on."""
-
-
-class BadTargetError(SSHError):
-    """A --host value that cannot be parsed."""
-
-
-class UnknownHostKeyError(SSHError):
-    """The device's host key is not in known_hosts."""
-
-
-class HostKeyMismatchError(SSHError):
-    """The device's host key differs from the one in known_hosts."""
-
-
-class SSHAuthError(SSHError):
-    """The device refused our keys."""
-
-
-class UnreachableHostError(SSHError):
-    """The device could not be resolved, reached or did not answer in time."""
-
-
-class ConnectionLostError(SSHError):
-    """The connection dropped while a command or transfer was running."""
-
-
-class RemoteTimeoutError(SSHError):
-    """A remote command did not finish in time."""
 
 
 @dataclass(frozen=True)
@@ -126,12 +110,12 @@ def resolve_target(spec: str, ssh_config: Optional[Path] = None) -> SSHTarget:
         try:
             options = paramiko.SSHConfig.from_path(str(config_path)).lookup(host)
         except (OSError, paramiko.SSHException, ValueError) as exc:
-            raise SSHError(
+            raise LinkError(
                 f"cannot read ssh config {config_path}: {exc}",
                 hint="fix the file or pass --ssh-config",
             ) from exc
     elif ssh_config is not None:
-        raise SSHError(f"ssh config {config_path} does not exist", hint="check --ssh-config")
+        raise LinkError(f"ssh config {config_path} does not exist", hint="check --ssh-config")
     known = options.get("userknownhostsfile")
     known_files = tuple(os.path.expanduser(p) for p in known.split()) if known else ()
     return SSHTarget(
@@ -216,14 +200,14 @@ class SSHStream(Stream):
     def readline(self, limit: int) -> bytes:
         while b"\n" not in self._buffer:
             if len(self._buffer) > limit:
-                raise SSHError(
+                raise LinkError(
                     f"a line from {self._argv[0]} is longer than {limit} bytes",
                     hint="the device answered with more than the protocol allows; redeploy",
                 )
             try:
                 chunk = self._channel.recv(_RECV_BYTES)
             except socket.timeout as exc:
-                raise RemoteTimeoutError(
+                raise LinkTimeoutError(
                     "the device did not answer in time", hint="is the board overloaded?"
                 ) from exc
             except OSError as exc:
@@ -237,7 +221,7 @@ class SSHStream(Stream):
             self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         if len(line) > limit:
-            raise SSHError(
+            raise LinkError(
                 f"a line from {self._argv[0]} is longer than {limit} bytes",
                 hint="the device answered with more than the protocol allows; redeploy",
             )
@@ -273,7 +257,7 @@ class SSHConnection(Connection):
         self.target = resolve_target(host, ssh_config)
         if identity_file is not None:
             if not identity_file.expanduser().is_file():
-                raise SSHError(
+                raise LinkError(
                     f"identity file {identity_file} does not exist", hint="check --identity-file"
                 )
             self.target = replace(self.target, identity_files=(str(identity_file.expanduser()),))
@@ -311,7 +295,7 @@ class SSHConnection(Connection):
                 try:
                     client.load_host_keys(str(path))
                 except (OSError, paramiko.SSHException, ValueError) as exc:
-                    raise SSHError(
+                    raise LinkError(
                         f"cannot read {path}: {exc}", hint="fix or move the file"
                     ) from exc
         client.set_missing_host_key_policy(
@@ -413,10 +397,10 @@ class SSHConnection(Connection):
                 hint="check the address, the port and the network",
             )
         if isinstance(exc, (paramiko.SSHException, EOFError)):
-            return SSHError(f"SSH to {where} failed: {exc}", hint="rerun with --debug for details")
+            return LinkError(f"SSH to {where} failed: {exc}", hint="rerun with --debug for details")
         if isinstance(exc, KeyboardInterrupt):
             raise exc
-        return SSHError(
+        return LinkError(
             f"SSH to {where} failed: {type(exc).__name__}: {exc}",
             hint="rerun with --debug for details",
         )
@@ -481,7 +465,7 @@ class SSHConnection(Connection):
                 if channel.closed and not channel.exit_status_ready():
                     raise EOFError("channel closed without an exit status")
                 if deadline is not None and time.monotonic() > deadline:
-                    raise RemoteTimeoutError(
+                    raise LinkTimeoutError(
                         f"{argv[0]} on {self.name} did not finish within {timeout_s:g} s",
                         hint="the board may be slow (emulated?) or stuck; raise the timeout",
                     )
@@ -505,7 +489,7 @@ class SSHConnection(Connection):
             except EdgeqError:
                 raise
             except Exception as exc:
-                raise SSHError(
+                raise LinkError(
                     f"cannot open SFTP on {self.name}: {exc}",
                     hint="enable the sftp subsystem in the board's sshd_config",
                 ) from exc
@@ -528,18 +512,18 @@ class SSHConnection(Connection):
         try:
             sftp.put(str(local_path), remote_path, callback=progress, confirm=True)
         except FileNotFoundError as exc:
-            raise SSHError(
+            raise RemoteNotFoundError(
                 f"cannot write {remote_path} on {self.name}: no such directory",
                 hint="redeploy: the device directory is incomplete",
             ) from exc
         except PermissionError as exc:
-            raise SSHError(
+            raise LinkError(
                 f"permission denied writing {remote_path} on {self.name}",
                 hint="check --device-dir and its owner",
             ) from exc
         except OSError as exc:
             if "No space" in str(exc) or getattr(exc, "errno", None) == 28:
-                raise SSHError(
+                raise LinkError(
                     f"the device's disk is full writing {remote_path}",
                     hint="free space on the board and rerun",
                 ) from exc
@@ -551,8 +535,13 @@ class SSHConnection(Connection):
         try:
             self._sftp_client().getfo(remote_path, local_file)
         except FileNotFoundError as exc:
-            raise SSHError(
+            raise RemoteNotFoundError(
                 f"{remote_path} does not exist on {self.name}", hint="deploy first"
+            ) from exc
+        except PermissionError as exc:
+            raise LinkError(
+                f"permission denied reading {remote_path} on {self.name}",
+                hint="check --device-dir and its owner",
             ) from exc
         except Exception as exc:
             raise self._lost(f"fetching {remote_path}", exc) from exc

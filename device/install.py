@@ -1,0 +1,197 @@
+"""Put the files `edgeq deploy` uploaded into the store, with the store's own atomic code.
+
+Deploy uploads each file to a temp name next to its place (`.NAME.RANDOM.part`), then runs
+this module on the device with the system python3 and PYTHONPATH at the agent release it has
+just pushed (before any venv, numpy or runtime exists):
+
+    python3 -m edgeq.device.install --home HOME OP ARGS...
+
+    prepare PATH...           create the store's directories, remove `.part` files left by an
+                              interrupted deploy; answers {PATH: sha256, or null if missing}
+    install TMP FINAL SHA...  check each upload against its sha256, then install it: models and
+                              data sets through Store.add_model / add_data, other files
+                              (deploy.sh, wheels) renamed into place by atomic_write_file;
+                              a damaged upload is removed; answers {"bad": [...]}
+    link RELEASE              point HOME/agent at agent-releases/RELEASE in one rename; keep
+                              that release and the one before it; answers {"previous": ...}
+    deployment SHA            stdin (JSON) becomes deployments/current.json through
+                              Store.write_deployment, once its sha256 is SHA and every model
+                              and data set it names verifies in the store; answers {"bad": [...]}
+
+Every answer is one JSON line on stdout. An EdgeqError exits 1 with `error: ...` and
+`hint: ...` lines on stderr. Paths outside HOME are refused.
+Imports: standard library and edgeq.device (errors, fileutil, store) only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import posixpath
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from edgeq.device.errors import EdgeqError, IntegrityError, ModelNotFoundError, StoreError
+from edgeq.device.fileutil import sha256_bytes, sha256_file
+from edgeq.device.store import MODEL_KINDS, Store, atomic_write_file, fsync_dir
+
+#: what an upload in flight is called: `.NAME.RANDOM.part` in the directory it goes to
+PART_SUFFIX = ".part"
+
+
+def _sha_or_none(path: str) -> Optional[str]:
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
+
+
+def _inside(store: Store, path: str) -> str:
+    """`path`, if it lies under the store's home; StoreError otherwise."""
+    home = store.layout.home
+    norm = posixpath.normpath(path)
+    if not norm.startswith(home.rstrip("/") + "/"):
+        raise StoreError(f"{path} is outside {home}", hint="update edgeq on the host")
+    return norm
+
+
+def prepare(store: Store, paths: Sequence[str]) -> dict[str, Optional[str]]:
+    """Make the store's directories and those of `paths`, sweep `.part` leftovers there;
+    the sha256 of each of `paths` (None where missing)."""
+    lay = store.layout
+    store.ensure_dirs()
+    dirs = {lay.bin_dir, lay.wheels_dir, lay.releases_dir}
+    dirs |= {posixpath.dirname(_inside(store, p)) for p in paths}
+    dirs |= {lay.models_dir, lay.data_dir, lay.deployments_dir, lay.logs_dir}
+    for d in sorted(dirs):
+        os.makedirs(d, exist_ok=True)
+        for name in os.listdir(d):
+            if name.startswith(".") and name.endswith(PART_SUFFIX):
+                try:
+                    os.unlink(os.path.join(d, name))
+                except OSError:
+                    pass
+    return {p: _sha_or_none(p) for p in paths}
+
+
+def _drop_damaged(store: Store, final: str, sha256: str) -> None:
+    """Remove a stored file whose content no longer matches its name, so it can be re-added
+    (the store's add_* keep a file that is already there)."""
+    if os.path.exists(final):
+        try:
+            store.verify_file(Path(final), sha256, "file")
+        except IntegrityError:
+            os.unlink(final)
+
+
+def install_one(store: Store, tmp: str, final: str, sha256: str) -> Optional[dict[str, Any]]:
+    """Install the upload `tmp` as `final`; None, or what was wrong if its sha256 is not
+    `sha256` (the upload is then removed and `final` untouched)."""
+    tmp, final = _inside(store, tmp), _inside(store, final)
+    got = _sha_or_none(tmp)
+    if got != sha256:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return {"path": final, "got": got, "want": sha256}
+    lay = store.layout
+    if final in (lay.model(sha256), lay.data(sha256)):
+        _drop_damaged(store, final, sha256)
+        add = store.add_model if final == lay.model(sha256) else store.add_data
+        added = add(tmp)  # re-hashed and copied in atomically under its sha256
+        os.unlink(tmp)
+        if added != sha256:  # changed between the check and the copy
+            return {"path": final, "got": added, "want": sha256}
+    else:
+        atomic_write_file(final, lambda t: os.replace(tmp, t))
+    return None
+
+
+def install(store: Store, triples: Sequence[str]) -> dict[str, Any]:
+    """`install_one` for each (tmp, final, sha256) of `triples`."""
+    if len(triples) % 3:
+        raise StoreError("install takes TMP FINAL SHA256 triples", hint="update edgeq")
+    bad = [install_one(store, *triples[i:i + 3]) for i in range(0, len(triples), 3)]
+    return {"bad": [b for b in bad if b is not None]}
+
+
+def switch_agent(store: Store, release_id: str) -> dict[str, Any]:
+    """Point the agent link at `release_id` in one rename; delete all releases but it and
+    the previous one (and staging leftovers)."""
+    lay = store.layout
+    if not release_id or "/" in release_id or not os.path.isdir(lay.release(release_id)):
+        raise StoreError(f"agent release {release_id!r} is not on the device",
+                         hint="deploy again (edgeq deploy)")
+    link = lay.agent
+    previous = os.readlink(link) if os.path.islink(link) else None
+    if os.path.isdir(link) and not os.path.islink(link):  # a plain directory of an old layout
+        os.rename(link, f"{link}.old-{os.getpid()}")
+    tmp = f"{link}.tmp-{os.getpid()}"
+    os.symlink(posixpath.relpath(lay.release(release_id), lay.home), tmp)
+    os.replace(tmp, link)
+    fsync_dir(lay.home)
+    keep = {release_id, posixpath.basename(previous or "")}
+    for name in os.listdir(lay.releases_dir):
+        if name not in keep:
+            shutil.rmtree(os.path.join(lay.releases_dir, name), ignore_errors=True)
+    return {"previous": posixpath.basename(previous) if previous else None}
+
+
+def write_deployment(store: Store, data: bytes, sha256: str) -> dict[str, Any]:
+    """Write `data` (the deployment JSON) as current.json if it arrived whole and everything
+    it names is in the store; else {"bad": [what is wrong]} and the old record stays."""
+    if sha256_bytes(data) != sha256:
+        return {"bad": [store.layout.current]}
+    doc = json.loads(data.decode("utf-8"))
+    if not isinstance(doc, dict):
+        raise StoreError("the deployment record is not a JSON object", hint="update edgeq")
+    named = [(store.model_path(str(doc.get(kind))), str(doc.get(kind))) for kind in MODEL_KINDS]
+    if doc.get("eval_data") is not None:
+        named.append((store.data_path(str(doc["eval_data"])), str(doc["eval_data"])))
+    bad = []
+    for path, sha in named:
+        try:
+            store.verify_file(path, sha, "file")
+        except (IntegrityError, ModelNotFoundError):
+            bad.append(str(path))
+    if not bad:
+        store.write_deployment(doc)
+    return {"bad": bad}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python3 -m edgeq.device.install",
+                                 description=__doc__.splitlines()[0])
+    ap.add_argument("--home", required=True, help="the store's directory (absolute)")
+    ap.add_argument("op", choices=("prepare", "install", "link", "deployment"))
+    ap.add_argument("args", nargs="*")
+    ns = ap.parse_args(argv)
+    try:
+        store = Store(ns.home)
+        if ns.op == "prepare":
+            out: dict[str, Any] = prepare(store, ns.args)
+        elif ns.op == "install":
+            out = install(store, ns.args)
+        elif ns.op == "link":
+            out = switch_agent(store, ns.args[0] if ns.args else "")
+        else:
+            out = write_deployment(store, sys.stdin.buffer.read(), ns.args[0] if ns.args else "")
+    except EdgeqError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"error: {ns.op} failed in {ns.home}: {exc}", file=sys.stderr)
+        print("hint: check the device directory's permissions and free space", file=sys.stderr)
+        return 1
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
