@@ -14,59 +14,31 @@ Float/int8 agreement is computed here, on the host, from the two prediction list
 The result is the `edgeq.compare/1` document of docs/SCHEMA.md; with `history` given it is
 stored and gets its `run_id`.
 
-The `edgeq bench-remote --json` document (`"schema": "edgeq.compare/1"`; keys are stable,
-new keys may be added, a removed or renamed key bumps the schema):
-
-    schema          "edgeq.compare/1"
-    run_id          history id (int) or null when not stored (--no-history)
-    time_utc        when the benchmark started, ISO 8601 UTC
-    host            the device as named on the command line ("local", "pi@pi.local:22")
-    artifacts_dir   the local artifacts checked against the deployment, or null
-    device          the device environment: hostname, machine, system, kernel, cpu_model,
-                    cpu_count, python_version, numpy_version, runtime {name, version},
-                    cpu_governor, cpu_temperature_c, throttled, emulated (bool), emulator
-    agreement       fraction of evaluation images where float32 and int8 predict the same
-                    class (null when the deployment has no evaluation data)
-    settings        threads, xnnpack, order ("ABBA"), rounds, eval_limit, runs_min, run_s_min,
-                    warmup_runs_min, warmup_s_min, runs_max (null = agent default),
-                    path ("daemon" | "one-shot"), daemon_error (why the daemon was not used),
-                    device_dir, model_name, deployment {float32, int8, eval_data sha256s},
-                    duration_s
-    models.float32, models.int8:
-        size_bytes, sha256             the .tflite file on the device
-        accuracy, eval_count           top-1 in [0, 1] on eval_count images (null: no data)
-        latency_ms_p50/_p90/_p99/_mean/_min/_std, runs
-                                       batch-1 latency over all rounds' timed runs pooled
-        throughput_samples_per_s       batched throughput, median over rounds
-        init_ms                        interpreter load + init, median over rounds
-        peak_rss_bytes                 peak resident memory of the worker, max over rounds
-        runtime                        {name, version, xnnpack_applied, delegated_nodes,
-                                       total_nodes}
-        latencies_ms                   the pooled timed latencies, in run order
-        rounds                         per round: round, time_utc, runs, latency_ms_p50,
-                                       throughput_samples_per_s, init_ms, peak_rss_bytes,
-                                       cpu_temperature_c
-        result                         the device's edgeq.bench/1 result of the round that
-                                       evaluated the model (with accuracy.predictions)
-    ratios          int8 / float32 of size_bytes, accuracy, latency_ms_p50/p90/p99/mean,
-                    throughput_samples_per_s, init_ms, peak_rss_bytes (null when undefined)
-Imports: standard library, edgeq.device (client, errors), edgeq.host (deploy, compare, history).
+Its keys are listed once, in docs/SCHEMA.md (section "`edgeq bench-remote --json`"); keys
+are stable, new keys may be added, a removed or renamed key bumps the schema.
+The settings it passes are edgeq.device.settings' (declared once, validated here before
+anything runs); the device store's paths are edgeq.device.store's (Layout, parse_deployment).
+Imports: standard library, edgeq.device (client, errors, settings, store, protocol),
+edgeq.host (artifacts, compare, link, history).
 """
 from __future__ import annotations
 
 import io
 import json
 import logging
-import posixpath
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from edgeq.device.errors import EdgeqError
-from edgeq.host.compare import KIND_NAMES, build_compare
-from edgeq.host.transport import Connection, ProgressCallback
+from edgeq.device.errors import EdgeqError, StoreError
+from edgeq.device.fileutil import utc_now
+from edgeq.device.protocol import DEFAULT_BENCH_TIMEOUT_S, MAX_RESPONSE_BYTES
+from edgeq.device.settings import SETTING_NAMES, BenchSettings, settings_argv
+from edgeq.device.store import MODEL_KINDS, Layout, parse_deployment
+from edgeq.host.artifacts import read_manifest
+from edgeq.host.compare import build_compare
+from edgeq.host.link import Connection, ProgressCallback, RemoteNotFoundError, resolve_device_dir
 
 if TYPE_CHECKING:
     from edgeq.host.history import History
@@ -76,9 +48,8 @@ logger = logging.getLogger(__name__)
 #: (event name, details) -> None; the CLI renders these as steps.
 EventCallback = Callable[[str, dict], None]
 
-#: the protocol's response limit (docs/SCHEMA.md)
-RESPONSE_LIMIT_BYTES = 64 * 1024 * 1024
-DEFAULT_TIMEOUT_S = 900.0
+RESPONSE_LIMIT_BYTES = MAX_RESPONSE_BYTES
+DEFAULT_TIMEOUT_S = DEFAULT_BENCH_TIMEOUT_S
 
 
 class NotDeployedError(EdgeqError):
@@ -103,37 +74,27 @@ class Deployment:
     raw: dict[str, Any]
 
 
-def _now_utc() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def read_deployment(conn: Connection, device_dir_abs: str) -> Deployment:
     """Read and check `deployments/current.json` on the device."""
-    path = posixpath.join(device_dir_abs, "deployments", "current.json")
+    path = Layout(device_dir_abs).current
     buf = io.BytesIO()
     try:
-        try:
-            conn.get_file(path, buf)
-        except EdgeqError as exc:  # SSHConnection wraps the SFTP FileNotFoundError
-            if isinstance(exc.__cause__, FileNotFoundError):
-                raise exc.__cause__ from None
-            raise
-    except FileNotFoundError:
+        conn.get_file(path, buf)
+    except RemoteNotFoundError:
         raise NotDeployedError(
             f"nothing is deployed on {conn.name} ({path} does not exist)",
             hint=f"run edgeq deploy --host {conn.name} first",
         ) from None
     try:
-        raw = json.loads(buf.getvalue().decode("utf-8"))
-        shas = {kind: str(raw[kind]) for kind in KIND_NAMES}
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raw = parse_deployment(buf.getvalue(), path)
+    except StoreError as exc:
         raise NotDeployedError(
-            f"the deployment record {path} on {conn.name} is unreadable ({exc})",
+            f"the deployment record on {conn.name} is unreadable ({exc.message})",
             hint=f"run edgeq deploy --host {conn.name} again",
         ) from None
     return Deployment(
-        model_name=str(raw.get("model_name") or "?"),
-        sha256=shas,
+        model_name=raw.get("model_name") or "?",
+        sha256={kind: raw[kind] for kind in MODEL_KINDS},
         eval_data_sha256=raw.get("eval_data"),
         raw=raw,
     )
@@ -141,22 +102,10 @@ def read_deployment(conn: Connection, device_dir_abs: str) -> Deployment:
 
 def check_against_artifacts(dep: Deployment, artifacts_dir: Path, host: str) -> dict[str, Any]:
     """The local manifest, after checking the device runs exactly its models and data."""
-    manifest_path = Path(artifacts_dir) / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        local = {kind: manifest["models"][kind]["sha256"] for kind in KIND_NAMES}
-        local_data = (manifest.get("eval_data") or {}).get("sha256")
-    except FileNotFoundError:
-        raise NotDeployedError(
-            f"{manifest_path} does not exist",
-            hint="pass the artifacts directory written by edgeq quantize (or edgeq run)",
-        ) from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise NotDeployedError(
-            f"{manifest_path} is unreadable ({exc})",
-            hint="run edgeq quantize again to rewrite it",
-        ) from None
-    differ = [k for k in KIND_NAMES if local[k] != dep.sha256[k]]
+    manifest = read_manifest(artifacts_dir)  # ArtifactsError when missing or unreadable
+    local = {kind: manifest["models"][kind].get("sha256") for kind in MODEL_KINDS}
+    local_data = (manifest.get("eval_data") or {}).get("sha256")
+    differ = [k for k in MODEL_KINDS if local[k] != dep.sha256[k]]
     if local_data and dep.eval_data_sha256 and local_data != dep.eval_data_sha256:
         differ.append("eval data")
     if differ:
@@ -209,20 +158,12 @@ class _OneShot:
         self.timeout_s = timeout_s
 
     def bench(self, *, sha256: str, data_sha256: Optional[str], opts: dict[str, Any]) -> dict:
-        from edgeq.host.deploy import agent_argv
-
-        args = ["bench", posixpath.join(self.dir, "models", f"{sha256}.tflite")]
+        layout = Layout(self.dir)
+        args = ["bench", layout.model(sha256)]
         if data_sha256 is not None:
-            args += ["--data", posixpath.join(self.dir, "data", f"{data_sha256}.npz")]
-        for key, value in opts.items():
-            flag = "--" + key.replace("_", "-")
-            if isinstance(value, bool):
-                if not value:
-                    args.append("--no-" + key.replace("_", "-"))
-            elif value is not None:
-                args += [flag, str(value)]
-        args.append("--json")
-        result = self.conn.run(agent_argv(self.dir, *args), timeout_s=self.timeout_s)
+            args += ["--data", layout.data(data_sha256)]
+        args += [*settings_argv(opts), "--json"]
+        result = self.conn.run(layout.agent_argv(*args), timeout_s=self.timeout_s)
         if not result.ok:
             raise AgentFailedError(
                 f"the agent on {self.conn.name} failed (exit {result.exit_status}): "
@@ -248,7 +189,7 @@ def _last_line(data: bytes) -> str:
 
 def round_order(round_index: int) -> tuple[str, ...]:
     """ABBA...: even rounds float32 first, odd rounds int8 first."""
-    return KIND_NAMES if round_index % 2 == 0 else tuple(reversed(KIND_NAMES))
+    return MODEL_KINDS if round_index % 2 == 0 else tuple(reversed(MODEL_KINDS))
 
 
 def bench_remote(
@@ -278,18 +219,19 @@ def bench_remote(
     daemon. `progress(done, total)` counts finished measurements (2 x rounds); `events(name,
     details)` reports "deployment", "path", "measure" and "measured" steps.
     """
-    from edgeq.host.deploy import agent_argv, resolve_device_dir
-
+    # the bench settings among the arguments (first, before any other local exists);
+    # None keeps the agent's default
+    given = {name: value for name, value in locals().items() if name in SETTING_NAMES}
     if rounds < 1:
         raise EdgeqError("--rounds must be at least 1", hint="use --rounds 2 (ABBA) or more")
-    if threads < 1:
-        raise EdgeqError("--threads must be at least 1", hint="use --threads 1 (the default)")
+    opts = {name: value for name, value in given.items() if value is not None}
+    BenchSettings.from_dict(opts)  # UsageError now, before anything runs on the device
 
     def emit(name: str, **details: Any) -> None:
         if events is not None:
             events(name, details)
 
-    started = _now_utc()
+    started = utc_now()
     t0 = time.perf_counter()
     dir_abs = resolve_device_dir(conn, device_dir)
     dep = read_deployment(conn, dir_abs)
@@ -301,7 +243,7 @@ def bench_remote(
     daemon_error: Optional[str] = None
     if use_daemon:
         try:
-            session = _Daemon(conn, agent_argv(dir_abs, "bridge"), timeout_s)
+            session = _Daemon(conn, Layout(dir_abs).agent_argv("bridge"), timeout_s)
         except Exception as exc:  # any failure to reach the daemon means: use the one-shot agent
             daemon_error = str(exc) or type(exc).__name__
             logger.info("no daemon answers on %s (%s); using the one-shot agent",
@@ -310,14 +252,7 @@ def bench_remote(
         session = _OneShot(conn, dir_abs, timeout_s)
     emit("path", path=session.path, daemon_error=daemon_error)
 
-    opts: dict[str, Any] = {"threads": threads, "xnnpack": xnnpack}
-    for key, value in (("eval_limit", eval_limit), ("runs_min", runs_min),
-                       ("run_s_min", run_s_min), ("warmup_runs_min", warmup_runs_min),
-                       ("warmup_s_min", warmup_s_min), ("runs_max", runs_max)):
-        if value is not None:
-            opts[key] = value
-
-    results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KIND_NAMES}
+    results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in MODEL_KINDS}
     total = 2 * rounds
     done = 0
     if progress is not None:
@@ -348,22 +283,14 @@ def bench_remote(
         session.close()
 
     settings: dict[str, Any] = {
-        "threads": threads,
-        "xnnpack": xnnpack,
+        **given,  # as asked (null: the agent's default)
         "order": "ABBA" if rounds > 1 else "AB",
         "rounds": rounds,
-        "eval_limit": eval_limit,
-        "runs_min": runs_min,
-        "run_s_min": run_s_min,
-        "warmup_runs_min": warmup_runs_min,
-        "warmup_s_min": warmup_s_min,
-        "runs_max": runs_max,
         "path": session.path,
         "daemon_error": daemon_error,
         "device_dir": dir_abs,
         "model_name": dep.model_name,
-        "deployment": {"float32": dep.sha256["float32"], "int8": dep.sha256["int8"],
-                       "eval_data": dep.eval_data_sha256},
+        "deployment": {**dep.sha256, "eval_data": dep.eval_data_sha256},
         "duration_s": None,
     }
     doc = build_compare(

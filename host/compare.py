@@ -12,8 +12,8 @@ How rounds are merged (bench-remote alternates float32 and int8 in rounds, ABBA.
 - throughput_samples_per_s, init_ms: the median over rounds.
 - peak_rss_bytes: the maximum over rounds (each round runs in its own worker process).
 - accuracy and predictions: from the one round that evaluated the model (the first).
-Imports: standard library, numpy, edgeq.device (errors; bench.latency_stats, the one latency
-summary shared with the device).
+Imports: standard library, numpy, edgeq.device (errors, store.MODEL_KINDS; bench.latency_stats,
+the one latency summary shared with the device).
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from edgeq.device.bench import latency_stats
 from edgeq.device.errors import EdgeqError
+from edgeq.device.store import MODEL_KINDS
 
 COMPARE_SCHEMA = "edgeq.compare/1"
 BENCH_SCHEMA = "edgeq.bench/1"
-KIND_NAMES = ("float32", "int8")
 
 #: per-model keys that get an int8/float32 ratio
 RATIO_KEYS = (
@@ -231,12 +231,12 @@ _TABLE_METRICS = (
     ("Latency p99 (ms)", "latency_ms_p99", ".3f", 1.0),
     ("Throughput (samples/s)", "throughput_samples_per_s", ".1f", 1.0),
     ("Init (ms)", "init_ms", ".1f", 1.0),
-    ("Peak memory (MB)", "peak_rss_bytes", ".1f", 1024.0 * 1024.0),
+    ("Peak memory (MiB)", "peak_rss_bytes", ".1f", 2.0**20),
 )
 
 
 def table_rows(doc: dict[str, Any]) -> list[Row]:
-    """The rows of the side-by-side table for a compare document (KB/MB are 1024-based).
+    """The rows of the side-by-side table for a compare document (KB and MiB: 1024-based).
 
     The agreement row carries its value in the ratio column, since it relates the two
     models; the top-1 ratio column also shows the change in percentage points.
@@ -300,7 +300,7 @@ def environment_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
 def delta_rows(doc_a: dict[str, Any], doc_b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """Two runs side by side: (metric, run A, run B, B/A) for both models and agreement."""
     out: list[tuple[str, str, str, str]] = []
-    for kind in KIND_NAMES:
+    for kind in MODEL_KINDS:
         ma = doc_a["models"][kind]
         mb = doc_b["models"][kind]
         for label, key, spec, div in _TABLE_METRICS:

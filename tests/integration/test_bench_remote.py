@@ -18,6 +18,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
+from edgeq.device.errors import UsageError
+from edgeq.device.store import Layout
 from edgeq.host.bench_remote import (
     DeploymentMismatchError,
     NotDeployedError,
@@ -25,7 +27,7 @@ from edgeq.host.bench_remote import (
     round_order,
 )
 from edgeq.host.history import History
-from edgeq.host.local import LocalConnection
+from edgeq.host.link.local import LocalConnection
 
 EVAL_LIMIT = 200
 FAST = {"runs_min": 15, "run_s_min": 0.05, "warmup_runs_min": 2, "warmup_s_min": 0.01}
@@ -194,14 +196,54 @@ def test_not_deployed_and_mismatch(tmp_path: Path, local_device: Path,
         assert "int8" in info2.value.message and "edgeq deploy" in info2.value.hint
 
 
+def test_settings_checked_before_anything_runs(tmp_path: Path) -> None:
+    """bench-remote validates its settings with the device's one declaration, up front."""
+    with LocalConnection() as conn:
+        with pytest.raises(UsageError, match="threads must be an integer in \\[1, 256\\]"):
+            bench_remote(conn, device_dir=str(tmp_path / "none"), threads=0)
+        with pytest.raises(UsageError, match="runs_max .* is below runs_min"):
+            bench_remote(conn, device_dir=str(tmp_path / "none"), runs_min=10, runs_max=5)
+        with pytest.raises(UsageError, match="eval_limit"):
+            bench_remote(conn, device_dir=str(tmp_path / "none"), eval_limit=0)
+
+
+def test_unreadable_deployment_record(tmp_path: Path) -> None:
+    """current.json is read through edgeq.device.store.parse_deployment, not by hand."""
+    device = tmp_path / "device"
+    record = Path(Layout(str(device)).current)
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"model_name": "m", "float32": "a" * 64, "int8": "../x"}))
+    with LocalConnection() as conn:
+        with pytest.raises(NotDeployedError, match="int8 is not a 64-hex sha256") as info:
+            bench_remote(conn, device_dir=str(device), rounds=1)
+        assert "edgeq deploy" in info.value.hint
+
+
+def test_one_shot_passes_the_given_settings(local_device: Path, tiny_artifacts: Path) -> None:
+    """Settings given to bench_remote reach the device's measurement (one-shot path)."""
+    with LocalConnection() as conn:
+        doc = bench_remote(conn, artifacts_dir=tiny_artifacts, device_dir=str(local_device),
+                           rounds=1, eval_limit=50, use_daemon=False, threads=2,
+                           xnnpack=False, runs_max=20, **FAST)
+    for kind in ("float32", "int8"):
+        ran = doc["models"][kind]["result"]["settings"]
+        assert ran["threads"] == 2 and ran["xnnpack"] is False and ran["runs_max"] == 20
+        assert ran["runs_min"] == FAST["runs_min"] and ran["eval_limit"] == 50
+        assert FAST["runs_min"] <= doc["models"][kind]["runs"] <= 20  # capped by runs_max
+        assert doc["models"][kind]["eval_count"] == 50
+    assert doc["settings"]["runs_max"] == 20 and doc["settings"]["threads"] == 2
+    assert doc["settings"]["xnnpack"] is False and doc["settings"]["warmup_s_min"] == 0.01
+
+
 @pytest.mark.sshd
 @pytest.mark.timeout(1500)
 def test_over_real_sshd_daemon_then_one_shot(sshd_device: Any, tiny_artifacts: Path,
                                              tmp_path: Path) -> None:
     """deploy over SSH (library), then `edgeq bench-remote --json` (CLI) through the daemon
     bridged over the SSH channel, then again with the daemon stopped (one-shot fallback)."""
-    from edgeq.host.connect import open_connection
-    from edgeq.host.deploy import agent_argv, deploy
+    from edgeq.device.store import Layout
+    from edgeq.host.deploy import deploy
+    from edgeq.host.link import open_connection
 
     device_dir = str(tmp_path / "device")
     env = dict(os.environ, EDGEQ_HISTORY_DB=str(tmp_path / "h.sqlite3"))
@@ -223,7 +265,7 @@ def test_over_real_sshd_daemon_then_one_shot(sshd_device: Any, tiny_artifacts: P
             assert doc["settings"]["path"] == "daemon", doc["settings"]["daemon_error"]
             assert doc["host"].endswith(f":{sshd_device.port}") or sshd_device.alias in doc["host"]
         finally:
-            stopped = conn.run(agent_argv(device_dir, "stop"), timeout_s=60)
+            stopped = conn.run(Layout(device_dir).agent_argv("stop"), timeout_s=60)
         assert stopped.ok, stopped.stderr[-2000:]
         one_shot = _edgeq(*common, "--rounds", "1", env=env)
         assert one_shot.returncode == 0, one_shot.stderr[-3000:]
@@ -256,7 +298,7 @@ def test_cli_bench_remote_local_and_history(local_device: Path, tiny_artifacts: 
     table = _edgeq("bench-remote", str(tiny_artifacts), *common, "--rounds", "1", env=env)
     assert table.returncode == 0, table.stderr[-3000:]
     for label in ("Size (KB)", "Top-1 (%)", "agreement", "Latency p50 (ms)", "Latency p99 (ms)",
-                  "Throughput (samples/s)", "Init (ms)", "Peak memory (MB)", "XNNPACK",
+                  "Throughput (samples/s)", "Init (ms)", "Peak memory (MiB)", "XNNPACK",
                   "int8/float32", "stored as run 2"):
         assert label in table.stdout, label
     listed = _edgeq("history", "--json", env=env)

@@ -129,7 +129,7 @@ def test_table_rows_show_the_document_numbers(compare_doc: dict[str, Any]) -> No
     assert float(rows["Size (KB)"].int8) == pytest.approx(i8["size_bytes"] / 1024, abs=0.05)
     assert float(rows["Latency p50 (ms)"].int8) == pytest.approx(i8["latency_ms_p50"], abs=5e-4)
     assert float(rows["Top-1 (%)"].int8) == pytest.approx(i8["accuracy"] * 100, abs=0.005)
-    assert float(rows["Peak memory (MB)"].float32) == pytest.approx(
+    assert float(rows["Peak memory (MiB)"].float32) == pytest.approx(
         f32["peak_rss_bytes"] / 2**20, abs=0.05)
     assert float(rows["float/int8 agreement (%)"].ratio) == pytest.approx(
         compare_doc["agreement"] * 100, abs=0.005)
