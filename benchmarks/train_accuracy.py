@@ -38,7 +38,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from edgeq.host.evaluate import evaluate
-    from edgeq.host.inspection import full_integer_problems, read_tflite
+    from edgeq.host.tflite_file import full_integer_problems, read_tflite
     from edgeq.host.quantize import quantize
     from edgeq.host.train import train
 

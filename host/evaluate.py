@@ -7,13 +7,11 @@ size_bytes, size_kb, top1, correct, count, predictions and eval_s; and the compa
 `agreement` (fraction of images where both predict the same class), `drop_points`
 (float32 top-1 minus int8 top-1, in percentage points) and `size_ratio` (int8 / float32 bytes).
 
-Imports: standard library, numpy, edgeq.device, edgeq.host.{data,quantize}; no TensorFlow.
+Imports: standard library, numpy, edgeq.device, edgeq.host.{artifacts,data}; no TensorFlow.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -22,12 +20,12 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 from edgeq.device.errors import EdgeqError
+from edgeq.host.artifacts import MODEL_KINDS, Artifacts, load_artifacts
 from edgeq.host.data import load_mnist
 
 logger = logging.getLogger(__name__)
 
 EVALUATE_SCHEMA = "edgeq.evaluate/1"
-MODEL_KINDS = ("float32", "int8")
 HOST_BATCH_SIZE = 100
 
 ProgressCallback = Callable[[int, int], None]
@@ -35,52 +33,30 @@ PathLike = Union[str, "os.PathLike[str]", Path]
 
 
 class EvaluateError(EdgeqError):
-    """The artifacts cannot be evaluated (missing files, mismatched data)."""
-
-
-def _load_manifest(directory: Path) -> Optional[dict[str, Any]]:
-    path = directory / "manifest.json"
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise EvaluateError(
-            f"{path}: not valid JSON ({exc})", hint="run `edgeq quantize DIR` again to rewrite it"
-        ) from None
-    return manifest if isinstance(manifest, dict) else None
+    """The evaluation cannot run as asked (a bad limit); artifacts errors are ArtifactsError."""
 
 
 def evaluation_data(
-    artifacts_dir: Path,
+    artifacts: Artifacts,
     *,
     limit: Optional[int] = None,
     data_dir: Optional[PathLike] = None,
-    manifest: Optional[dict[str, Any]] = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """(images uint8, labels, description): eval.npz unless `data_dir` asks for MNIST test."""
-    eval_path = artifacts_dir / "eval.npz"
-    if data_dir is None and eval_path.is_file():
+    """(images uint8, labels, description): the artifacts' eval data (already checked against
+    the manifest's sha256 by load_artifacts) unless `data_dir` asks for the MNIST test set."""
+    if limit is not None and limit < 1:
+        raise EvaluateError(f"limit must be at least 1, got {limit}",
+                            hint="pass a positive --limit")
+    if data_dir is None and artifacts.eval_data is not None:
         from edgeq.device.evaldata import load_eval_data
 
-        raw = eval_path.read_bytes()
-        digest = hashlib.sha256(raw).hexdigest()
-        expected = ((manifest or {}).get("eval_data") or {}).get("sha256")
-        if expected and expected != digest:
-            raise EvaluateError(
-                f"{eval_path}: sha256 does not match manifest.json",
-                hint="run `edgeq quantize DIR` again to rewrite the artifacts",
-            )
-        images, labels = load_eval_data(eval_path)
-        info: dict[str, Any] = {"source": "eval.npz", "sha256": digest}
+        images, labels = load_eval_data(artifacts.eval_data.path)
+        info: dict[str, Any] = {"source": artifacts.eval_data.path.name,
+                                "sha256": artifacts.eval_data.sha256}
     else:
         images, labels = load_mnist("test", data_dir)
         info = {"source": "mnist-test"}
     if limit is not None:
-        if limit < 1:
-            raise EvaluateError(
-                f"limit must be at least 1, got {limit}", hint="pass a positive --limit"
-            )
         images, labels = images[:limit], labels[:limit]
     info["count"] = len(labels)
     return images, np.asarray(labels, dtype=np.int64), info
@@ -99,35 +75,22 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run both models of `artifacts_dir` on the evaluation images; see the module docstring.
 
+    The directory is read with edgeq.host.artifacts.load_artifacts (ArtifactsError when it is
+    missing, incomplete or does not match its manifest).
     `progress(done, total)` counts images over both models (total = 2 x count).
     """
     from edgeq.device.runtime import load_model
 
-    directory = Path(artifacts_dir)
-    if not directory.is_dir():
-        raise EvaluateError(
-            f"artifacts directory {directory} does not exist",
-            hint="run `edgeq train --out DIR` and `edgeq quantize DIR` first",
-        )
-    manifest = _load_manifest(directory)
-    files = {}
-    for kind in MODEL_KINDS:
-        name = ((manifest or {}).get("models", {}).get(kind) or {}).get(
-            "file"
-        ) or f"model_{kind}.tflite"
-        path = directory / name
-        if not path.is_file():
-            raise EvaluateError(f"{path} does not exist", hint="run `edgeq quantize DIR` first")
-        files[kind] = path
-    images, labels, data_info = evaluation_data(
-        directory, limit=limit, data_dir=data_dir, manifest=manifest
-    )
+    art = load_artifacts(artifacts_dir)
+    images, labels, data_info = evaluation_data(art, limit=limit, data_dir=data_dir)
     n = len(labels)
 
     results: dict[str, Any] = {}
     runtime_info: dict[str, Any] = {}
     for k, kind in enumerate(MODEL_KINDS):
-        model = load_model(files[kind], threads=threads, xnnpack=xnnpack, runtime=runtime)
+        mf = art.models[kind]
+        model = load_model(mf.path, threads=threads, xnnpack=xnnpack, runtime=runtime,
+                           sha256=mf.sha256)
         runtime_info = {
             "name": model.runtime.name,
             "version": model.runtime.version,
@@ -141,7 +104,7 @@ def evaluate(
         eval_s = time.perf_counter() - t0
         correct = int(np.sum(predictions == labels))
         results[kind] = {
-            "file": files[kind].name,
+            "file": mf.path.name,
             "sha256": model.sha256,
             "size_bytes": int(model.size_bytes),
             "size_kb": round(model.size_bytes / 1024.0, 1),
@@ -157,8 +120,8 @@ def evaluate(
     agreement = float(np.mean(np.asarray(f32["predictions"]) == np.asarray(i8["predictions"])))
     return {
         "schema": EVALUATE_SCHEMA,
-        "artifacts_dir": str(directory.resolve()),
-        "model_name": (manifest or {}).get("model_name"),
+        "artifacts_dir": str(art.dir.resolve()),
+        "model_name": art.manifest.get("model_name"),
         "data": data_info,
         "runtime": runtime_info,
         "threads": threads,

@@ -1,37 +1,50 @@
-"""Look inside a .tflite file: tensors, quantization parameters, weight ranges, outliers, and
-(with the float Keras model) the per-layer quantization error.
+"""Per-layer analysis of an int8 model: quantization parameters, weight ranges, outliers,
+activation ranges and the per-layer quantization error. The `edgeq inspect` command and the
+report (which only lays it out) both take their numbers from here.
 
-Functions return plain JSON-able dicts so the CLI and the report can reuse them:
+- `inspect_model(path, float_model_path=...)` is what `edgeq inspect` shows (plain JSON-able
+  dicts), with `quantization_error` (TensorFlow's QuantizationDebugger) when the float Keras
+  model is given.
+- `layer_analysis(artifacts_dir)` puts the int8 model next to its float32 twin: each int8
+  weight tensor against the float weights it came from, each int8 activation's calibrated
+  range against the float values seen when both models run (through the device runtime's
+  loader, edgeq.device.runtime) on evaluation images, and the per-layer error.
 
-- `read_tflite(path)` parses the flatbuffer (the schema module LiteRT and TensorFlow ship) into
-  a `TfliteFile`: op codes with versions, tensors, metadata such as `min_runtime_version`.
-- `weight_tensors(path)` gives the constant int8 weight tensors as numpy arrays with their
-  scales, zero points and quantized dimension.
-- `inspect_model(path, float_model_path=...)` is what `edgeq inspect` shows.
+The file itself is read by edgeq.host.tflite_file.
 
-Min-Max formulas (the paper's): an int8 tensor with scale s and zero point z represents
-real values in [real_min, real_max] = [(qmin - z) * s, (qmax - z) * s] with qmin=-128, qmax=127.
+Outlier rule (weights, defined here once): for a weight tensor (and each of its channels),
+`outlier_ratio` = max|w| / P99.9(|w|) over the dequantized weights. Min-Max quantization spends
+its 256 levels on [min, max]; when max|w| is more than OUTLIER_RATIO (2.0) times the 99.9th
+percentile, at least 99.9 % of the weights live in less than half of the grid, i.e. a handful of
+values cost the rest more than one bit of resolution. `outlier` is True then.
+Stretch rule (activations): a calibrated int8 range is "stretched by outliers" when it is more
+than STRETCH_FLAG (2.0) times wider than the central 99.8 % of the float values seen.
 
-Outlier flag: for a weight tensor (and each of its channels), `outlier_ratio` =
-max|w| / P99.9(|w|) over the dequantized weights. Min-Max quantization spends its 256 levels on
-[min, max]; when max|w| is more than OUTLIER_RATIO (2.0) times the 99.9th percentile, at least
-99.9 % of the weights live in less than half of the grid, i.e. a handful of values cost the rest
-more than one bit of resolution. `outlier` is True then.
-
-Imports: standard library, numpy, flatbuffers schema from ai_edge_litert (or TensorFlow),
-edgeq.device.errors; TensorFlow and Keras only inside `quantization_error`.
+Imports: standard library, numpy, edgeq.device (errors; runtime and evaldata lazily),
+edgeq.host.{tflite_file, artifacts}; edgeq.host.quantize, TensorFlow and Keras only inside
+`quantization_error`. Nothing in edgeq.host.quantize imports this module.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 from edgeq.device.errors import EdgeqError
+from edgeq.host.artifacts import KERAS_FILE, load_artifacts
+from edgeq.host.tflite_file import (
+    OperatorRecord,
+    TfliteFile,
+    WeightTensor,
+    full_integer_problems,
+    read_tflite,
+    weight_tensors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,396 +53,38 @@ ProgressCallback = Callable[[int, int], None]
 
 OUTLIER_RATIO = 2.0
 OUTLIER_PERCENTILE = 99.9
-FLOAT_TYPES = frozenset({"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16", "COMPLEX64", "COMPLEX128"})
-_QRANGE = {
-    "INT8": (-128, 127),
-    "UINT8": (0, 255),
-    "INT16": (-32768, 32767),
-    "INT32": (-(2**31), 2**31 - 1),
-    "INT4": (-8, 7),
-}
-_NP_DTYPES = {
-    "INT8": np.int8,
-    "UINT8": np.uint8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FLOAT32": np.float32,
-    "FLOAT16": np.float16,
-    "FLOAT64": np.float64,
-    "BOOL": np.bool_,
-}
+#: the weight outlier rule in words (shown by `edgeq inspect` and the report)
+OUTLIER_RULE = f"max|w| > {OUTLIER_RATIO:g} x P{OUTLIER_PERCENTILE:g}(|w|)"
+#: an activation range is "stretched by outliers" when the calibrated int8 range is this many
+#: times wider than where the central 99.8 % of the observed float values lie
+STRETCH_FLAG = 2.0
+#: evaluation images both models run on for the activation ranges
+LAYER_IMAGES = 200
+#: ops that only move shapes around (their outputs are not analysed)
+_SKIP_OPS = ("DELEGATE", "QUANTIZE", "DEQUANTIZE", "SHAPE", "STRIDED_SLICE", "PACK")
 
 
 class InspectError(EdgeqError):
-    """A .tflite file that cannot be read or inspected."""
-
-
-def _schema() -> Any:
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:  # pragma: no cover - depends on the installed runtime
-        try:
-            from tensorflow.lite.python import schema_py_generated as schema
-        except ImportError:
-            raise InspectError(
-                "no TFLite flatbuffer schema available",
-                hint="pip install ai-edge-litert (or tensorflow)",
-            ) from None
-    return schema
-
-
-def _enum_names(enum_cls: Any) -> dict[int, str]:
-    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
-
-
-@dataclass
-class TensorRecord:
-    """One tensor of subgraph 0, as the flatbuffer describes it."""
-
-    index: int
-    name: str
-    dtype: str
-    shape: list[int]
-    shape_signature: list[int]
-    scales: list[float]
-    zero_points: list[int]
-    quantized_dimension: int
-    buffer: int
-    is_constant: bool
-    is_variable: bool
-
-    @property
-    def per_channel(self) -> bool:
-        return len(self.scales) > 1
-
-    def to_dict(self) -> dict[str, Any]:
-        """Name, dtype, shape, scale(s), zero point(s) and the real range they imply."""
-        d: dict[str, Any] = {
-            "index": self.index,
-            "name": self.name,
-            "dtype": self.dtype.lower(),
-            "shape": self.shape,
-            "constant": self.is_constant,
-            "quantized": bool(self.scales),
-            "per_channel": self.per_channel,
-        }
-        if not self.scales:
-            d.update(scale=0.0, zero_point=0, real_min=None, real_max=None)
-            return d
-        qmin, qmax = _QRANGE.get(self.dtype, (None, None))
-        real_min = (
-            [(qmin - z) * s for s, z in zip(self.scales, self.zero_points)]
-            if qmin is not None
-            else None
-        )
-        real_max = (
-            [(qmax - z) * s for s, z in zip(self.scales, self.zero_points)]
-            if qmax is not None
-            else None
-        )
-        if self.per_channel:
-            d.update(
-                quantized_dimension=self.quantized_dimension,
-                channels=len(self.scales),
-                scale=self.scales,
-                zero_point=self.zero_points,
-                scale_min=min(self.scales),
-                scale_max=max(self.scales),
-                real_min=real_min,
-                real_max=real_max,
-            )
-        else:
-            d.update(
-                scale=self.scales[0],
-                zero_point=self.zero_points[0],
-                real_min=real_min[0] if real_min else None,
-                real_max=real_max[0] if real_max else None,
-            )
-        return d
-
-    def tensor_info(self) -> dict[str, Any]:
-        """The manifest's TENSOR form (docs/SCHEMA.md): scale 0.0 / zero_point 0 for float."""
-        return {
-            "name": self.name,
-            "dtype": self.dtype.lower(),
-            "shape": self.shape,
-            "scale": float(self.scales[0]) if len(self.scales) == 1 else 0.0,
-            "zero_point": int(self.zero_points[0]) if len(self.zero_points) == 1 else 0,
-        }
-
-
-@dataclass
-class OperatorRecord:
-    index: int
-    name: str
-    version: int
-    inputs: list[int]
-    outputs: list[int]
-
-
-@dataclass
-class TfliteFile:
-    """The parts of a .tflite flatbuffer edgeq needs (subgraph 0)."""
-
-    path: Path
-    size_bytes: int
-    schema_version: int
-    op_codes: list[dict[str, Any]]
-    operators: list[OperatorRecord]
-    tensors: list[TensorRecord]
-    inputs: list[int]
-    outputs: list[int]
-    metadata: dict[str, bytes]
-    subgraphs: int
-    _raw: bytes = field(repr=False, default=b"")
-    _model: Any = field(repr=False, default=None)
-
-    @property
-    def min_runtime_version(self) -> Optional[str]:
-        raw = self.metadata.get("min_runtime_version")
-        if raw is None:
-            return None
-        return raw.split(b"\x00", 1)[0].decode("ascii", "replace") or None
-
-    def ops(self) -> list[dict[str, Any]]:
-        """The op list of the manifest: [{"name", "version"}] per distinct op code."""
-        return [{"name": c["name"], "version": c["version"]} for c in self.op_codes]
-
-    def buffer_array(self, tensor: TensorRecord) -> Optional[np.ndarray]:
-        """A constant tensor's values as a numpy array (None for non-constant tensors)."""
-        data = self._buffer_bytes(tensor.buffer)
-        if data is None:
-            return None
-        dtype = _NP_DTYPES.get(tensor.dtype)
-        if dtype is None:
-            return None
-        arr = np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<"))
-        try:
-            return arr.reshape(tensor.shape) if tensor.shape else arr.reshape(())
-        except ValueError:
-            return arr
-
-    def _buffer_bytes(self, index: int) -> Optional[bytes]:
-        if index <= 0 or self._model is None or index >= self._model.BuffersLength():
-            return None
-        buf = self._model.Buffers(index)
-        if buf.DataLength() > 0:
-            return buf.DataAsNumpy().tobytes()
-        offset, size = int(buf.Offset()), int(buf.Size())
-        if offset > 1 and size > 0:
-            return self._raw[offset : offset + size]
-        return None
-
-
-def read_tflite(path: PathLike) -> TfliteFile:
-    """Parse a .tflite file's flatbuffer; InspectError if it is not one."""
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise InspectError(
-            f"{p} does not exist", hint="check the path to the .tflite file"
-        ) from None
-    except OSError as exc:
-        raise InspectError(
-            f"{p}: cannot be read ({exc.strerror})", hint="check the file's permissions"
-        ) from None
-    if len(raw) < 8 or raw[4:8] != b"TFL3":
-        raise InspectError(
-            f"{p} is not a TFLite flatbuffer (no TFL3 identifier)",
-            hint="pass a .tflite file written by edgeq quantize or the TFLite converter",
-        )
-    schema = _schema()
-    op_names = _enum_names(schema.BuiltinOperator)
-    type_names = _enum_names(schema.TensorType)
-    try:
-        model = schema.Model.GetRootAs(raw, 0)
-        op_codes: list[dict[str, Any]] = []
-        for i in range(model.OperatorCodesLength()):
-            oc = model.OperatorCodes(i)
-            code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
-            name = op_names.get(code, f"BUILTIN_{code}")
-            if name == "CUSTOM" and oc.CustomCode():
-                name = "CUSTOM:" + oc.CustomCode().decode("utf-8", "replace")
-            op_codes.append({"name": name, "version": int(oc.Version()), "builtin_code": code})
-        if model.SubgraphsLength() < 1:
-            raise InspectError(
-                f"{p} has no subgraph", hint="the file is damaged; convert the model again"
-            )
-        sg = model.Subgraphs(0)
-        tensors = []
-        for i in range(sg.TensorsLength()):
-            t = sg.Tensors(i)
-            q = t.Quantization()
-            scales = (
-                [float(s) for s in q.ScaleAsNumpy()] if q is not None and q.ScaleLength() else []
-            )
-            zps = (
-                [int(z) for z in q.ZeroPointAsNumpy()]
-                if q is not None and q.ZeroPointLength()
-                else []
-            )
-            buf_index = int(t.Buffer())
-            tensors.append(
-                TensorRecord(
-                    index=i,
-                    name=(t.Name() or b"").decode("utf-8", "replace"),
-                    dtype=type_names.get(int(t.Type()), f"TYPE_{t.Type()}"),
-                    shape=[int(d) for d in t.ShapeAsNumpy()] if t.ShapeLength() else [],
-                    shape_signature=[int(d) for d in t.ShapeSignatureAsNumpy()]
-                    if t.ShapeSignatureLength()
-                    else [],
-                    scales=scales,
-                    zero_points=zps if zps else [0] * len(scales),
-                    quantized_dimension=int(q.QuantizedDimension()) if q is not None else 0,
-                    buffer=buf_index,
-                    is_constant=False,
-                    is_variable=bool(t.IsVariable()),
-                )
-            )
-        operators = []
-        for i in range(sg.OperatorsLength()):
-            o = sg.Operators(i)
-            opcode = op_codes[int(o.OpcodeIndex())]
-            operators.append(
-                OperatorRecord(
-                    index=i,
-                    name=opcode["name"],
-                    version=opcode["version"],
-                    inputs=[int(x) for x in o.InputsAsNumpy()] if o.InputsLength() else [],
-                    outputs=[int(x) for x in o.OutputsAsNumpy()] if o.OutputsLength() else [],
-                )
-            )
-        metadata: dict[str, bytes] = {}
-        for i in range(model.MetadataLength()):
-            md = model.Metadata(i)
-            name = (md.Name() or b"").decode("utf-8", "replace")
-            b = (
-                model.Buffers(int(md.Buffer()))
-                if int(md.Buffer()) < model.BuffersLength()
-                else None
-            )
-            metadata[name] = b.DataAsNumpy().tobytes() if b is not None and b.DataLength() else b""
-        tf_file = TfliteFile(
-            path=p,
-            size_bytes=len(raw),
-            schema_version=int(model.Version()),
-            op_codes=op_codes,
-            operators=operators,
-            tensors=tensors,
-            inputs=[int(x) for x in sg.InputsAsNumpy()] if sg.InputsLength() else [],
-            outputs=[int(x) for x in sg.OutputsAsNumpy()] if sg.OutputsLength() else [],
-            metadata=metadata,
-            subgraphs=int(model.SubgraphsLength()),
-            _raw=raw,
-            _model=model,
-        )
-    except InspectError:
-        raise
-    except Exception as exc:  # flatbuffers raises assorted errors on damaged files
-        raise InspectError(
-            f"{p}: damaged TFLite flatbuffer ({type(exc).__name__}: {exc})",
-            hint="convert the model again",
-        ) from None
-    for t in tf_file.tensors:
-        t.is_constant = tf_file._buffer_bytes(t.buffer) is not None
-    return tf_file
-
-
-def full_integer_problems(tf_file: TfliteFile) -> list[str]:
-    """Why a model is not full-integer int8 (empty list if it is).
-
-    Full-integer here means: int8 input and output, no float tensor anywhere in the graph
-    (so no op can compute in float), and no DEQUANTIZE op. int32 tensors (biases, shapes)
-    are integer and allowed.
-    """
-    problems = []
-    for kind, indices in (("input", tf_file.inputs), ("output", tf_file.outputs)):
-        for i in indices:
-            t = tf_file.tensors[i]
-            if t.dtype != "INT8":
-                problems.append(f"{kind} {t.name!r} is {t.dtype.lower()}, not int8")
-    floats = [t for t in tf_file.tensors if t.dtype in FLOAT_TYPES]
-    if floats:
-        names = ", ".join(repr(t.name) for t in floats[:3])
-        problems.append(f"{len(floats)} float tensor(s) in the graph (e.g. {names})")
-    for op in tf_file.operators:
-        if op.name == "DEQUANTIZE":
-            problems.append(f"op {op.index} is DEQUANTIZE")
-    return problems
+    """A model that cannot be inspected or analysed layer by layer."""
 
 
 # ---------------------------------------------------------------------------------------------
-# weights
+# the outlier rule
 
 
-@dataclass
-class WeightTensor:
-    """A constant int8 weight tensor (conv filter, fully-connected matrix) and its quantization."""
-
-    name: str
-    op: str
-    index: int
-    values: np.ndarray  # int8, the stored values
-    scales: np.ndarray  # float32, one per channel (or one)
-    zero_points: np.ndarray  # int64, same length as scales
-    quantized_dimension: int
-
-    @property
-    def channel_axis(self) -> int:
-        """Axis of the output channels (the quantized dimension, 0 for per-tensor weights)."""
-        return self.quantized_dimension if len(self.scales) > 1 else 0
-
-    def dequantized(self) -> np.ndarray:
-        """Real values: (q - zero_point) * scale, broadcast along the quantized dimension."""
-        q = self.values.astype(np.float32)
-        if len(self.scales) == 1:
-            return (q - float(self.zero_points[0])) * float(self.scales[0])
-        shape = [1] * q.ndim
-        shape[self.quantized_dimension] = -1
-        return (q - self.zero_points.reshape(shape).astype(np.float32)) * self.scales.reshape(shape)
+def _p999(abs_values: np.ndarray) -> float:
+    return float(np.percentile(abs_values, OUTLIER_PERCENTILE))
 
 
-_WEIGHT_INPUT = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "TRANSPOSE_CONV": 1}
-
-
-def weight_tensors(
-    tflite_path: PathLike, tf_file: Optional[TfliteFile] = None
-) -> list[WeightTensor]:
-    """The constant int8 weight tensors of the model, in graph order."""
-    f = tf_file if tf_file is not None else read_tflite(tflite_path)
-    out: list[WeightTensor] = []
-    seen: set[int] = set()
-    for op in f.operators:
-        pos = _WEIGHT_INPUT.get(op.name)
-        if pos is None or len(op.inputs) <= pos or op.inputs[pos] < 0:
-            continue
-        t = f.tensors[op.inputs[pos]]
-        if t.index in seen or t.dtype != "INT8" or not t.is_constant or not t.scales:
-            continue
-        values = f.buffer_array(t)
-        if values is None:
-            continue
-        seen.add(t.index)
-        out.append(
-            WeightTensor(
-                name=t.name,
-                op=op.name,
-                index=t.index,
-                values=np.array(values, dtype=np.int8),
-                scales=np.asarray(t.scales, dtype=np.float32),
-                zero_points=np.asarray(t.zero_points, dtype=np.int64),
-                quantized_dimension=t.quantized_dimension,
-            )
-        )
-    return out
+def outlier_threshold(values: np.ndarray) -> float:
+    """|w| above which a weight is an outlier: OUTLIER_RATIO x P99.9(|w|)."""
+    return OUTLIER_RATIO * _p999(np.abs(np.asarray(values)))
 
 
 def _outlier_ratio(abs_values: np.ndarray) -> float:
     if abs_values.size == 0:
         return 0.0
-    p = float(np.percentile(abs_values, OUTLIER_PERCENTILE))
+    p = _p999(abs_values)
     m = float(abs_values.max())
     if p <= 0.0:
         return float("inf") if m > 0 else 0.0
@@ -482,6 +137,7 @@ def _finite(x: float) -> Optional[float]:
     return float(x) if np.isfinite(x) else None
 
 
+
 # ---------------------------------------------------------------------------------------------
 # the whole inspection
 
@@ -520,10 +176,7 @@ def inspect_model(
         "outputs": [f.tensors[i].tensor_info() for i in f.outputs],
         "tensors": [t.to_dict() for t in f.tensors],
         "weights": weights,
-        "outlier_rule": (
-            f"max|w| > {OUTLIER_RATIO:g} x P{OUTLIER_PERCENTILE:g}(|w|) of the "
-            "dequantized weights (per tensor and per channel)"
-        ),
+        "outlier_rule": f"{OUTLIER_RULE} of the dequantized weights (per tensor and per channel)",
         "layer_errors": None,
     }
     if float_model_path is not None:
@@ -639,3 +292,205 @@ def _json_number(v: Any) -> Any:
     except (TypeError, ValueError):
         return v
     return x if np.isfinite(x) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# float32 next to int8, layer by layer
+
+
+@dataclass
+class WeightLayer:
+    """One int8 weight tensor next to the float32 weights it was quantized from."""
+
+    label: str  # e.g. "conv_2d_1": op name and its position among ops of that name
+    weight: WeightTensor
+    float_values: np.ndarray  # float64, same shape as weight.values
+    report: dict[str, Any]  # weight_report(weight): ranges, outlier flags per channel
+    outlier_abs: float  # outlier_threshold of the float weights
+    outliers: int  # float weights above it
+    row: dict[str, Any]  # the table row
+
+
+@dataclass
+class LayerAnalysis:
+    """What `layer_analysis` found; rows are JSON-able dicts in display order."""
+
+    image_count: int = 0
+    weights: list[WeightLayer] = field(default_factory=list)
+    tensor_rows: list[dict[str, Any]] = field(default_factory=list)  # activations
+    activation_ranges: list[dict[str, Any]] = field(default_factory=list)  # for the figure
+    error_rows: list[dict[str, Any]] = field(default_factory=list)
+    error_source: str = ""  # "debugger" (isolated per layer) or "end-to-end" (or "")
+    debug_note: str = ""  # why the QuantizationDebugger is missing, if it is
+    note: str = ""
+
+    @property
+    def weight_rows(self) -> list[dict[str, Any]]:
+        return [w.row for w in self.weights]
+
+
+def op_keys(operators: Sequence[OperatorRecord]) -> list[tuple[str, int]]:
+    """(op name, n-th op of that name) for each op: how the float and int8 graphs are matched."""
+    seen: dict[str, int] = {}
+    out = []
+    for op in operators:
+        seen[op.name] = seen.get(op.name, 0) + 1
+        out.append((op.name, seen[op.name]))
+    return out
+
+
+def _short_name(name: str, width: int = 60) -> str:
+    """TFLite tensor names can be long ';'-joined lists: keep the last part."""
+    last = name.split(";")[-1]
+    return last if len(last) <= width else "..." + last[-(width - 3):]
+
+
+def _weight_layers(pairs: list[Any], qf: TfliteFile, ff: TfliteFile) -> list[WeightLayer]:
+    by_index = {w.index: w for w in weight_tensors(qf.path, qf)}
+    out: list[WeightLayer] = []
+    for (name, nth), fop, qop in pairs:
+        if len(qop.inputs) < 2 or qop.inputs[1] not in by_index or len(fop.inputs) < 2:
+            continue
+        wt = by_index[qop.inputs[1]]
+        w = ff.buffer_array(ff.tensors[fop.inputs[1]])
+        if w is None or w.shape != wt.values.shape:
+            continue
+        w = w.astype(np.float64)
+        rep = weight_report(wt)
+        label = f"{name.lower()}_{nth}"
+        per_channel = len(wt.scales) > 1
+        outlier_abs = outlier_threshold(w)
+        err = wt.dequantized().astype(np.float64) - w
+        row = {
+            "layer": label, "tensor": wt.name, "shape": "x".join(str(d) for d in w.shape),
+            "granularity": f"per-channel ({len(wt.scales)})" if per_channel else "per-tensor",
+            "w_min": float(w.min()), "w_max": float(w.max()),
+            "scale_min": float(np.min(wt.scales)), "scale_max": float(np.max(wt.scales)),
+            "outlier_ratio": rep["outlier_ratio"],
+            "outlier": "yes" if rep["outlier"] else "no",
+            "outlier_channels": f"{rep['outlier_channels']}/{len(rep['channels'])}",
+            "codes_used": int(np.unique(wt.values).size),
+            "rounding_rmse_lsb": float(np.sqrt(np.mean(err ** 2)) / float(np.mean(wt.scales))),
+        }
+        out.append(WeightLayer(label, wt, w, rep, outlier_abs,
+                               int(np.sum(np.abs(w) > outlier_abs)), row))
+    return out
+
+
+def _activations(pairs: list[Any], qf: TfliteFile, ff: TfliteFile, files: dict[str, Path],
+                 images: np.ndarray) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(table rows, figure items): calibrated int8 ranges vs float values seen at run time."""
+    from edgeq.device.runtime import load_model
+
+    acts: list[dict[str, Any]] = []
+    for (name, nth), fop, qop in pairs:
+        if not qop.outputs or not fop.outputs:
+            continue
+        qt, ft = qf.tensors[qop.outputs[0]], ff.tensors[fop.outputs[0]]
+        if qt.dtype != "INT8" or ft.dtype != "FLOAT32" or len(qt.scales) != 1:
+            continue
+        d = qt.to_dict()
+        acts.append({"label": f"{name.lower()}_{nth}", "f": ft.index, "q": qt.index,
+                     "tensor": qt.name, "scale": float(d["scale"]),
+                     "zero_point": int(d["zero_point"]), "range_min": float(d["real_min"]),
+                     "range_max": float(d["real_max"]), "fvals": [], "err2": 0.0, "n": 0})
+    # no delegate, every intermediate tensor kept: the reference kernels' values, layer by layer
+    fm, qm = (load_model(files[k], xnnpack=False, preserve_all_tensors=True)
+              for k in ("float32", "int8"))
+    for i in range(len(images)):
+        for m in (fm, qm):
+            m.run_prepared(m.prepare_input(images[i:i + 1]))
+        for a in acts:
+            fv = fm.interpreter.get_tensor(a["f"]).astype(np.float64).ravel()
+            qv = (qm.interpreter.get_tensor(a["q"]).astype(np.float64).ravel()
+                  - a["zero_point"]) * a["scale"]
+            a["fvals"].append(fv)
+            a["err2"] += float(np.sum((qv - fv) ** 2))
+            a["n"] += fv.size
+    rows: list[dict[str, Any]] = []
+    items: list[dict[str, Any]] = []
+    for a in acts:
+        fv = np.concatenate(a["fvals"]) if a["fvals"] else np.zeros(1)
+        lo, hi = a["range_min"], a["range_max"]
+        p_lo, p_hi = (float(v) for v in np.quantile(fv, [0.001, 0.999]))
+        stretch = (hi - lo) / (p_hi - p_lo) if p_hi > p_lo else float("inf")
+        clipped = float(np.mean((fv < lo - a["scale"] / 2) | (fv > hi + a["scale"] / 2)))
+        rmse = math.sqrt(a["err2"] / a["n"]) if a["n"] else float("nan")
+        outlier = bool(stretch > STRETCH_FLAG)
+        rows.append({
+            "layer": a["label"], "tensor": a["tensor"], "scale": a["scale"],
+            "zero_point": a["zero_point"], "range_min": lo, "range_max": hi,
+            "seen_p0.1": p_lo, "seen_p99.9": p_hi, "seen_min": float(fv.min()),
+            "seen_max": float(fv.max()), "stretch": stretch, "clipped_pct": 100.0 * clipped,
+            "e2e_rmse_lsb": rmse / a["scale"], "outlier": "yes" if outlier else "no"})
+        items.append({"name": a["label"], "min": lo, "max": hi, "scale": a["scale"],
+                      "outlier": outlier, "p_lo": p_lo, "p_hi": p_hi})
+    return rows, items
+
+
+def layer_analysis(artifacts_dir: PathLike, *, images: Optional[np.ndarray] = None,
+                   debugger: bool = True, max_images: int = LAYER_IMAGES) -> LayerAnalysis:
+    """Per layer: weights vs the Min-Max range and int8 grid, activation ranges, outliers, error.
+
+    - The ops of the int8 and float32 graphs are matched by type and position, so each int8
+      weight tensor is shown against the float32 weights it came from (outlier rule above).
+    - Both models are loaded with the device runtime's loader, without delegates and with every
+      intermediate tensor kept, and run on up to `max_images` evaluation images (`images`, or
+      the artifacts' eval data). For each int8 activation, the calibrated range
+      [(-128 - zp) * s, (127 - zp) * s] is compared with the float values actually seen: its
+      "stretch" is the range width over the width of the central 99.8 % of the values; its
+      end-to-end error is the RMSE of the dequantized int8 output against the float output, in
+      int8 steps (it accumulates through the graph, like the accuracy loss).
+    - With `debugger` and ARTIFACTS/model.keras, the isolated per-layer error comes from
+      `quantization_error` with the manifest's calibration settings.
+    """
+    art = load_artifacts(artifacts_dir, verify=False)
+    files = {kind: mf.path for kind, mf in art.models.items()}
+    if images is None:
+        if art.eval_data is None:
+            raise InspectError(f"{art.dir} has no evaluation data",
+                               hint="run edgeq quantize again to write eval.npz")
+        from edgeq.device.evaldata import load_eval_data
+
+        images, _ = load_eval_data(art.eval_data.path)
+    images = images[:max_images]
+    qf, ff = read_tflite(files["int8"]), read_tflite(files["float32"])
+    f_ops = dict(zip(op_keys(ff.operators), ff.operators))
+    pairs = [(key, f_ops[key], qop) for key, qop in zip(op_keys(qf.operators), qf.operators)
+             if key in f_ops and qop.name not in _SKIP_OPS]
+    if not pairs:
+        raise InspectError("the float32 and int8 graphs have no op in common",
+                           hint="re-create both models with edgeq quantize")
+    result = LayerAnalysis(image_count=len(images), weights=_weight_layers(pairs, qf, ff))
+    result.tensor_rows, result.activation_ranges = _activations(pairs, qf, ff, files, images)
+
+    debug_layers: list[dict[str, Any]] = []
+    keras_path = art.dir / KERAS_FILE
+    if debugger and keras_path.is_file():
+        cal = art.manifest.get("calibration") or {}
+        try:
+            debug = quantization_error(
+                keras_path, calibration_size=int(cal.get("size") or 100),
+                seed=int(cal.get("seed") or 0), per_channel=bool(cal.get("per_channel", True)))
+            debug_layers = list(debug.get("layers") or [])
+        except EdgeqError as exc:
+            result.debug_note = f" QuantizationDebugger: not available ({exc.message})."
+    e2e = {r["tensor"]: r["e2e_rmse_lsb"] for r in result.tensor_rows}
+    if debug_layers:
+        result.error_source = "debugger"
+        result.error_rows = [{
+            "op": layer.get("op"), "tensor": _short_name(str(layer.get("tensor"))),
+            "scale": layer.get("scale"), "rmse": layer.get("rmse"),
+            "rmse_per_scale": layer.get("rmse_per_scale"),
+            "max_abs_error": layer.get("max_abs_error"),
+            "e2e_rmse_lsb": e2e.get(str(layer.get("tensor")))} for layer in debug_layers]
+    elif result.tensor_rows:
+        result.error_source = "end-to-end"
+        result.error_rows = [{"layer": r["layer"], "tensor": _short_name(r["tensor"]),
+                              "e2e_rmse_lsb": r["e2e_rmse_lsb"]} for r in result.tensor_rows]
+    result.note = (
+        f"Weights: int8 tensors, scales and the outlier rule from edgeq inspect ({OUTLIER_RULE}). "
+        f"Activations: both models run without delegates on {len(images)} evaluation images; "
+        "stretch = calibrated range / width of the central 99.8 % of the values seen, flagged "
+        f"above {STRETCH_FLAG:g}." + result.debug_note)
+    return result

@@ -13,13 +13,13 @@ weight tensor (converter._experimental_disable_per_channel), which is then verif
 Afterwards the int8 file is parsed and must be full-integer: int8 input/output, no float tensor
 anywhere (int32 biases and shape tensors are allowed), no DEQUANTIZE op.
 
-Imports: standard library, numpy, edgeq.device, edgeq.host.{data,train,inspection};
-TensorFlow and Keras only inside functions.
+Imports: standard library, numpy, edgeq.device, edgeq.host.{artifacts,data,tflite_file};
+TensorFlow and Keras only inside functions. It never imports edgeq.host.inspection (which
+imports this module for the QuantizationDebugger's converter).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -32,18 +32,21 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 from edgeq.device.errors import EdgeqError
+from edgeq.device.fileutil import sha256_bytes, sha256_file, utc_now
 from edgeq.device.store import atomic_write_bytes, atomic_write_json
+from edgeq.host.artifacts import (
+    EVAL_FILE,
+    KERAS_FILE,
+    MANIFEST_FILE,
+    TRAIN_JSON,
+    model_file_name,
+)
 from edgeq.host.data import load_mnist
-from edgeq.host.inspection import full_integer_problems, read_tflite, weight_tensors
-from edgeq.host.train import KERAS_FILE, TRAIN_JSON, utc_now
+from edgeq.host.tflite_file import full_integer_problems, parse_tflite, weight_tensors
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_SCHEMA = "edgeq.manifest/1"
-FLOAT32_FILE = "model_float32.tflite"
-INT8_FILE = "model_int8.tflite"
-EVAL_FILE = "eval.npz"
-MANIFEST_FILE = "manifest.json"
 DEFAULT_CALIBRATION_SIZE = 500
 MNIST_TRAIN_SOURCE = "mnist-train"
 _NPZ_KEYS = ("images", "x", "x_calib", "calibration", "x_train", "arr_0")
@@ -110,7 +113,9 @@ def _fit_to_input(x: np.ndarray, sample_shape: tuple[int, ...], what: str) -> np
     """(N, ...) samples reshaped to (N, *sample_shape) when they differ only by 1-sized dims."""
     if x.ndim >= 1 and tuple(x.shape[1:]) == sample_shape:
         return x
-    squeeze = lambda s: tuple(d for d in s if d != 1)
+    def squeeze(shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(d for d in shape if d != 1)
+
     if x.ndim >= 2 and squeeze(x.shape[1:]) == squeeze(sample_shape):
         return x.reshape((x.shape[0],) + sample_shape)
     raise CalibrationError(
@@ -249,16 +254,12 @@ def _convert(converter: Any, what: str) -> bytes:
         ) from None
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def model_entry(path: Path, data: bytes) -> dict[str, Any]:
-    """The manifest ENTRY of a .tflite file (docs/SCHEMA.md)."""
-    f = read_tflite(path)
+    """The manifest ENTRY of a .tflite file (docs/SCHEMA.md) whose bytes are `data`."""
+    f = parse_tflite(data, path)
     return {
         "file": path.name,
-        "sha256": _sha256(data),
+        "sha256": sha256_bytes(data),
         "size_bytes": len(data),
         "input": f.tensors[f.inputs[0]].tensor_info(),
         "output": f.tensors[f.outputs[0]].tensor_info(),
@@ -334,9 +335,9 @@ def quantize(
             f"cannot create output directory {out}: {exc.strerror}",
             hint="choose a writable directory",
         ) from None
-    float_path, int8_path = out / FLOAT32_FILE, out / INT8_FILE
-    # Check the int8 bytes before they replace anything: parse from a temp copy.
-    _verify_int8(int8_bytes, out, per_channel)
+    float_path, int8_path = out / model_file_name("float32"), out / model_file_name("int8")
+    # Check the int8 bytes before they replace anything.
+    _verify_int8(int8_bytes, int8_path, per_channel)
     atomic_write_bytes(float_path, float_bytes, mode=None)
     atomic_write_bytes(int8_path, int8_bytes, mode=None)
 
@@ -372,17 +373,17 @@ def quantize(
         },
         "eval_data": {
             "file": EVAL_FILE,
-            "sha256": _sha256(eval_bytes),
+            "sha256": sha256_bytes(eval_bytes),
             "size_bytes": len(eval_bytes),
             "count": len(eval_labels),
         },
-        "source_model": {"file": keras_path.name, "sha256": _sha256(keras_path.read_bytes())},
+        "source_model": {"file": keras_path.name, "sha256": sha256_file(keras_path)},
         "models": {
             "float32": model_entry(float_path, float_bytes),
             "int8": model_entry(int8_path, int8_bytes),
         },
     }
-    atomic_write_json(out / "manifest.json", manifest, mode=None, sort_keys=False)
+    atomic_write_json(out / MANIFEST_FILE, manifest, mode=None, sort_keys=False)
     logger.info(
         "quantized %s: float32 %d bytes, int8 %d bytes (%.1f %%)",
         name,
@@ -393,31 +394,23 @@ def quantize(
     return manifest
 
 
-def _verify_int8(int8_bytes: bytes, out: Path, per_channel: bool) -> None:
-    probe = out / f".{INT8_FILE}.check"
-    atomic_write_bytes(probe, int8_bytes, mode=None)
-    try:
-        parsed = read_tflite(probe)
-        problems = full_integer_problems(parsed)
-        if problems:
+def _verify_int8(int8_bytes: bytes, path: Path, per_channel: bool) -> None:
+    """QuantizeError unless the converted bytes are full-integer (and per-tensor if asked)."""
+    parsed = parse_tflite(int8_bytes, path)
+    problems = full_integer_problems(parsed)
+    if problems:
+        raise QuantizeError(
+            "the int8 model is not full-integer: " + "; ".join(problems),
+            hint="the converter left float tensors; check the model's layers",
+        )
+    if not per_channel:
+        multi = [w.name for w in weight_tensors(path, parsed) if len(w.scales) != 1]
+        if multi:
             raise QuantizeError(
-                "the int8 model is not full-integer: " + "; ".join(problems),
-                hint="the converter left float tensors; check the model's layers",
+                f"per-tensor quantization was asked for but {len(multi)} weight tensor(s) have "
+                f"several scales (e.g. {multi[0]!r})",
+                hint="this TensorFlow ignores _experimental_disable_per_channel; use per-channel",
             )
-        weights = weight_tensors(probe, parsed)
-        if not per_channel:
-            multi = [w.name for w in weights if len(w.scales) != 1]
-            if multi:
-                raise QuantizeError(
-                    f"per-tensor quantization was asked for but {len(multi)} weight tensor(s) have "
-                    f"several scales (e.g. {multi[0]!r})",
-                    hint="this TensorFlow ignores _experimental_disable_per_channel; use per-channel",
-                )
-    finally:
-        try:
-            probe.unlink()
-        except OSError:
-            pass
 
 
 def _model_name(src: Path, keras_path: Path, model: Any) -> str:

@@ -10,10 +10,12 @@
   freedom (p = erfc(sqrt(stat / 2))). With b + c = 0 there is no evidence: p = 1.
 - `bootstrap_median_interval` / `bootstrap_ratio_interval`: percentile bootstrap intervals
   for a latency median and for the ratio of two medians, seeded so reports are reproducible.
+- `run_statistics(run, labels)`: all of the above for an `edgeq.compare/1` run, checked
+  against the labels of its evaluation set (what the report lays out).
 
 Pure standard library + numpy (no SciPy): normal quantiles come from statistics.NormalDist,
 binomial tails from exact integer arithmetic (math.comb), chi-square(1) tails from math.erfc.
-Imports: standard library, numpy.
+Imports: standard library, numpy, edgeq.device.errors, edgeq.host.compare (pure).
 """
 from __future__ import annotations
 
@@ -21,12 +23,19 @@ import math
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from statistics import NormalDist
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
+from edgeq.device.errors import EdgeqError
+from edgeq.host.artifacts import MODEL_KINDS
+from edgeq.host.compare import COMPARE_SCHEMA, RATIO_KEYS, predictions, ratios
 
 #: below this many discordant pairs McNemar uses the exact binomial test
 EXACT_BELOW = 25
+#: the report's intervals: Wilson for top-1, percentile bootstrap for latency medians
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
 
 _BOOTSTRAP_CHUNK = 256
 
@@ -53,7 +62,7 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     denom = 1.0 + z2n
     center = (p + z2n / 2.0) / denom
     half = z * math.sqrt(p * (1.0 - p) / n + z2n / (4.0 * n)) / denom
-    # clamp the floating-point dust at the edges (the exact interval has low 0 at p=0, high 1 at p=1)
+    # clamp the floating-point dust at the edges (the exact interval: low 0 at p=0, high 1 at p=1)
     low = 0.0 if successes == 0 else max(0.0, center - half)
     high = 1.0 if successes == n else min(1.0, center + half)
     return (low, high)
@@ -203,4 +212,115 @@ def class_counts(predictions: Sequence[int], labels: Sequence[int], classes: int
     for k in range(classes):
         mask = y == k
         out.append((int(np.sum(p[mask] == k)), int(np.sum(mask))))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# a whole float32-vs-int8 run
+
+
+class RunError(EdgeqError):
+    """A run that is not an edgeq.compare/1 document or does not fit its evaluation labels."""
+
+
+def check_run(run: Any) -> None:
+    """Raise RunError unless `run` is an `edgeq.compare/1` document with both models."""
+    if not isinstance(run, dict) or run.get("schema") != COMPARE_SCHEMA:
+        got = run.get("schema") if isinstance(run, dict) else type(run).__name__
+        raise RunError(f"the run has schema {got!r}, expected {COMPARE_SCHEMA!r}",
+                       hint="pass the JSON that edgeq bench-remote --json wrote, or a run id")
+    for kind in MODEL_KINDS:
+        if not isinstance((run.get("models") or {}).get(kind), dict):
+            raise RunError(f"the run has no {kind} model entry",
+                           hint="pass a complete edgeq.compare/1 document")
+
+
+def run_predictions(entry: dict[str, Any]) -> Optional[np.ndarray]:
+    """A model entry's evaluation predictions as int64 (None when it was not evaluated)."""
+    preds = predictions(entry)
+    return None if preds is None else np.asarray(preds, dtype=np.int64)
+
+
+def run_latencies(entry: dict[str, Any]) -> np.ndarray:
+    """A model entry's timed batch-1 latencies (ms), pooled over its rounds."""
+    lat = entry.get("latencies_ms")
+    if lat is None:
+        lat = ((entry.get("result") or {}).get("timing") or {}).get("latencies_ms") or []
+    return np.asarray(lat, dtype=np.float64)
+
+
+_MISMATCH_HINT = "pass the --artifacts directory this run was measured with"
+
+
+def _model_statistics(entry: dict[str, Any], labels: Optional[np.ndarray], kind: str
+                      ) -> tuple[dict[str, Any], Optional[np.ndarray]]:
+    m: dict[str, Any] = {key: entry.get(key) for key in RATIO_KEYS}
+    m["runs"] = entry.get("runs")
+    p = run_predictions(entry)
+    acc = (entry.get("result") or {}).get("accuracy") or {}
+    if p is not None and labels is not None:
+        if p.size > labels.size:
+            raise RunError(f"{kind} has {p.size} predictions but the evaluation set only "
+                           f"{labels.size} labels", hint=_MISMATCH_HINT)
+        y = labels[: p.size]
+        correct = int(np.sum(p == y))
+        if acc.get("correct") is not None and int(acc["correct"]) != correct:
+            raise RunError(f"{kind} predictions give {correct} correct with these labels, the "
+                           f"device reported {acc['correct']}", hint=_MISMATCH_HINT)
+        m["count"], m["correct"] = int(p.size), correct
+        m["accuracy_ci"] = list(wilson_interval(correct, int(p.size), CONFIDENCE))
+        m["per_class"] = [
+            {"correct": c, "total": t,
+             "ci": list(wilson_interval(c, t, CONFIDENCE)) if t else None}
+            for c, t in class_counts(p, y)
+        ]
+    else:
+        p = None
+        if acc.get("count") and acc.get("correct") is not None:
+            m["count"], m["correct"] = int(acc["count"]), int(acc["correct"])
+            m["accuracy_ci"] = list(wilson_interval(m["correct"], m["count"], CONFIDENCE))
+    m["per_class_top1"] = acc.get("per_class_top1")
+    lat = run_latencies(entry)
+    m["latency_samples"] = int(lat.size)
+    m["latency_ms_p50_ci"] = (list(bootstrap_median_interval(
+        lat, confidence=CONFIDENCE, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED))
+        if lat.size else None)
+    return m, p
+
+
+def run_statistics(run: dict[str, Any], labels: Optional[np.ndarray]) -> dict[str, Any]:
+    """The derived numbers of a run (JSON-able): per model the run's metrics with the Wilson
+    interval of top-1, per-class counts and the bootstrap interval of the latency median;
+    int8/float32 ratios (with a bootstrap interval for the latency median's), the accuracy
+    delta in points, agreement, McNemar's test and the indices of changed predictions.
+
+    Checks that the predictions match the labels of the evaluation set (the `correct` count the
+    device reported must be what the labels give), so a report never mixes two runs.
+    """
+    check_run(run)
+    out: dict[str, Any] = {"models": {}, "mcnemar": None, "changed_indices": []}
+    preds: dict[str, np.ndarray] = {}
+    for kind in MODEL_KINDS:
+        out["models"][kind], p = _model_statistics(run["models"][kind], labels, kind)
+        if p is not None:
+            preds[kind] = p
+    lat_f, lat_q = (run_latencies(run["models"][k]) for k in MODEL_KINDS)
+    out["latency_ms_p50_ratio_ci"] = (list(bootstrap_ratio_interval(
+        lat_q, lat_f, confidence=CONFIDENCE, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED))
+        if lat_f.size and lat_q.size else None)
+    given = run.get("ratios") or {}
+    derived = ratios(out["models"]["float32"], out["models"]["int8"])
+    out["ratios"] = {k: given[k] if given.get(k) is not None else derived[k] for k in RATIO_KEYS}
+    fa, qa = out["models"]["float32"].get("accuracy"), out["models"]["int8"].get("accuracy")
+    out["accuracy_delta_pp"] = None if fa is None or qa is None else (qa - fa) * 100.0
+    out["agreement"] = run.get("agreement")
+    if "float32" in preds and "int8" in preds and labels is not None:
+        pf, pq = preds["float32"], preds["int8"]
+        if pf.size != pq.size:
+            raise RunError("the two models were evaluated on different numbers of images",
+                           hint="run bench-remote again with one --eval-limit")
+        out["mcnemar"] = mcnemar(pf, pq, labels[: pf.size]).to_dict()
+        out["changed_indices"] = [int(i) for i in np.flatnonzero(pf != pq)]
+        if out["agreement"] is None:
+            out["agreement"] = float(np.mean(pf == pq))
     return out

@@ -12,25 +12,25 @@ records top-1 and size per variant in ARTIFACTS/sweep.json (`"schema": "edgeq.sw
      "int8_sha256", "seconds"}]}
 
 `edgeq report` adds the file to the report when it is present.
-Imports: standard library, edgeq.device.errors; edgeq.host.quantize / evaluate lazily
-(TensorFlow).
+Imports: standard library, edgeq.device (errors, fileutil, store), edgeq.host.artifacts;
+edgeq.host.quantize / evaluate lazily (TensorFlow).
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from edgeq.device.errors import EdgeqError, UsageError
+from edgeq.device.fileutil import utc_now
 from edgeq.device.store import atomic_write_json
+from edgeq.host.artifacts import KERAS_FILE, SWEEP_FILE
 
 logger = logging.getLogger(__name__)
 
 SWEEP_SCHEMA = "edgeq.sweep/1"
-SWEEP_FILE = "sweep.json"
 SWEEP_DIR = "sweep"
 GRANULARITIES = ("per-channel", "per-tensor")
 
@@ -94,8 +94,8 @@ def sweep(
     from edgeq.host.quantize import quantize
 
     artifacts_dir = Path(artifacts_dir)
-    if not (artifacts_dir / "model.keras").is_file():
-        raise SweepError(f"no trained model at {artifacts_dir / 'model.keras'}",
+    if not (artifacts_dir / KERAS_FILE).is_file():
+        raise SweepError(f"no trained model at {artifacts_dir / KERAS_FILE}",
                          hint="run edgeq train (or edgeq run) first")
     sizes = [int(s) for s in calibration_sizes]
     if not sizes or any(s < 1 for s in sizes):
@@ -142,7 +142,7 @@ def sweep(
     path = artifacts_dir / SWEEP_FILE
     doc: dict[str, Any] = {
         "schema": SWEEP_SCHEMA,
-        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_utc": utc_now(),
         "artifacts_dir": str(artifacts_dir.resolve()),
         "path": str(path),
         "seed": seed,

@@ -6,8 +6,8 @@ all 10,000 test images, training time, per-epoch history and library versions.
 Every file is written atomically with the edgeq.device.store helpers (temp file in the same
 directory, fsync, os.replace).
 
-Imports: standard library, numpy, edgeq.device, edgeq.models, edgeq.host.data; TensorFlow and
-Keras only inside functions.
+Imports: standard library, numpy, edgeq.device, edgeq.models, edgeq.host.{artifacts,data};
+TensorFlow and Keras only inside functions.
 """
 
 from __future__ import annotations
@@ -16,22 +16,21 @@ import logging
 import os
 import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
 from edgeq.device import __version__ as edgeq_version
 from edgeq.device.errors import EdgeqError
+from edgeq.device.fileutil import utc_now
 from edgeq.device.store import atomic_write_file, atomic_write_json
+from edgeq.host.artifacts import KERAS_FILE, TRAIN_JSON
 from edgeq.host.data import load_mnist
 from edgeq.models import get_model_module
 
 logger = logging.getLogger(__name__)
 
 TRAIN_SCHEMA = "edgeq.train/1"
-KERAS_FILE = "model.keras"
-TRAIN_JSON = "train.json"
 EVAL_BATCH_SIZE = 500
 
 ProgressCallback = Callable[[int, int], None]
@@ -40,11 +39,6 @@ PathLike = Union[str, "os.PathLike[str]", Path]
 
 class TrainError(EdgeqError):
     """Training could not run or its outputs could not be written."""
-
-
-def utc_now() -> str:
-    """The current time as an ISO-8601 UTC string with a Z."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def library_versions() -> dict[str, str]:

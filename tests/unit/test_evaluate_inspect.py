@@ -9,15 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edgeq.host.artifacts import ArtifactsError
 from edgeq.host.evaluate import EvaluateError, evaluate
 from edgeq.host.inspection import (
     OUTLIER_RATIO,
-    InspectError,
-    WeightTensor,
+    STRETCH_FLAG,
     inspect_model,
+    layer_analysis,
+    outlier_threshold,
     weight_report,
-    weight_tensors,
 )
+from edgeq.host.tflite_file import TfliteFileError, WeightTensor, weight_tensors
 
 
 def test_evaluate_both_models(tiny_artifacts: Path) -> None:
@@ -65,18 +67,21 @@ def test_evaluate_limit_threads_progress_and_mnist(tiny_artifacts: Path) -> None
 
 
 def test_evaluate_errors(tiny_artifacts: Path, tmp_path: Path) -> None:
-    with pytest.raises(EvaluateError, match="does not exist"):
+    with pytest.raises(ArtifactsError, match="does not exist"):
         evaluate(tmp_path / "nowhere")
     copy = tmp_path / "a"
     shutil.copytree(tiny_artifacts, copy)
     with np.load(copy / "eval.npz") as npz:
         images, labels = npz["images"], npz["labels"]
     np.savez_compressed(copy / "eval.npz", images=images[:10], labels=labels[:10])
-    with pytest.raises(EvaluateError, match="sha256 does not match") as info:
+    mismatch = r"eval\.npz does not match manifest\.json \(sha256"
+    with pytest.raises(ArtifactsError, match=mismatch) as info:
         evaluate(copy)
     assert info.value.hint
+    with pytest.raises(EvaluateError, match="limit must be at least 1"):
+        evaluate(tiny_artifacts, limit=0)
     (copy / "model_int8.tflite").unlink()
-    with pytest.raises(EvaluateError, match="model_int8.tflite does not exist"):
+    with pytest.raises(ArtifactsError, match="model_int8.tflite is missing"):
         evaluate(copy)
 
 
@@ -155,10 +160,10 @@ def test_weight_tensors_dequantize(tiny_artifacts: Path) -> None:
 
 
 def test_inspect_errors(tmp_path: Path) -> None:
-    with pytest.raises(InspectError, match="does not exist"):
+    with pytest.raises(TfliteFileError, match="does not exist"):
         inspect_model(tmp_path / "none.tflite")
     (tmp_path / "x.tflite").write_bytes(b"\x00" * 64)
-    with pytest.raises(InspectError, match="not a TFLite flatbuffer"):
+    with pytest.raises(TfliteFileError, match="not a TFLite flatbuffer"):
         inspect_model(tmp_path / "x.tflite")
 
 
@@ -178,3 +183,27 @@ def test_inspect_with_float_model_per_layer_error(tiny_artifacts: Path) -> None:
         if layer["op"] in ("CONV_2D", "FULLY_CONNECTED"):
             # rounding to the int8 grid: rmse ~ scale / sqrt(12); clipping would be far larger
             assert 0.05 < layer["rmse_per_scale"] < 1.0, layer
+
+
+def test_layer_analysis_float32_next_to_int8(tiny_artifacts: Path) -> None:
+    """inspection.layer_analysis (what the report lays out): the int8 weights against the float
+    weights they came from, and the activations of both models run by the device runtime."""
+    la = layer_analysis(tiny_artifacts, debugger=False, max_images=20)
+    assert la.image_count == 20 and la.error_source == "end-to-end"
+    assert len(la.weights) >= 6
+    for wl in la.weights:
+        # the int8 tensor is the float tensor on the Min-Max grid: within half a step
+        step = wl.weight.scales.reshape(-1, *([1] * (wl.float_values.ndim - 1)))
+        assert np.all(np.abs(wl.weight.dequantized() - wl.float_values) <= step / 2 + 1e-6)
+        assert wl.row["outlier"] == ("yes" if wl.report["outlier"] else "no")
+        assert wl.outlier_abs == pytest.approx(outlier_threshold(wl.float_values))
+        assert wl.outliers == int(np.sum(np.abs(wl.float_values) > wl.outlier_abs))
+        assert 0.0 < wl.row["rounding_rmse_lsb"] < 0.5  # rounding, not clipping
+    assert la.tensor_rows and len(la.tensor_rows) == len(la.activation_ranges)
+    for row in la.tensor_rows:
+        assert row["range_min"] <= row["seen_p0.1"] <= row["seen_p99.9"]
+        assert row["range_min"] == pytest.approx((-128 - row["zero_point"]) * row["scale"])
+        assert (row["outlier"] == "yes") == (row["stretch"] > STRETCH_FLAG)
+        assert row["e2e_rmse_lsb"] >= 0
+    assert [r["e2e_rmse_lsb"] for r in la.error_rows] == [
+        r["e2e_rmse_lsb"] for r in la.tensor_rows]

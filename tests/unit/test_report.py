@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from edgeq.host import report, stats
+from edgeq.host.artifacts import ArtifactsError
 from edgeq.host.compare import build_compare
+from report_html import html_resources, parse_html_metrics  # tests/report_html.py
 
 KINDS = ("float32", "int8")
 # the agent's shortest honest measurement: enough runs for a distribution, little time
@@ -80,7 +81,7 @@ def _labels(artifacts: Path, n: int) -> np.ndarray:
 
 def test_html_numbers_are_the_runs_numbers(built: report.ReportPaths, real_run: dict[str, Any],
                                            tiny_artifacts: Path) -> None:
-    metrics = report.parse_html_metrics(built.html.read_text(encoding="utf-8"))
+    metrics = parse_html_metrics(built.html.read_text(encoding="utf-8"))
     for kind in KINDS:
         entry = real_run["models"][kind]
         for key in ("size_bytes", "accuracy", "latency_ms_p50", "latency_ms_p90",
@@ -163,7 +164,7 @@ def test_the_page_needs_no_network(built: report.ReportPaths) -> None:
     text = built.html.read_text(encoding="utf-8")
     assert not re.search(r"(?i)https?://", text), "the page references a URL"
     assert not re.search(r"(?i)<link\b|@import|url\(|<script\b[^>]*\bsrc=", text)
-    srcs, resources = report.html_resources(text)
+    srcs, resources = html_resources(text)
     assert len(srcs) >= 3  # latency, per-class, changed images at least
     for src in srcs:
         assert src.startswith("data:image/png;base64,")
@@ -213,7 +214,8 @@ def test_headless_chromium_renders_the_report(built: report.ReportPaths, tmp_pat
 # ------------------------------------------------------------------ content and errors
 
 
-def test_layers_section_and_environment(built: report.ReportPaths, real_run: dict[str, Any]) -> None:
+def test_layers_section_and_environment(built: report.ReportPaths,
+                                        real_run: dict[str, Any]) -> None:
     text = built.html.read_text(encoding="utf-8")
     assert 'id="layers"' in text and 'id="env"' in text
     names = {p.stem for p in built.figures}
@@ -250,10 +252,12 @@ def test_a_run_of_other_artifacts_is_refused(real_run: dict[str, Any], tiny_arti
     run = json.loads(json.dumps(real_run))
     preds = run["models"]["int8"]["result"]["accuracy"]["predictions"]
     preds[0] = (preds[0] + 1) % 10  # no longer what the device counted
-    with pytest.raises(report.ReportError, match="correct"):
+    with pytest.raises(stats.RunError, match="correct"):
         report.build_report(run, artifacts_dir=tiny_artifacts, out_dir=tmp_path, layers=False)
-    with pytest.raises(report.ReportError, match="schema"):
+    with pytest.raises(stats.RunError, match="schema"):
         report.build_report({"schema": "nope"}, artifacts_dir=tiny_artifacts, out_dir=tmp_path)
+    with pytest.raises(ArtifactsError, match="does not exist"):
+        report.build_report(real_run, artifacts_dir=tmp_path / "nowhere", out_dir=tmp_path)
     assert not (tmp_path / "report.html").exists()
 
 
@@ -273,7 +277,7 @@ def test_cli_reports_the_latest_run_of_the_history(real_run: dict[str, Any],
     paths = json.loads(proc.stdout)
     text = Path(paths["html"]).read_text(encoding="utf-8")
     assert f"(run {run_id})" in text
-    metrics = report.parse_html_metrics(text)
+    metrics = parse_html_metrics(text)
     assert metrics[("latency_ms_p50", "int8")] == pytest.approx(
         real_run["models"]["int8"]["latency_ms_p50"], rel=1e-12)
     # a run id that is not there: a one-line error with a hint, exit code 1

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from edgeq.device.errors import UsageError
 from edgeq.host import report
 from edgeq.host.sweep import SweepError, load_sweep, parse_granularities, sweep
+from report_html import parse_html_metrics  # tests/report_html.py
 
 SIZES = (10, 100)
 EVAL_LIMIT = 500
@@ -86,7 +86,7 @@ def test_the_report_includes_the_sweep(swept: dict[str, Any], artifacts: Path,
 
     paths = report.build_report(make_run(artifacts), artifacts_dir=artifacts,
                                 out_dir=tmp_path, layers=False)  # sweep.json found by itself
-    metrics = report.parse_html_metrics(paths.html.read_text(encoding="utf-8"))
+    metrics = parse_html_metrics(paths.html.read_text(encoding="utf-8"))
     for p in swept["points"]:
         tag = f"{p['granularity']}@{p['calibration_size']}"
         assert metrics[("sweep_int8_top1", tag)] == pytest.approx(p["int8_top1"], rel=1e-12)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edgeq.host.data import load_mnist
-from edgeq.host.inspection import full_integer_problems, read_tflite, weight_tensors
 from edgeq.host.quantize import CalibrationError, QuantizeError, calibration_images, quantize
+from edgeq.host.tflite_file import full_integer_problems, read_tflite, weight_tensors
 
 
 def _sha(path: Path) -> str:
@@ -63,7 +63,8 @@ def test_size_and_per_channel_weights(tiny_artifacts: Path) -> None:
 
 
 def test_one_xnnpack_partition(tiny_artifacts: Path) -> None:
-    """mnist-cnn has no Flatten glue (SHAPE/STRIDED_SLICE/PACK): XNNPACK takes the graph in one piece."""
+    """mnist-cnn has no Flatten glue (SHAPE/STRIDED_SLICE/PACK): XNNPACK takes the graph in one
+    piece."""
     from edgeq.device.runtime import load_model
 
     for kind in ("float32", "int8"):
