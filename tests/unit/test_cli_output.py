@@ -1,0 +1,77 @@
+"""What a person sees: native (C++) log lines of the converter and LiteRT stay out of the
+terminal unless --debug is given, and text from outside prints intact (rich markup escaped).
+
+The native-log tests run the real `edgeq` in a subprocess (the lines are written by C++
+straight to file descriptor 2, so only a real process shows whether they get through) on the
+session's real artifacts, without TF_CPP_MIN_LOG_LEVEL in the environment, as a user runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from edgeq.host.cli import main
+
+CONVERTER_LINE = "fully_quantize: 0"
+LITERT_LINE = "Created TensorFlow Lite XNNPACK delegate"
+
+
+def _edgeq(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["COLUMNS"] = "200"
+    return subprocess.run([sys.executable, "-m", "edgeq.host", *args], capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+def test_quantize_keeps_the_converter_log_out_unless_debug(tiny_artifacts: Path,
+                                                           tmp_path: Path) -> None:
+    argv = ["quantize", str(tiny_artifacts), "--out", str(tmp_path), "-n", "20",
+            "--eval-limit", "10"]
+    quiet = _edgeq(*argv)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "% of float32" in quiet.stdout
+    assert CONVERTER_LINE not in quiet.stderr + quiet.stdout
+    loud = _edgeq("--debug", *argv)
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    assert CONVERTER_LINE in loud.stderr
+
+
+def test_evaluate_keeps_the_litert_log_out_unless_debug(tiny_artifacts: Path) -> None:
+    quiet = _edgeq("evaluate", str(tiny_artifacts), "--limit", "100")
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "agreement" in quiet.stdout
+    assert LITERT_LINE not in quiet.stderr + quiet.stdout
+    assert quiet.stderr.strip() == ""  # nothing else leaks either (no bar off a terminal)
+    loud = _edgeq("--debug", "evaluate", str(tiny_artifacts), "--limit", "100")
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    assert LITERT_LINE in loud.stderr
+
+
+def test_errors_print_outside_text_intact(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    odd = tmp_path / "[pi.local]:2222" / "[bold]model.tflite"
+    with pytest.raises(SystemExit) as exc:
+        main(["inspect", str(odd)])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "[pi.local]:2222" in err and "[bold]model.tflite" in err
+
+
+def test_render_escapes_host_names(capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeq.host.cli import render
+
+    monkeypatch.setattr(render.console, "width", 250)  # no cell cut short
+
+    rows = [{"run_id": 7, "time_utc": "2024-01-01T00:00:00Z", "host": "[pi.local]:2222",
+             "model_name": "[red]m", "machine": "aarch64", "emulated": False,
+             "float32_accuracy": 0.99, "int8_accuracy": 0.98, "agreement": 0.99,
+             "float32_latency_ms_p50": 1.0, "int8_latency_ms_p50": 0.5, "threads": 1,
+             "xnnpack": True}]
+    render.history(rows, Path("/tmp/[h].db"))
+    out = capsys.readouterr().out
+    assert "[pi.local]:2222" in out and "[red]m" in out and "[h].db" in out
