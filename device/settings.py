@@ -24,7 +24,7 @@ from typing import Any, Mapping, Optional, Union
 
 from edgeq.device.errors import UsageError
 
-__all__ = ["BenchSettings", "Setting", "SETTINGS", "SETTING_NAMES", "RUNTIME_NAMES",
+__all__ = ["BenchSettings", "Setting", "setting", "SETTINGS", "SETTING_NAMES", "RUNTIME_NAMES",
            "settings_argv", "inconsistency"]
 
 #: the TFLite runtimes a setting may name, in order of preference (edgeq.device.runtime)
