@@ -384,7 +384,8 @@ def deploy(
 
     `offline_wheels`: True pushes wheels downloaded on the host; None decides by whether the
     device reaches PyPI. `progress(done, total)` counts bytes sent over all files;
-    `events(name, details)` reports "probe", "wheels", "send", "skip", "script" and "done".
+    `events(name, details)` reports "probe", "index", "wheels", "send", "skip", "script" and
+    "done".
     `start_daemon=False` installs everything but leaves the daemon stopped.
     """
     t0 = time.perf_counter()
