@@ -5,6 +5,8 @@ import hashlib
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,3 +149,13 @@ def test_store_reads_and_writes_deployments_through_the_same_check(tmp_path: Pat
     store.current_path.write_text(json.dumps({"float32": a, "int8": 7}))
     with pytest.raises(StoreError, match="int8 is not a 64-hex sha256"):
         store.current_deployment()
+
+
+def test_store_needs_only_the_standard_library() -> None:
+    """deploy installs through this module on a bare board: no numpy, no other edgeq code."""
+    code = ("import sys, edgeq.device.store; "
+            "print(sorted(m for m in sys.modules if m.startswith(('edgeq', 'numpy', 'psutil'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(["edgeq", "edgeq.device", "edgeq.device.errors",
+                                      "edgeq.device.fileutil", "edgeq.device.store"])
