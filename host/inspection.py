@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 from edgeq.device.errors import EdgeqError
-from edgeq.host.artifacts import KERAS_FILE, load_artifacts
+from edgeq.host.artifacts import KERAS_FILE, MODEL_KINDS, load_artifacts
 from edgeq.host.tflite_file import (
     OperatorRecord,
     TfliteFile,
@@ -396,7 +396,7 @@ def _activations(pairs: list[Any], qf: TfliteFile, ff: TfliteFile, files: dict[s
                      "range_max": float(d["real_max"]), "fvals": [], "err2": 0.0, "n": 0})
     # no delegate, every intermediate tensor kept: the reference kernels' values, layer by layer
     fm, qm = (load_model(files[k], xnnpack=False, preserve_all_tensors=True)
-              for k in ("float32", "int8"))
+              for k in MODEL_KINDS)
     for i in range(len(images)):
         for m in (fm, qm):
             m.run_prepared(m.prepare_input(images[i:i + 1]))
