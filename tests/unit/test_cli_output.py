@@ -75,3 +75,34 @@ def test_render_escapes_host_names(capsys: pytest.CaptureFixture[str],
     render.history(rows, Path("/tmp/[h].db"))
     out = capsys.readouterr().out
     assert "[pi.local]:2222" in out and "[red]m" in out and "[h].db" in out
+
+
+_FAKE_NATIVE = """
+import os, sys
+import edgeq.host.evaluate as library
+
+def evaluate(*args, **kwargs):  # stands in for C++ code writing to fd 2, then failing or not
+    os.write(2, b"native: hello from fd 2\\n")
+    if sys.argv[1] == "fail":
+        raise RuntimeError("the runtime fell over")
+    return {"models": {}}
+
+library.evaluate = evaluate
+import edgeq.host.cli.render as render
+render.evaluated = lambda result: print("rendered")
+from edgeq.host.cli import main
+main(sys.argv[2:] + ["evaluate", "unused-dir"])
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_fd2_text_is_captured_and_replayed_when_the_call_fails(debug: bool) -> None:
+    flags = ["--debug"] if debug else []
+    ok = subprocess.run([sys.executable, "-c", _FAKE_NATIVE, "ok", *flags],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "rendered" in ok.stdout, ok.stderr
+    assert ("native: hello from fd 2" in ok.stderr) is debug
+    bad = subprocess.run([sys.executable, "-c", _FAKE_NATIVE, "fail", *flags],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "the runtime fell over" in bad.stderr
+    assert "native: hello from fd 2" in bad.stderr  # replayed (or, with --debug, never hidden)
