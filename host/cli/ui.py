@@ -16,7 +16,8 @@ Native logs: TensorFlow's converter and LiteRT write from C++ straight to file d
 no environment variable fully silences. While a library call runs, fd 2 points at a temp file
 and Python's `sys.stderr` (so rich, logging, warnings) writes to a duplicate of the original
 fd 2; the captured text is dropped on success, kept for the error handler on an unexpected
-failure, and not captured at all with `--debug`.
+failure, and not captured at all with `--debug` (rerun with it when native code kills the
+process outright, e.g. a C++ check failure: the captured text dies with the process).
 Imports: standard library, typer and rich only (edgeq --help must stay fast).
 """
 
@@ -123,8 +124,9 @@ def native_logs_captured() -> Iterator[None]:
         human.flush()
         os.dup2(saved_fd, 2)
         sys.stderr = original
-        human.close()
         log.close()
+        # `human` stays open: a logger created during the call may hold it; it still reaches
+        # the terminal and closes its fd when nothing refers to it any more.
 
 
 def _read(log: Any) -> str:
