@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-
 from edgeq.host import stats
 
 
@@ -97,3 +96,38 @@ def test_bootstrap_constant_sample_and_ratio() -> None:
 
 def test_class_counts() -> None:
     assert stats.class_counts([0, 1, 1, 2], [0, 1, 2, 2], classes=3) == [(1, 1), (1, 1), (1, 2)]
+
+
+def _entry(preds: list[int], latencies: list[float], labels: list[int]) -> dict:
+    correct = sum(p == y for p, y in zip(preds, labels))
+    return {"size_bytes": 1000, "accuracy": correct / len(preds), "latencies_ms": latencies,
+            "runs": len(latencies),
+            "result": {"accuracy": {"predictions": preds, "correct": correct,
+                                    "count": len(preds)}}}
+
+
+def test_run_statistics_of_a_small_run() -> None:
+    """6 images: float32 gets 5 right, int8 4 (b = 2 images only float32 gets right, c = 1)."""
+    y = [0, 1, 2, 3, 4, 5]
+    pf = [0, 1, 2, 3, 4, 0]
+    pq = [0, 1, 9, 9, 4, 5]
+    run = {"schema": "edgeq.compare/1", "ratios": {},
+           "models": {"float32": _entry(pf, [1.0, 2.0, 3.0], y),
+                      "int8": _entry(pq, [0.5, 1.0, 1.5], y)}}
+    s = stats.run_statistics(run, np.asarray(y))
+    assert s["models"]["float32"]["correct"] == 5 and s["models"]["int8"]["correct"] == 4
+    assert s["models"]["int8"]["accuracy_ci"] == list(stats.wilson_interval(4, 6))
+    assert s["mcnemar"]["a_only"] == 2 and s["mcnemar"]["b_only"] == 1
+    assert s["changed_indices"] == [2, 3, 5]
+    assert s["agreement"] == pytest.approx(3 / 6)
+    assert s["accuracy_delta_pp"] == pytest.approx(100 * (4 / 6 - 5 / 6))
+    assert s["ratios"]["size_bytes"] == 1.0  # derived when the run carries none
+    assert s["ratios"]["latency_ms_p50"] is None  # no p50 key in these entries
+    # the device's count must be what the labels give
+    run["models"]["int8"]["result"]["accuracy"]["correct"] = 5
+    with pytest.raises(stats.RunError, match="give 4 correct"):
+        stats.run_statistics(run, np.asarray(y))
+    with pytest.raises(stats.RunError, match="schema"):
+        stats.check_run({"schema": "edgeq.bench/1"})
+    with pytest.raises(stats.RunError, match="no int8 model entry"):
+        stats.check_run({"schema": "edgeq.compare/1", "models": {"float32": {}}})
