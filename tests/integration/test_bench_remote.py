@@ -18,13 +18,11 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
-from edgeq.device.errors import UsageError
 from edgeq.device.store import Layout
 from edgeq.host.bench_remote import (
     DeploymentMismatchError,
     NotDeployedError,
     bench_remote,
-    round_order,
 )
 from edgeq.host.history import History
 from edgeq.host.link.local import LocalConnection
@@ -127,9 +125,6 @@ def _check_doc(doc: dict[str, Any], artifacts: Path) -> None:
     assert doc["settings"]["rounds"] == 2 and doc["settings"]["order"] == "ABBA"
 
 
-def test_abba_order() -> None:
-    assert [round_order(r) for r in range(4)] == [
-        ("float32", "int8"), ("int8", "float32"), ("float32", "int8"), ("int8", "float32")]
 
 
 def test_one_shot_when_no_daemon_runs(local_device: Path, tiny_artifacts: Path,
@@ -196,27 +191,8 @@ def test_not_deployed_and_mismatch(tmp_path: Path, local_device: Path,
         assert "int8" in info2.value.message and "edgeq deploy" in info2.value.hint
 
 
-def test_settings_checked_before_anything_runs(tmp_path: Path) -> None:
-    """bench-remote validates its settings with the device's one declaration, up front."""
-    with LocalConnection() as conn:
-        with pytest.raises(UsageError, match="threads must be an integer in \\[1, 256\\]"):
-            bench_remote(conn, device_dir=str(tmp_path / "none"), threads=0)
-        with pytest.raises(UsageError, match="runs_max .* is below runs_min"):
-            bench_remote(conn, device_dir=str(tmp_path / "none"), runs_min=10, runs_max=5)
-        with pytest.raises(UsageError, match="eval_limit"):
-            bench_remote(conn, device_dir=str(tmp_path / "none"), eval_limit=0)
 
 
-def test_unreadable_deployment_record(tmp_path: Path) -> None:
-    """current.json is read through edgeq.device.store.parse_deployment, not by hand."""
-    device = tmp_path / "device"
-    record = Path(Layout(str(device)).current)
-    record.parent.mkdir(parents=True)
-    record.write_text(json.dumps({"model_name": "m", "float32": "a" * 64, "int8": "../x"}))
-    with LocalConnection() as conn:
-        with pytest.raises(NotDeployedError, match="int8 is not a 64-hex sha256") as info:
-            bench_remote(conn, device_dir=str(device), rounds=1)
-        assert "edgeq deploy" in info.value.hint
 
 
 def test_one_shot_passes_the_given_settings(local_device: Path, tiny_artifacts: Path) -> None:
@@ -241,7 +217,6 @@ def test_over_real_sshd_daemon_then_one_shot(sshd_device: Any, tiny_artifacts: P
                                              tmp_path: Path) -> None:
     """deploy over SSH (library), then `edgeq bench-remote --json` (CLI) through the daemon
     bridged over the SSH channel, then again with the daemon stopped (one-shot fallback)."""
-    from edgeq.device.store import Layout
     from edgeq.host.deploy import deploy
     from edgeq.host.link import open_connection
 

@@ -25,8 +25,8 @@ import pytest
 from edgeq.device.errors import EdgeqError
 from edgeq.device.store import Layout, Store
 from edgeq.host.artifacts import ArtifactsError
-from edgeq.host.deploy import default_wheel_cache, deploy, platform_tags
-from edgeq.host.link import open_connection, resolve_device_dir
+from edgeq.host.deploy import default_wheel_cache, deploy
+from edgeq.host.link import open_connection
 from edgeq.host.link.local import LocalConnection
 from sshd_helpers import SSHDevice
 
@@ -76,21 +76,8 @@ def _real_files(root: Path) -> list[str]:
 # ------------------------------------------------------------------ units
 
 
-def test_platform_tags_cover_every_glibc_up_to_the_device() -> None:
-    tags = platform_tags("aarch64", "2.36")
-    assert tags[0] == "manylinux_2_36_aarch64"
-    assert "manylinux_2_27_aarch64" in tags and "manylinux_2_17_aarch64" in tags
-    assert "manylinux2014_aarch64" in tags
-    assert not any("x86_64" in t for t in tags)
 
 
-def test_agent_argv_is_argv_words() -> None:
-    argv = Layout("/home/pi/my dir").agent_argv("bench", "a b.tflite")
-    assert argv[:2] == ["env", "PYTHONPATH=/home/pi/my dir/agent"]
-    assert "/home/pi/my dir/bin/python" in argv and argv[-1] == "a b.tflite"
-    with LocalConnection() as conn:
-        assert resolve_device_dir(conn, "~/.edgeq") == str(Path.home() / ".edgeq")
-        assert resolve_device_dir(conn, "/x/y/") == "/x/y"
 
 
 # ------------------------------------------------------------------ --host local

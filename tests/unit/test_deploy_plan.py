@@ -22,6 +22,8 @@ from edgeq.host.deploy import (
     platform_tags,
     runtime_requirements,
 )
+from edgeq.host.link import resolve_device_dir
+from edgeq.host.link.local import LocalConnection
 
 
 def test_platform_tags_bookworm_aarch64() -> None:
@@ -192,3 +194,20 @@ def test_link_switches_the_agent_and_keeps_one_previous_release(tmp_path: Path) 
     missing = _install_cli(home, "link", "nope")
     assert missing.returncode == 1 and b"is not on the device" in missing.stderr
     assert os.readlink(lay.agent) == "agent-releases/r3"
+
+
+def test_platform_tags_cover_every_glibc_up_to_the_device() -> None:
+    tags = platform_tags("aarch64", "2.36")
+    assert tags[0] == "manylinux_2_36_aarch64"
+    assert "manylinux_2_27_aarch64" in tags and "manylinux_2_17_aarch64" in tags
+    assert "manylinux2014_aarch64" in tags
+    assert not any("x86_64" in t for t in tags)
+
+
+def test_agent_argv_is_argv_words() -> None:
+    argv = Layout("/home/pi/my dir").agent_argv("bench", "a b.tflite")
+    assert argv[:2] == ["env", "PYTHONPATH=/home/pi/my dir/agent"]
+    assert "/home/pi/my dir/bin/python" in argv and argv[-1] == "a b.tflite"
+    with LocalConnection() as conn:
+        assert resolve_device_dir(conn, "~/.edgeq") == str(Path.home() / ".edgeq")
+        assert resolve_device_dir(conn, "/x/y/") == "/x/y"
