@@ -13,6 +13,7 @@ import typer
 from edgeq.device.store import DEFAULT_HOME
 from edgeq.host.cli import app, render, ui
 from edgeq.host.cli.common import (
+    SETTINGS_BY_NAME,
     AcceptNewHostKeyOption,
     ConnectTimeoutOption,
     DeviceDirOption,
@@ -40,8 +41,9 @@ RunArgument = Annotated[str, typer.Argument(help="Run id from `edgeq history`, o
 ArtifactsOrDefaultArgument = Annotated[Optional[Path], typer.Argument(
     help=f"Artifacts the device must be running (checked by sha256); default "
          f"{DEFAULT_ARTIFACTS_DIR} when it exists.", show_default=False)]
-NoXnnpackOption = Annotated[bool, typer.Option("--no-xnnpack",
-                                               help="Run without the XNNPACK delegate.")]
+NoXnnpackOption = Annotated[bool, typer.Option(
+    "--no-xnnpack", help="Run without the XNNPACK delegate: "
+                         + SETTINGS_BY_NAME["xnnpack"].off_help + ".")]
 NoDaemonOption = Annotated[bool, typer.Option(
     "--no-daemon", help="Use the one-shot agent even if a daemon runs.")]
 NoHistoryOption = Annotated[bool, typer.Option(

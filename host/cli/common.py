@@ -5,7 +5,7 @@ run lookup of `history show/compare` and `report`.
 Each option is declared once here as an `Annotated` type, so every command that talks to a
 device spells, documents and parses it the same way; `open_device` is the one place a command
 opens its connection. (Presentation and the other shared options: edgeq.host.cli.ui.)
-Imports: typer and edgeq.device.store at import time; edgeq.host.link and
+Imports: typer and edgeq.device.{settings,store} at import time; edgeq.host.link and
 edgeq.device.errors inside functions.
 """
 from __future__ import annotations
@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from edgeq.device.settings import SETTINGS
 from edgeq.device.store import DEFAULT_HOME
 
 if TYPE_CHECKING:
     from edgeq.host.history import History
     from edgeq.host.link import Connection
+
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 
 HOST_HELP = ("Device: local (this machine, no SSH), pi.local, user@host, user@host:port or an "
              "alias from ~/.ssh/config.")
@@ -36,19 +39,25 @@ DeviceDirOption = Annotated[str, typer.Option(
     "--device-dir", help=f"The edgeq directory on the device (agent, venv, model store); "
                          f"default {DEFAULT_HOME}.", show_default=False)]
 
-# bench settings as `bench-remote` and `run` take them; edgeq.device.settings checks the values
-# (the agent's defaults apply when unset)
-ThreadsOption = Annotated[int, typer.Option(
-    "--threads", help="Interpreter threads (on the device, and on the host for run).")]
+# bench settings as `bench-remote` and `run` take them: help and limits come from their one
+# declaration (edgeq.device.settings), which also checks the values; unset = the agent's default
+
+
+def _setting_option(name: str, note: str = "") -> Any:
+    """A typer.Option for the declared bench setting `name` (its flag, help and limits)."""
+    s = SETTINGS_BY_NAME[name]
+    limits = {"min": s.lo, "max": s.hi} if s.type in (int, float) else {}
+    return typer.Option(s.flag, help=s.help[:1].upper() + s.help[1:] + note + ".", **limits)
+
+
+ThreadsOption = Annotated[int, _setting_option(
+    "threads", " (on the device, and on the host for run)")]
+EvalLimitOption = Annotated[Optional[int], _setting_option("eval_limit")]
+RunsMinOption = Annotated[Optional[int], _setting_option("runs_min", " per round")]
+RunSMinOption = Annotated[Optional[float], _setting_option("run_s_min", " per round")]
 RoundsOption = Annotated[int, typer.Option(
     "--rounds", help="Alternated rounds (ABBA...): float32 and int8 each run once per "
                             "round; latencies are pooled over rounds.")]
-EvalLimitOption = Annotated[Optional[int], typer.Option(
-    "--eval-limit", help="Evaluate on the first N test images only.")]
-RunsMinOption = Annotated[Optional[int], typer.Option(
-    "--runs-min", help="Minimum timed runs per round (agent default).")]
-RunSMinOption = Annotated[Optional[float], typer.Option(
-    "--run-s-min", help="Minimum timed seconds per round.")]
 
 
 def open_device(host: str, accept_new_host_key: bool, ssh_config: Optional[Path],

@@ -66,3 +66,24 @@ def test_help_does_not_import_tensorflow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY=\n" in out.stdout, out.stdout[-500:]
+
+
+def test_bench_options_come_from_the_settings_declaration() -> None:
+    """bench-remote and run take --threads, --eval-limit, --runs-min, --run-s-min with the help
+    text and limits of edgeq.device.settings, so the CLI refuses what the device would."""
+    from edgeq.device.settings import SETTINGS
+
+    declared = {s.flag: s for s in SETTINGS}
+    commands = _all_commands()
+    for name in ("bench-remote", "run"):
+        params = {opt: p for p in commands[name].params for opt in p.opts}
+        for flag in ("--threads", "--eval-limit", "--runs-min", "--run-s-min"):
+            s, p = declared[flag], params[flag]
+            assert s.help.lower() in (p.help or "").lower(), (name, flag)
+            ptype = p.type
+            assert getattr(ptype, "min", None) == s.lo and getattr(ptype, "max", None) == s.hi
+    too_many = int(declared["--threads"].hi) + 1
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeq.host", "bench-remote", "--host", "local", "--threads",
+         str(too_many)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and str(too_many) in result.stderr
