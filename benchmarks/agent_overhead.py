@@ -34,13 +34,14 @@ from edgeq.device.errors import AgentConnectionError
 from edgeq.device.evaldata import load_eval_data
 from edgeq.device.runtime import load_model
 from edgeq.device.store import Store
+from edgeq.host.artifacts import EVAL_FILE, MANIFEST_FILE
 
 
 def ensure_artifacts(path: Path | None) -> Path:
     if path is not None:
         return path
     out = Path(tempfile.gettempdir()) / "edgeq-overhead-artifacts"
-    if (out / "manifest.json").exists():
+    if (out / MANIFEST_FILE).exists():
         return out
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edgeq.host.quantize import quantize
@@ -135,7 +136,7 @@ def main() -> int:
 
     art = ensure_artifacts(args.artifacts)
     models = {"float32": art / "model_float32.tflite", "int8": art / "model_int8.tflite"}
-    images, _ = load_eval_data(art / "eval.npz")
+    images, _ = load_eval_data(art / EVAL_FILE)
     image = images[:1]
     settings = BenchSettings(threads=args.threads, warmup_runs_min=20, warmup_s_min=0.2,
                              runs_min=100, run_s_min=args.run_s_min, runs_max=100_000)
