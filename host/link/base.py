@@ -8,10 +8,14 @@ Both are context managers, open lazily, and raise the same errors for the same f
     RemoteNotFoundError    a remote path that does not exist (get_file, put_file's directory)
     LinkTimeoutError       a command or a stream read over its time-out
     ConnectionLostError    the link dropped (network cut, or the process behind a stream went away)
-    BadTargetError, UnknownHostKeyError, HostKeyMismatchError, SSHAuthError,
-    UnreachableHostError   setting up an SSH connection
+    BadTargetError, UnknownHostKeyError, HostKeyMismatchError, RevokedHostKeyError,
+    SSHAuthError, UnreachableHostError   setting up an SSH connection
 A command that runs and fails is not an error: `run` returns its CommandResult (127 when
 the program does not exist, as through a remote shell).
+No wait is unbounded: commands take `timeout_s`, stream reads `set_timeout`, and the SSH
+connection's file transfers and handshakes its `io_timeout_s`. When the host gives up on a
+command (its time-out, Ctrl-C), the command's whole process group on the device is
+stopped too (TERM, then KILL), so no deploy.sh or one-shot bench is left running.
 Imports: standard library and edgeq.device.errors only (implementations import their own).
 """
 from __future__ import annotations
@@ -57,6 +61,10 @@ class HostKeyMismatchError(LinkError):
     """The device's host key differs from the one in known_hosts."""
 
 
+class RevokedHostKeyError(LinkError):
+    """The device offers a key that known_hosts marks @revoked (refused whatever the flags)."""
+
+
 class SSHAuthError(LinkError):
     """The device refused our keys."""
 
@@ -95,9 +103,18 @@ class Stream(abc.ABC):
     def readline(self, limit: int) -> bytes:
         """One line including b'\\n', or b'' at the end of the stream.
 
-        LinkError if the line is longer than `limit` bytes, LinkTimeoutError if the device
-        does not answer in time, ConnectionLostError if the link drops.
+        LinkError if the line is longer than `limit` bytes, LinkTimeoutError if no line
+        comes within the time-out set with `set_timeout`, ConnectionLostError if the link
+        drops.
         """
+
+    @abc.abstractmethod
+    def set_timeout(self, timeout_s: Optional[float]) -> None:
+        """Bound each later `readline` to `timeout_s` seconds (None: wait without limit)."""
+
+    def stderr_text(self) -> str:
+        """What the process wrote to stderr so far (for error messages); never raises."""
+        return ""
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -7,16 +7,21 @@ It behaves like the SSH implementation where it matters: the same errors for the
 failures (a missing file is RemoteNotFoundError, a time-out LinkTimeoutError, a stream
 whose process went away ConnectionLostError), `put_file` does not create parent
 directories (SFTP does not either), a missing command exits 127 as it would through a
-remote shell, and remote paths may start with `~`.
+remote shell, and remote paths may start with `~`. A command runs in its own process
+group; when the host gives up on it (time-out, Ctrl-C) the whole group is stopped, as the
+SSH implementation stops it on the device.
 Imports: standard library and edgeq.host.link.base only.
 """
 from __future__ import annotations
 
 import logging
 import os
+import select
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Optional, Sequence
 
@@ -34,6 +39,38 @@ from edgeq.host.link.base import (
 logger = logging.getLogger(__name__)
 
 _CHUNK_BYTES = 1 << 20
+#: how long a stopped process group gets between TERM and KILL
+_TERM_GRACE_S = 5.0
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """TERM the process group `proc` leads, KILL what is left after a grace period; reap."""
+    _signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + _TERM_GRACE_S
+    while time.monotonic() < deadline and _group_alive(proc.pid):
+        proc.poll()  # reap the leader, or the group looks alive forever
+        time.sleep(0.05)
+    if _group_alive(proc.pid):
+        _signal_group(proc.pid, signal.SIGKILL)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        logger.warning("process %d did not exit after SIGKILL", proc.pid)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
 
 
 def _expand(path: str) -> str:
@@ -46,6 +83,8 @@ class LocalStream(Stream):
 
     def __init__(self, argv: Sequence[str], env: Optional[dict[str, str]] = None) -> None:
         self.argv = tuple(str(a) for a in argv)
+        self._timeout_s: Optional[float] = None
+        self._buffer = b""
         self._stderr = tempfile.TemporaryFile()
         try:
             self._proc = subprocess.Popen(
@@ -74,15 +113,38 @@ class LocalStream(Stream):
                 hint="is the agent daemon running? (edgeq deploy starts it)",
             ) from exc
 
+    def set_timeout(self, timeout_s: Optional[float]) -> None:
+        self._timeout_s = timeout_s
+
     def readline(self, limit: int) -> bytes:
         assert self._proc.stdout is not None
-        line = self._proc.stdout.readline(limit + 1)
-        if len(line) > limit and not line.endswith(b"\n"):
+        fd = self._proc.stdout.fileno()
+        deadline = None if self._timeout_s is None else time.monotonic() + self._timeout_s
+        while b"\n" not in self._buffer[:limit + 1] and len(self._buffer) <= limit:
+            wait_s = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                ready, _, _ = select.select([fd], [], [], wait_s)
+                chunk = os.read(fd, 1 << 16) if ready else None
+            except (OSError, ValueError) as exc:
+                raise ConnectionLostError(f"{self.argv[0]} went away: {exc}",
+                                          hint="is the agent daemon running?") from exc
+            if chunk is None:
+                raise LinkTimeoutError(
+                    f"{self.argv[0]} did not answer within {self._timeout_s:g} s",
+                    hint="is the machine overloaded, or the agent stuck?",
+                )
+            if not chunk:
+                line, self._buffer = self._buffer, b""
+                return line
+            self._buffer += chunk
+        line, sep, rest = self._buffer.partition(b"\n")
+        if len(line) + len(sep) > limit:
             raise LinkError(
                 f"a line from {self.argv[0]} is longer than {limit} bytes",
                 hint="the device answered with more than the protocol allows; update the agent",
             )
-        return line
+        self._buffer = rest
+        return line + sep
 
     def stderr_text(self) -> str:
         """What the process wrote to stderr so far (for error messages)."""
@@ -133,23 +195,30 @@ class LocalConnection(Connection):
         full_env = {**os.environ, **env} if env else None
         logger.debug("local run: %s", words)
         try:
-            proc = subprocess.run(
-                list(words),
-                input=stdin if stdin is not None else b"",
-                capture_output=True,
-                timeout=timeout_s,
-                env=full_env,
-            )
+            proc = subprocess.Popen(list(words), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=full_env,
+                                    start_new_session=True)  # its own group, stopped as one
         except FileNotFoundError:
             return CommandResult(words, 127, b"", f"{words[0]}: command not found\n".encode())
         except PermissionError:
             return CommandResult(words, 126, b"", f"{words[0]}: permission denied\n".encode())
+        finished = False
+        try:
+            out, err = proc.communicate(input=stdin if stdin is not None else b"",
+                                        timeout=timeout_s)
+            finished = True
         except subprocess.TimeoutExpired as exc:
             raise LinkTimeoutError(
-                f"{words[0]} did not finish within {timeout_s:g} s",
+                f"{words[0]} did not finish within {timeout_s:g} s (stopped)",
                 hint="use smaller --eval-limit / run counts, or check the machine's load",
             ) from exc
-        return CommandResult(words, proc.returncode, proc.stdout, proc.stderr)
+        finally:
+            if not finished:  # time-out or Ctrl-C: the command and all it started stop too
+                stop_group(proc)
+                for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                    if pipe is not None:
+                        pipe.close()
+        return CommandResult(words, proc.returncode, out, err)
 
     def open_stream(self, argv: Sequence[str]) -> Stream:
         stream = LocalStream(argv)

@@ -4,9 +4,20 @@
 lazily (the first call connects), is a context manager, and never disables host-key
 checking: an unknown key is refused unless the user asked for `--accept-new-host-key`
 (OpenSSH's accept-new: the key is appended to known_hosts), and a changed key is always
-refused. Remote commands are built only with `quote_argv`; passwords are never asked for
-or taken.
-Imports: standard library, paramiko (at use), edgeq.host.link.base, edgeq.device.errors.
+refused. known_hosts is read as OpenSSH reads it (edgeq.host.link.known_hosts: @revoked
+refuses a key even with --accept-new-host-key, several keys of a type are all accepted,
+lines edgeq adds are hashed when the file uses hashed names; the system file is
+GlobalKnownHostsFile, default /etc/ssh/ssh_known_hosts). ProxyJump takes several hops
+(`a,b`); a jump host whose own ProxyJump names itself (`Host *` + `ProxyJump bastion`) is
+reached directly, as OpenSSH does; `--identity-file` is offered to the jump hosts too.
+Remote commands are built only with `quote_argv`; passwords are never asked for or taken.
+No wait is unbounded: channel opens, exec requests and each SFTP reply are bounded by
+`io_timeout_s`; `run` by its `timeout_s`; stream reads by `set_timeout`. `run` starts the
+command in a tiny `sh` wrapper that reports its process group, so when the host gives up
+(time-out, Ctrl-C) the group is stopped on the device (TERM, then KILL): closing an SSH
+channel alone leaves a non-pty command running.
+Imports: standard library, paramiko (at use), edgeq.host.link.{base,known_hosts},
+edgeq.device.errors.
 """
 
 from __future__ import annotations
@@ -17,12 +28,14 @@ import logging
 import os
 import select
 import socket
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Optional, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional, Sequence
 
 from edgeq.device.errors import EdgeqError
+from edgeq.host.link import known_hosts as kh
 from edgeq.host.link.base import (
     BadTargetError,
     CommandResult,
@@ -33,6 +46,7 @@ from edgeq.host.link.base import (
     LinkTimeoutError,
     ProgressCallback,
     RemoteNotFoundError,
+    RevokedHostKeyError,
     SSHAuthError,
     Stream,
     UnknownHostKeyError,
@@ -47,7 +61,23 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SSH_CONFIG = Path("~/.ssh/config")
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
+DEFAULT_SYSTEM_KNOWN_HOSTS = (Path("/etc/ssh/ssh_known_hosts"),)
+#: bound on each SFTP reply, channel open and exec request
+DEFAULT_IO_TIMEOUT_S = 60.0
+#: how long stopping a remote process group may take (TERM, wait, KILL)
+STOP_TIMEOUT_S = 15.0
 _RECV_BYTES = 1 << 16
+_CHUNK_BYTES = 1 << 15
+# Runs "$@" after reporting its process group on stderr (field 5 of /proc/self/stat; sshd
+# made the command a session leader, so the group holds everything the command starts).
+_GROUP_WRAPPER = ('read -r _p _c _s _pp g _r 2>/dev/null </proc/$$/stat; '
+                  'printf "EDGEQ_PGID %s\\n" "$g" >&2; exec "$@"')
+_PGID_MARK = b"EDGEQ_PGID "
+# TERM the group, wait up to ~5 s, then KILL it.
+_STOP_GROUP = ('kill -TERM -- "-$1" 2>/dev/null || exit 0; n=0; '
+               'while kill -0 -- "-$1" 2>/dev/null; do n=$((n+1)); '
+               'if [ $n -gt 50 ]; then kill -KILL -- "-$1" 2>/dev/null; exit 0; fi; '
+               'sleep 0.1 2>/dev/null || sleep 1; done')
 
 
 @dataclass(frozen=True)
@@ -61,11 +91,13 @@ class SSHTarget:
     identity_files: tuple[str, ...] = ()
     known_hosts_files: tuple[str, ...] = ()
     proxy_jump: Optional[str] = None
+    global_known_hosts_files: tuple[str, ...] = ()
 
     @property
     def display(self) -> str:
         user = f"{self.user}@" if self.user else ""
-        return f"{user}{self.hostname}:{self.port}"
+        host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
+        return f"{user}{host}:{self.port}"
 
 
 def parse_target(spec: str) -> tuple[Optional[str], str, Optional[int]]:
@@ -118,6 +150,8 @@ def resolve_target(spec: str, ssh_config: Optional[Path] = None) -> SSHTarget:
         raise LinkError(f"ssh config {config_path} does not exist", hint="check --ssh-config")
     known = options.get("userknownhostsfile")
     known_files = tuple(os.path.expanduser(p) for p in known.split()) if known else ()
+    system = options.get("globalknownhostsfile")
+    system_files = tuple(os.path.expanduser(p) for p in system.split()) if system else ()
     return SSHTarget(
         alias=host,
         hostname=options.get("hostname", host),
@@ -126,6 +160,7 @@ def resolve_target(spec: str, ssh_config: Optional[Path] = None) -> SSHTarget:
         identity_files=tuple(os.path.expanduser(p) for p in options.get("identityfile", [])),
         known_hosts_files=known_files,
         proxy_jump=options.get("proxyjump"),
+        global_known_hosts_files=system_files,
     )
 
 
@@ -144,40 +179,66 @@ def fingerprint(key: "paramiko.PKey") -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def _known_hosts_name(hostname: str, port: int) -> str:
-    return hostname if port == 22 else f"[{hostname}]:{port}"
-
-
-def _make_policy(accept_new: bool, known_hosts_path: Path, target: SSHTarget) -> Any:
+def _make_policy(conn: "SSHConnection", entries: list[kh.Entry]) -> Any:
     import paramiko
 
+    target = conn.target
+
     class _Policy(paramiko.MissingHostKeyPolicy):
-        """Refuse unknown keys, or append them to known_hosts when asked (accept-new)."""
+        """Every key is checked here against known_hosts as OpenSSH reads it (paramiko's own
+        table is left empty): known -> accept; revoked or changed -> refuse; unknown ->
+        refuse, or record it when the user asked for accept-new."""
 
         def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-            name = _known_hosts_name(target.hostname, target.port)
+            name = kh.host_key_name(target.hostname, target.port)
             fp = fingerprint(key)
-            if not accept_new:
-                raise UnknownHostKeyError(
-                    f"unknown host key for {name} ({key.get_name()} {fp})",
+            verdict = kh.check(entries, name, key.get_name(), key.asbytes())
+            if verdict.status == "known":
+                return
+            if verdict.status == "revoked":
+                where = verdict.revoked_by
+                raise RevokedHostKeyError(
+                    f"the host key of {name} ({key.get_name()} {fp}) is marked @revoked in "
+                    f"{where.path if where else 'known_hosts'}"
+                    + (f" line {where.line_no}" if where else ""),
+                    hint="a revoked key is never accepted (not even with "
+                         "--accept-new-host-key); ask who runs the board for its new key",
+                )
+            if verdict.status == "changed":
+                first = verdict.expected[0]
+                raise HostKeyMismatchError(
+                    f"HOST KEY CHANGED for {name}: the device offers {fp}, {first.path} "
+                    f"line {first.line_no} has {_entry_fingerprint(first)}",
                     hint=(
-                        "check the fingerprint on the device (ssh-keygen -lf "
-                        "/etc/ssh/ssh_host_ed25519_key.pub), then rerun with --accept-new-host-key"
+                        "someone may be intercepting the connection, or the board was "
+                        "reinstalled; if you are sure, remove the old key: "
+                        f"ssh-keygen -R '{name}'"
                     ),
                 )
-            known_hosts_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            line = f"{name} {key.get_name()} {key.get_base64()}\n"
-            fd = os.open(known_hosts_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "a") as handle:
-                handle.write(line)
-                handle.flush()
-                os.fsync(handle.fileno())
-            client.get_host_keys().add(name, key.get_name(), key)
-            logger.warning(
-                "added %s key %s for %s to %s", key.get_name(), fp, name, known_hosts_path
-            )
+            if not conn._accept_new:
+                ca = (" (known_hosts trusts a @cert-authority for it, but edgeq checks plain "
+                      "host keys only, not host certificates)") if verdict.ca_only else ""
+                raise UnknownHostKeyError(
+                    f"unknown host key for {name} ({key.get_name()} {fp}){ca}",
+                    hint=(
+                        "check the fingerprint on the device (ssh-keygen -lf "
+                        "/etc/ssh/ssh_host_ed25519_key.pub), then rerun with "
+                        "--accept-new-host-key"
+                    ),
+                )
+            kh.add_line(conn._known_hosts, name, key.get_name(), key.get_base64())
+            logger.warning("added %s key %s for %s to %s", key.get_name(), fp, name,
+                           conn._known_hosts)
 
     return _Policy()
+
+
+def _entry_fingerprint(entry: kh.Entry) -> str:
+    try:
+        digest = hashlib.sha256(entry.blob()).digest()
+    except ValueError:
+        return "?"
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
 class SSHStream(Stream):
@@ -187,6 +248,7 @@ class SSHStream(Stream):
         self._channel = channel
         self._argv = tuple(argv)
         self._buffer = b""
+        self._timeout_s: Optional[float] = None
 
     def write(self, data: bytes) -> None:
         try:
@@ -197,7 +259,11 @@ class SSHStream(Stream):
                 hint="check the network and rerun",
             ) from exc
 
+    def set_timeout(self, timeout_s: Optional[float]) -> None:
+        self._timeout_s = timeout_s
+
     def readline(self, limit: int) -> bytes:
+        deadline = None if self._timeout_s is None else time.monotonic() + self._timeout_s
         while b"\n" not in self._buffer:
             if len(self._buffer) > limit:
                 raise LinkError(
@@ -205,10 +271,13 @@ class SSHStream(Stream):
                     hint="the device answered with more than the protocol allows; redeploy",
                 )
             try:
+                if deadline is not None:
+                    self._channel.settimeout(max(0.0, deadline - time.monotonic()))
                 chunk = self._channel.recv(_RECV_BYTES)
             except socket.timeout as exc:
                 raise LinkTimeoutError(
-                    "the device did not answer in time", hint="is the board overloaded?"
+                    f"the device did not answer within {self._timeout_s:g} s",
+                    hint="is the board overloaded, or its agent stuck?",
                 ) from exc
             except OSError as exc:
                 raise ConnectionLostError(
@@ -230,8 +299,11 @@ class SSHStream(Stream):
     def stderr_text(self) -> str:
         """What the remote command wrote to stderr so far."""
         data = b""
-        while self._channel.recv_stderr_ready():
-            data += self._channel.recv_stderr(_RECV_BYTES)
+        try:
+            while self._channel.recv_stderr_ready():
+                data += self._channel.recv_stderr(_RECV_BYTES)
+        except Exception:  # for messages only
+            pass
         return data.decode("utf-8", "replace").strip()
 
     def close(self) -> None:
@@ -252,18 +324,27 @@ class SSHConnection(Connection):
         ssh_config: Optional[Path] = None,
         identity_file: Optional[Path] = None,
         known_hosts: Optional[Path] = None,
+        system_known_hosts: Optional[Sequence[Path]] = None,
         connect_timeout_s: float = 10.0,
+        io_timeout_s: float = DEFAULT_IO_TIMEOUT_S,
+        proxy_jump: Optional[str] = None,
+        _jump_path: tuple[str, ...] = (),
     ) -> None:
         self.target = resolve_target(host, ssh_config)
+        if proxy_jump is not None:  # a hop of a chain: the chain says how to reach it
+            self.target = replace(self.target, proxy_jump=proxy_jump)
+        self._identity_file: Optional[Path] = None
         if identity_file is not None:
             if not identity_file.expanduser().is_file():
                 raise LinkError(
                     f"identity file {identity_file} does not exist", hint="check --identity-file"
                 )
-            self.target = replace(self.target, identity_files=(str(identity_file.expanduser()),))
+            self._identity_file = identity_file.expanduser()
+            self.target = replace(self.target, identity_files=(str(self._identity_file),))
         self.name = self.target.display
         self._ssh_config = ssh_config
         self._accept_new = accept_new_host_key
+        self._explicit_known_hosts = known_hosts
         self._known_hosts = (
             known_hosts.expanduser()
             if known_hosts is not None
@@ -271,7 +352,14 @@ class SSHConnection(Connection):
             if self.target.known_hosts_files
             else DEFAULT_KNOWN_HOSTS.expanduser()
         )
+        self._system_known_hosts = (
+            tuple(system_known_hosts) if system_known_hosts is not None
+            else tuple(Path(p) for p in self.target.global_known_hosts_files)
+            or DEFAULT_SYSTEM_KNOWN_HOSTS
+        )
         self._timeout_s = connect_timeout_s
+        self._io_timeout_s = io_timeout_s
+        self._jump_path = _jump_path
         self._client: Any = None
         self._jump: Optional[SSHConnection] = None
         self._sftp: Any = None
@@ -279,31 +367,34 @@ class SSHConnection(Connection):
 
     # -- connecting ---------------------------------------------------------------------------
 
+    def known_hosts_entries(self) -> list[kh.Entry]:
+        """Every entry of the system and user known_hosts files this connection reads."""
+        return kh.load([*self._system_known_hosts, self._known_hosts,
+                        *(Path(p) for p in self.target.known_hosts_files[1:])])
+
     def _connect(self) -> Any:
         if self._client is not None:
             return self._client
         import paramiko
 
         target = self.target
+        entries = self.known_hosts_entries()
         client = paramiko.SSHClient()
-        for path in (
-            Path("/etc/ssh/ssh_known_hosts"),
-            self._known_hosts,
-            *(Path(p) for p in target.known_hosts_files[1:]),
-        ):
-            if path.is_file():
-                try:
-                    client.load_host_keys(str(path))
-                except (OSError, paramiko.SSHException, ValueError) as exc:
-                    raise LinkError(
-                        f"cannot read {path}: {exc}", hint="fix or move the file"
-                    ) from exc
-        client.set_missing_host_key_policy(
-            _make_policy(self._accept_new, self._known_hosts, target)
-        )
+        client.set_missing_host_key_policy(_make_policy(self, entries))
+        # offer only host key types known_hosts lists for this host, when it lists any
+        # (paramiko would otherwise pick its own first choice, and a known host would look
+        # unknown); with none listed, any type may be accepted (or refused) by the policy
+        name = kh.host_key_name(target.hostname, target.port)
+        known_types = kh.known_key_types(entries, name)
+        disabled = {}
+        if known_types:
+            offered = [t for t in paramiko.Transport._preferred_keys
+                       if kh.base_key_type(t) not in known_types]
+            disabled = {"keys": offered}
         sock = None
-        if target.proxy_jump and target.proxy_jump.lower() != "none":
-            sock = self._open_jump_channel(target.proxy_jump.split(",")[0])
+        jump = (target.proxy_jump or "").strip()
+        if jump and jump.lower() != "none":
+            sock = self._open_jump_channel(jump)
         logger.info("connecting to %s", target.display)
         try:
             client.connect(
@@ -316,14 +407,16 @@ class SSHConnection(Connection):
                 timeout=self._timeout_s,
                 banner_timeout=self._timeout_s,
                 auth_timeout=self._timeout_s,
+                channel_timeout=self._io_timeout_s,
                 sock=sock,
+                disabled_algorithms=disabled or None,
             )
         except EdgeqError:
             client.close()
             raise
         except BaseException as exc:
             client.close()
-            raise self._map_connect_error(exc) from exc
+            raise self._map_connect_error(exc, known_types) from exc
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(15)
@@ -331,13 +424,35 @@ class SSHConnection(Connection):
         return client
 
     def _open_jump_channel(self, jump_spec: str) -> Any:
+        """A direct-tcpip channel to the target through the last hop of `jump_spec` (`a,b`:
+        a, then b through a). A hop whose own ProxyJump names itself is reached directly."""
+        hops = [h.strip() for h in jump_spec.split(",") if h.strip()]
+        last, before = hops[-1], ",".join(hops[:-1])
+        if last in self._jump_path or last == self.target.alias:
+            # `Host *` + `ProxyJump bastion`: bastion's own lookup names bastion again
+            if last == self.target.alias and not before:
+                return None
+            raise BadTargetError(
+                f"ProxyJump loops: {' -> '.join([*self._jump_path, self.target.alias, last])}",
+                hint="check ProxyJump in your ssh config",
+            )
         self._jump = SSHConnection(
-            jump_spec,
+            last,
             accept_new_host_key=self._accept_new,
             ssh_config=self._ssh_config,
-            known_hosts=self._known_hosts,
+            known_hosts=self._explicit_known_hosts,
+            system_known_hosts=self._system_known_hosts,
             connect_timeout_s=self._timeout_s,
+            io_timeout_s=self._io_timeout_s,
+            proxy_jump=before or None,
+            _jump_path=(*self._jump_path, self.target.alias),
         )
+        if self._identity_file is not None:  # --identity-file is offered to the hops too
+            own = self._jump.target.identity_files
+            self._jump.target = replace(
+                self._jump.target,
+                identity_files=(*own, *(() if str(self._identity_file) in own
+                                        else (str(self._identity_file),))))
         transport = self._jump._connect().get_transport()
         try:
             return transport.open_channel(
@@ -348,24 +463,14 @@ class SSHConnection(Connection):
             )
         except Exception as exc:
             raise UnreachableHostError(
-                f"jump host {jump_spec} cannot reach {self.target.display}: {exc}",
+                f"jump host {last} cannot reach {self.target.display}: {exc}",
                 hint="check ProxyJump and the board's address as the jump host sees it",
             ) from exc
 
-    def _map_connect_error(self, exc: BaseException) -> EdgeqError:
+    def _map_connect_error(self, exc: BaseException, known_types: set[str]) -> EdgeqError:
         import paramiko
 
         where = self.target.display
-        if isinstance(exc, paramiko.BadHostKeyException):
-            name = _known_hosts_name(self.target.hostname, self.target.port)
-            return HostKeyMismatchError(
-                f"HOST KEY CHANGED for {name}: the device offers {fingerprint(exc.key)}, "
-                f"{self._known_hosts} has {fingerprint(exc.expected_key)}",
-                hint=(
-                    "someone may be intercepting the connection, or the board was reinstalled; "
-                    f"if you are sure, remove the old key: ssh-keygen -R '{name}'"
-                ),
-            )
         if isinstance(exc, paramiko.PasswordRequiredException):
             return SSHAuthError(
                 f"the private key for {where} is protected by a passphrase",
@@ -396,6 +501,15 @@ class SSHConnection(Connection):
                 f"cannot connect to {where}: {exc.strerror or exc}",
                 hint="check the address, the port and the network",
             )
+        if known_types and isinstance(exc, paramiko.SSHException) \
+                and "host key" in str(exc).lower():
+            name = kh.host_key_name(self.target.hostname, self.target.port)
+            return HostKeyMismatchError(
+                f"{where} offers none of the host key types known_hosts lists for {name} "
+                f"({', '.join(sorted(known_types))})",
+                hint="the board's keys changed; if you are sure, remove the old ones: "
+                     f"ssh-keygen -R '{name}'",
+            )
         if isinstance(exc, (paramiko.SSHException, EOFError)):
             return LinkError(f"SSH to {where} failed: {exc}", hint="rerun with --debug for details")
         if isinstance(exc, KeyboardInterrupt):
@@ -411,28 +525,82 @@ class SSHConnection(Connection):
             hint="check the network and rerun; what was deployed before is still in place",
         )
 
+    def _timed_out(self, what: str) -> LinkTimeoutError:
+        return LinkTimeoutError(
+            f"{self.name} did not answer within {self._io_timeout_s:g} s during {what}",
+            hint="check the network and the board (overloaded? sshd stuck?), then rerun",
+        )
+
     def _transport(self) -> Any:
         transport = self._connect().get_transport()
         if transport is None or not transport.is_active():
             raise self._lost("the session", EOFError("transport closed"))
         return transport
 
-    # -- Connection interface ----------------------------------------------------------------
+    def _bounded(self, channel: Any, what: str, call: Callable[[], Any]) -> Any:
+        """`call()` (a channel request paramiko waits for without a limit), given up after
+        io_timeout_s: the channel is then closed, which releases the wait."""
+        expired = threading.Event()
 
-    def _open_exec(self, argv: Sequence[str], env: Optional[dict[str, str]]) -> Any:
-        words = [str(a) for a in argv]
-        if env:
-            words = ["env", *(f"{k}={v}" for k, v in env.items()), *words]
-        command = quote_argv(words)
-        logger.debug("ssh %s: %s", self.name, command)
+        def expire() -> None:
+            expired.set()
+            channel.event.set()  # wakes paramiko's wait
+            try:
+                channel.close()
+            except Exception:  # best effort
+                pass
+
+        timer = threading.Timer(self._io_timeout_s, expire)
+        timer.daemon = True
+        timer.start()
         try:
-            channel = self._transport().open_session(timeout=self._timeout_s)
-            channel.exec_command(command)
+            return call()
         except EdgeqError:
             raise
         except Exception as exc:
-            raise self._lost(f"starting {words[0]}", exc) from exc
+            if expired.is_set():
+                raise self._timed_out(what) from exc
+            raise
+        finally:
+            timer.cancel()
+
+    # -- Connection interface ----------------------------------------------------------------
+
+    def _open_exec(self, argv: Sequence[str], env: Optional[dict[str, str]],
+                   wrap: bool = False) -> Any:
+        words = [str(a) for a in argv]
+        if env:
+            words = ["env", *(f"{k}={v}" for k, v in env.items()), *words]
+        if wrap:
+            words = ["sh", "-c", _GROUP_WRAPPER, "edgeq", *words]
+        command = quote_argv(words)
+        logger.debug("ssh %s: %s", self.name, command)
+        try:
+            channel = self._transport().open_session(timeout=self._io_timeout_s)
+            self._bounded(channel, f"starting {argv[0]}", lambda: channel.exec_command(command))
+        except EdgeqError:
+            raise
+        except Exception as exc:
+            raise self._lost(f"starting {argv[0]}", exc) from exc
         return channel
+
+    def _stop_group(self, pgid: Optional[int], what: str) -> None:
+        """TERM (then KILL) the remote process group `pgid`; best effort, bounded."""
+        if pgid is None or pgid <= 1:  # never `kill -- -1`
+            return
+        try:
+            channel = self._open_exec(["sh", "-c", _STOP_GROUP, "edgeq-stop", str(pgid)], None)
+            channel.shutdown_write()
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while not channel.exit_status_ready() and time.monotonic() < deadline:
+                select.select([channel], [], [], 0.2)
+                while channel.recv_ready():
+                    channel.recv(_RECV_BYTES)
+            channel.close()
+            logger.info("stopped %s on %s (process group %d)", what, self.name, pgid)
+        except BaseException as exc:  # the link may be gone: nothing more can be done
+            logger.warning("could not stop %s on %s (process group %s): %s",
+                           what, self.name, pgid, exc)
 
     def run(
         self,
@@ -442,9 +610,12 @@ class SSHConnection(Connection):
         timeout_s: Optional[float] = None,
         env: Optional[dict[str, str]] = None,
     ) -> CommandResult:
-        channel = self._open_exec(argv, env)
+        channel = self._open_exec(argv, env, wrap=True)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         stdout, stderr = bytearray(), bytearray()
+        pgid: Optional[int] = None
+        marked = False  # the wrapper's first stderr line has been taken off
+        finished = False
         try:
             if stdin:
                 channel.sendall(stdin)
@@ -454,6 +625,10 @@ class SSHConnection(Connection):
                     stdout += channel.recv(_RECV_BYTES)
                 while channel.recv_stderr_ready():
                     stderr += channel.recv_stderr(_RECV_BYTES)
+                if not marked and (b"\n" in stderr or not stderr.startswith(
+                        _PGID_MARK[:len(stderr)]) or channel.exit_status_ready()):
+                    marked = True
+                    pgid, stderr = _take_pgid(stderr)
                 if (
                     channel.exit_status_ready()
                     # sshd may send the exit status before the last output: wait for EOF too
@@ -466,17 +641,23 @@ class SSHConnection(Connection):
                     raise EOFError("channel closed without an exit status")
                 if deadline is not None and time.monotonic() > deadline:
                     raise LinkTimeoutError(
-                        f"{argv[0]} on {self.name} did not finish within {timeout_s:g} s",
+                        f"{argv[0]} on {self.name} did not finish within {timeout_s:g} s "
+                        "(stopped on the device)",
                         hint="the board may be slow (emulated?) or stuck; raise the timeout",
                     )
                 select.select([channel], [], [], 0.2)
             status = channel.recv_exit_status()
+            finished = True
         except EdgeqError:
             raise
         except Exception as exc:
             raise self._lost(f"running {argv[0]}", exc) from exc
         finally:
             channel.close()
+            if not finished:  # time-out, Ctrl-C, a lost link: stop it on the device too
+                self._stop_group(pgid, argv[0])
+        if not marked:
+            pgid, stderr = _take_pgid(stderr)
         return CommandResult(tuple(str(a) for a in argv), status, bytes(stdout), bytes(stderr))
 
     def open_stream(self, argv: Sequence[str]) -> SSHStream:
@@ -484,10 +665,18 @@ class SSHConnection(Connection):
 
     def _sftp_client(self) -> Any:
         if self._sftp is None:
+            import paramiko
+
             try:
-                self._sftp = self._connect().open_sftp()
+                channel = self._transport().open_session(timeout=self._io_timeout_s)
+                channel.settimeout(self._io_timeout_s)
+                self._bounded(channel, "opening SFTP",
+                              lambda: channel.invoke_subsystem("sftp"))
+                self._sftp = paramiko.SFTPClient(channel)
             except EdgeqError:
                 raise
+            except socket.timeout as exc:
+                raise self._timed_out("opening SFTP") from exc
             except Exception as exc:
                 raise LinkError(
                     f"cannot open SFTP on {self.name}: {exc}",
@@ -495,13 +684,26 @@ class SSHConnection(Connection):
                 ) from exc
         return self._sftp
 
+    def _drop_sftp(self) -> None:
+        """Forget an SFTP session that timed out or broke (its replies are out of step)."""
+        sftp, self._sftp = self._sftp, None
+        if sftp is not None:
+            try:
+                sftp.get_channel().close()
+            except Exception:  # best effort
+                pass
+
     def home(self) -> str:
         if self._home is None:
             try:
                 self._home = self._sftp_client().normalize(".")
             except EdgeqError:
                 raise
+            except socket.timeout as exc:
+                self._drop_sftp()
+                raise self._timed_out("finding the home directory") from exc
             except Exception as exc:
+                self._drop_sftp()
                 raise self._lost("finding the home directory", exc) from exc
         return self._home
 
@@ -510,8 +712,34 @@ class SSHConnection(Connection):
     ) -> None:
         sftp = self._sftp_client()
         try:
-            sftp.put(str(local_path), remote_path, callback=progress, confirm=True)
+            total = os.path.getsize(local_path)
+            done = 0
+            with open(local_path, "rb") as src:
+                remote = sftp.open(remote_path, "wb")
+                remote.set_pipelined(True)
+                if progress is not None:
+                    progress(0, total)
+                while True:
+                    chunk = src.read(_CHUNK_BYTES)
+                    if not chunk:
+                        break
+                    remote.write(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
+                remote.close()  # waits for every write's acknowledgement
+            size = sftp.stat(remote_path).st_size
+            if size != total:
+                raise LinkError(f"{remote_path} on {self.name} has {size} bytes, not {total}",
+                                hint="the device's disk may be full; free space and rerun")
+        except EdgeqError:
+            raise
+        except socket.timeout as exc:
+            self._drop_sftp()
+            raise self._timed_out(f"sending {local_path.name}") from exc
         except FileNotFoundError as exc:
+            if not os.path.isfile(local_path):
+                raise
             raise RemoteNotFoundError(
                 f"cannot write {remote_path} on {self.name}: no such directory",
                 hint="redeploy: the device directory is incomplete",
@@ -527,13 +755,25 @@ class SSHConnection(Connection):
                     f"the device's disk is full writing {remote_path}",
                     hint="free space on the board and rerun",
                 ) from exc
+            self._drop_sftp()
             raise self._lost(f"sending {local_path.name}", exc) from exc
         except Exception as exc:
+            self._drop_sftp()
             raise self._lost(f"sending {local_path.name}", exc) from exc
 
     def get_file(self, remote_path: str, local_file: BinaryIO) -> None:
+        sftp = self._sftp_client()
         try:
-            self._sftp_client().getfo(remote_path, local_file)
+            with sftp.open(remote_path, "rb") as remote:
+                remote.prefetch()
+                while True:
+                    chunk = remote.read(_CHUNK_BYTES)
+                    if not chunk:
+                        break
+                    local_file.write(chunk)
+        except socket.timeout as exc:
+            self._drop_sftp()
+            raise self._timed_out(f"fetching {remote_path}") from exc
         except FileNotFoundError as exc:
             raise RemoteNotFoundError(
                 f"{remote_path} does not exist on {self.name}", hint="deploy first"
@@ -544,6 +784,7 @@ class SSHConnection(Connection):
                 hint="check --device-dir and its owner",
             ) from exc
         except Exception as exc:
+            self._drop_sftp()
             raise self._lost(f"fetching {remote_path}", exc) from exc
 
     def close(self) -> None:
@@ -554,3 +795,13 @@ class SSHConnection(Connection):
                 except Exception:  # closing is best effort
                     logger.debug("close failed", exc_info=True)
         self._sftp = self._client = self._jump = None
+
+
+def _take_pgid(stderr: bytearray) -> tuple[Optional[int], bytearray]:
+    """The process group the run wrapper reported, and stderr without that line."""
+    if not stderr.startswith(_PGID_MARK):
+        return None, stderr
+    line, _, rest = bytes(stderr).partition(b"\n")
+    text = line[len(_PGID_MARK):].strip()
+    pgid = int(text) if text.isdigit() else None
+    return pgid, bytearray(rest)
