@@ -74,9 +74,10 @@ _GROUP_WRAPPER = ('read -r _p _c _s _pp g _r 2>/dev/null </proc/$$/stat; '
                   'printf "EDGEQ_PGID %s\\n" "$g" >&2; exec "$@"')
 _PGID_MARK = b"EDGEQ_PGID "
 # TERM the group, wait up to ~5 s, then KILL it.
-_STOP_GROUP = ('kill -TERM -- "-$1" 2>/dev/null || exit 0; n=0; '
-               'while kill -0 -- "-$1" 2>/dev/null; do n=$((n+1)); '
-               'if [ $n -gt 50 ]; then kill -KILL -- "-$1" 2>/dev/null; exit 0; fi; '
+# (no `--`: dash's kill does not take it; a negative pid after the signal is a group)
+_STOP_GROUP = ('kill -TERM "-$1" 2>/dev/null || exit 0; n=0; '
+               'while kill -0 "-$1" 2>/dev/null; do n=$((n+1)); '
+               'if [ $n -gt 50 ]; then kill -KILL "-$1" 2>/dev/null; exit 0; fi; '
                'sleep 0.1 2>/dev/null || sleep 1; done')
 
 
@@ -564,6 +565,17 @@ class SSHConnection(Connection):
         finally:
             timer.cancel()
 
+    def _open_session(self, what: str) -> Any:
+        """A new session channel; LinkTimeoutError when the device does not open it in time."""
+        try:
+            return self._transport().open_session(timeout=self._io_timeout_s)
+        except EdgeqError:
+            raise
+        except Exception as exc:
+            if "timeout" in str(exc).lower():
+                raise self._timed_out(what) from exc
+            raise
+
     # -- Connection interface ----------------------------------------------------------------
 
     def _open_exec(self, argv: Sequence[str], env: Optional[dict[str, str]],
@@ -576,7 +588,7 @@ class SSHConnection(Connection):
         command = quote_argv(words)
         logger.debug("ssh %s: %s", self.name, command)
         try:
-            channel = self._transport().open_session(timeout=self._io_timeout_s)
+            channel = self._open_session(f"starting {argv[0]}")
             self._bounded(channel, f"starting {argv[0]}", lambda: channel.exec_command(command))
         except EdgeqError:
             raise
@@ -668,7 +680,7 @@ class SSHConnection(Connection):
             import paramiko
 
             try:
-                channel = self._transport().open_session(timeout=self._io_timeout_s)
+                channel = self._open_session("opening SFTP")
                 channel.settimeout(self._io_timeout_s)
                 self._bounded(channel, "opening SFTP",
                               lambda: channel.invoke_subsystem("sftp"))
