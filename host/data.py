@@ -1,4 +1,22 @@
-"""MNIST loading for the host pipeline: IDX (gzipped or not) or Keras `mnist.npz`, verified.
+"""Data in: one loader for every form (`load_dataset`), and the built-in MNIST, verified.
+
+`load_dataset(where, ...)` returns a `Dataset` (images, labels or None, class names, where it
+came from) for the forms `quantize --calibration-data/--eval-data`, `import --eval-data` and
+`train --data` all take:
+- None: the built-in MNIST (`split` "train" or "test"), class names "0".."9", source
+  "mnist-train" / "mnist-test";
+- an `.npz` with `images` (+ `labels`, integers; optional `class_names`, strings), source
+  "file:<name>"; for calibration the older keys (x, x_calib, ...) are accepted too;
+- an `.npy` of images (calibration only: it has no labels), source "file:<name>";
+- a folder with one sub-folder per class holding PNG/JPEG images (read with Pillow), class
+  names = the sorted sub-folder names, source "folder:<name>". Samples are interleaved class by
+  class (first image of every class, then the second, ...) so a `limit` keeps every class.
+  With `image_size` (H, W, C) every image is converted to gray (C=1) or RGB (C=3) and resized
+  (bilinear) as it is read; without it they must all have one size.
+The checks on the files themselves happen here (DataError); whether the data fits a model is
+edgeq.host.preprocess's job.
+
+MNIST: IDX (gzipped or not) or Keras `mnist.npz`, verified.
 
 `load_mnist(split)` returns images uint8 (N, 28, 28) and labels uint8 (N,). Every file is
 checked before use (IDX magic number, dimensions, item counts, file size, label range, and the
@@ -9,7 +27,8 @@ Where the data comes from: the explicit `data_dir` argument, else `$EDGEQ_DATA_D
 copy shipped with the package (`edgeq.models.MNIST_DATA_DIR`). `data_dir` may also be a path to
 an `.npz` file.
 
-Imports: standard library, numpy, edgeq.device.errors, edgeq.models (no TensorFlow).
+Imports: standard library, numpy, edgeq.device.errors, edgeq.models (no TensorFlow); Pillow
+inside the folder reader.
 """
 
 from __future__ import annotations
@@ -19,6 +38,7 @@ import hashlib
 import logging
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
@@ -52,7 +72,7 @@ PathLike = Union[str, "os.PathLike[str]", Path]
 
 
 class DataError(EdgeqError):
-    """MNIST files missing, corrupt, truncated or not matching their checksums."""
+    """Data files missing, corrupt, truncated, of the wrong form or not matching checksums."""
 
 
 def resolve_data_dir(data_dir: Optional[PathLike] = None) -> Path:
@@ -85,7 +105,8 @@ def load_mnist(
         if where.suffix != ".npz":
             raise DataError(
                 f"{where} is neither a directory nor an .npz file",
-                hint="point --data-dir / EDGEQ_DATA_DIR at a folder of MNIST IDX files or a Keras mnist.npz",
+                hint="point --data-dir / EDGEQ_DATA_DIR at a folder of MNIST IDX files "
+                "or a Keras mnist.npz",
             )
         images, labels = _load_npz(where, split)
     elif where.is_dir():
@@ -151,7 +172,8 @@ def _read_maybe_gzip(path: Path) -> bytes:
             return f.read()
     except (OSError, EOFError, zipfile.BadZipFile) as exc:  # gzip.BadGzipFile is an OSError
         raise DataError(
-            f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is corrupt or truncated",
+            f"{path}: cannot be read ({type(exc).__name__}: {exc}); "
+            "the file is corrupt or truncated",
             hint="replace it with a good copy (see models/mnist/data/README.md)",
         ) from None
 
@@ -248,7 +270,8 @@ def _load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
             keys = set(npz.files)
             if x_key not in keys or y_key not in keys:
                 raise DataError(
-                    f"{path}: no {x_key}/{y_key} arrays (it has: {', '.join(sorted(keys)) or 'none'})",
+                    f"{path}: no {x_key}/{y_key} arrays "
+                    f"(it has: {', '.join(sorted(keys)) or 'none'})",
                     hint="a Keras mnist.npz holds x_train, y_train, x_test, y_test",
                 )
             images = npz[x_key]
@@ -302,7 +325,8 @@ def _check_arrays(
         raise DataError(f"{images_path}: holds no images", hint="replace it with a good copy")
     if images.shape[0] != labels.shape[0]:
         raise DataError(
-            f"{images_path} holds {images.shape[0]} images but {labels_path} holds {labels.shape[0]} labels",
+            f"{images_path} holds {images.shape[0]} images but {labels_path} holds "
+            f"{labels.shape[0]} labels",
             hint="images and labels must come from the same split and copy",
         )
     if labels.size and int(labels.max()) >= NUM_CLASSES:
@@ -310,3 +334,202 @@ def _check_arrays(
             f"{labels_path}: label {int(labels.max())} is out of range 0..9",
             hint="the label file is corrupt; replace it with a good copy",
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# every form: load_dataset
+
+MNIST_CLASS_NAMES = tuple(str(i) for i in range(NUM_CLASSES))
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_CALIBRATION_KEYS = ("images", "x", "x_calib", "calibration", "x_train", "arr_0")
+FORMS_HINT = ("pass an .npz with 'images' and 'labels', a folder with one sub-folder of "
+              "PNG/JPEG images per class, or nothing for the built-in MNIST")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images as stored (N, H, W[, C]), labels int64 (N,) or None, class names, and source."""
+
+    images: np.ndarray
+    labels: Optional[np.ndarray]
+    class_names: Optional[tuple[str, ...]]
+    source: str
+    path: Optional[Path] = None
+    resized: Optional[dict] = None  # a folder's images resized while read: from, to, method
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def head(self, limit: Optional[int]) -> "Dataset":
+        """The first `limit` samples (all when None)."""
+        if limit is None or limit >= len(self):
+            return self
+        labels = self.labels[:limit].copy() if self.labels is not None else None
+        return Dataset(self.images[:limit].copy(), labels, self.class_names, self.source,
+                       self.path, self.resized)
+
+
+def load_dataset(
+    where: Optional[PathLike],
+    *,
+    split: str = "test",
+    labels_required: bool = True,
+    data_dir: Optional[PathLike] = None,
+    limit: Optional[int] = None,
+    image_size: Optional[tuple[int, int, int]] = None,
+    what: str = "evaluation data",
+) -> Dataset:
+    """The data at `where` in any of the forms of the module docstring; DataError otherwise.
+
+    `labels_required` False (calibration) accepts an .npy and an .npz without labels.
+    `image_size` (H, W, C) converts and resizes a folder's images while reading them.
+    """
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be at least 1, got {limit}", hint="pass a positive number")
+    if where is None or str(where) == "":
+        images, labels = load_mnist(split, data_dir, limit=limit)
+        return Dataset(images, labels.astype(np.int64), MNIST_CLASS_NAMES, f"mnist-{split}")
+    path = Path(where).expanduser()
+    if path.is_dir():
+        data = _load_folder(path, image_size, what)
+    elif not path.exists():
+        raise DataError(f"{what} {path} does not exist", hint="check the path; " + FORMS_HINT)
+    elif path.suffix.lower() == ".npy":
+        if labels_required:
+            raise DataError(
+                f"{what} {path.name} is an .npy: images only, no labels",
+                hint="save an .npz with images and labels (numpy.savez), or use an image folder")
+        data = Dataset(_checked_images(_read_npy(path), path, "the array"), None, None,
+                       f"file:{path.name}", path)
+    elif path.suffix.lower() == ".npz":
+        data = _load_user_npz(path, labels_required, what)
+    else:
+        raise DataError(f"{what} {path.name} is not an .npz, an .npy or a folder",
+                        hint=FORMS_HINT)
+    if labels_required and data.labels is None:
+        raise DataError(f"{what} {path.name} has no labels",
+                        hint="add a 'labels' array (one integer class per image)")
+    return data.head(limit)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: cannot be read ({type(exc).__name__}: {str(exc)[:160]})",
+                        hint="the file is corrupt or not a numpy file") from None
+
+
+def _load_user_npz(path: Path, labels_required: bool, what: str) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = list(npz.files)
+            key = "images" if "images" in keys else None
+            if key is None and not labels_required:
+                key = next((k for k in _CALIBRATION_KEYS if k in keys),
+                           keys[0] if len(keys) == 1 else None)
+            if key is None:
+                raise DataError(
+                    f"{path}: no 'images' array (it has: {', '.join(keys) or 'nothing'})",
+                    hint="save it with numpy.savez(path, images=..., labels=...)")
+            images = npz[key]
+            labels = npz["labels"] if "labels" in keys else None
+            names = npz["class_names"] if "class_names" in keys else None
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise DataError(
+            f"{path}: cannot be read as .npz ({type(exc).__name__}: {str(exc)[:160]})",
+            hint="the file is corrupt or not a numpy .npz archive (object arrays are refused)",
+        ) from None
+    images = _checked_images(images, path, f"'{key}'")
+    if labels is not None:
+        labels = _checked_labels(labels, len(images), path)
+    class_names = None
+    if names is not None:
+        if (names.ndim != 1 or names.dtype.kind not in "US"
+                or len(set(names.tolist())) != len(names)):
+            raise DataError(
+                f"{path}: class_names is {names.dtype} of shape {list(names.shape)}, "
+                "not a list of distinct strings",
+                hint="store class_names=numpy.array(['cat', 'dog', ...]) in label order")
+        class_names = tuple(str(n) for n in names.tolist())
+    return Dataset(images, labels, class_names, f"file:{path.name}", path)
+
+
+def _checked_images(images: np.ndarray, path: Path, key: str) -> np.ndarray:
+    if images.dtype.kind not in "iuf" or images.ndim < 2:
+        raise DataError(
+            f"{path}: {key} holds {images.dtype} of shape {list(images.shape)}, "
+            "not a batch of images",
+            hint="store a numeric array (N, H, W) or (N, H, W, C)")
+    if len(images) == 0:
+        raise DataError(f"{path}: {key} holds no images", hint="give at least one image")
+    if images.dtype.kind == "f" and not np.all(np.isfinite(images)):
+        raise DataError(f"{path}: {key} holds NaN or infinite values", hint="clean the data")
+    return images
+
+
+def _checked_labels(labels: np.ndarray, count: int, path: Path) -> np.ndarray:
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(
+            f"{path}: labels are {labels.dtype} of shape {list(labels.shape)}, "
+            "not integers of shape (N,)",
+            hint="store one integer class index per image")
+    if len(labels) != count:
+        raise DataError(f"{path}: {count} images but {len(labels)} labels",
+                        hint="images and labels must have the same length")
+    if labels.size and int(labels.min()) < 0:
+        raise DataError(f"{path}: label {int(labels.min())} is negative",
+                        hint="labels are class indices 0, 1, ...")
+    return labels.astype(np.int64)
+
+
+def _load_folder(path: Path, image_size: Optional[tuple[int, int, int]], what: str) -> Dataset:
+    classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"{what} folder {path} has no class sub-folders",
+                        hint="put each class's images in its own sub-folder (cat/, dog/, ...)")
+    per_class = [sorted(f for f in (path / c).iterdir()
+                        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES) for c in classes]
+    if not any(per_class):
+        raise DataError(f"{what} folder {path} holds no PNG/JPEG images in {len(classes)} "
+                        "sub-folder(s)", hint="images must end in .png, .jpg or .jpeg")
+    order = [(k, files[i]) for i in range(max(map(len, per_class)))
+             for k, files in enumerate(per_class) if i < len(files)]
+    read = [_read_image(f, image_size) for _, f in order]
+    arrays = [a for a, _ in read]
+    before = sorted({s for _, s in read if image_size is not None and s != image_size})
+    resized = None if not before else {
+        "from": list(before[0]) if len(before) == 1 else "various",
+        "to": list(image_size or ()), "method": "bilinear"}
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        (a, b) = sorted(shapes)[:2]
+        raise DataError(
+            f"{what} folder {path}: images differ in shape ({list(a)} and {list(b)})",
+            hint="give a model to resize them to, or store images of one size")
+    labels = np.array([k for k, _ in order], dtype=np.int64)
+    return Dataset(np.stack(arrays), labels, tuple(classes), f"folder:{path.name}", path,
+                   resized)
+
+
+def _read_image(f: Path, image_size: Optional[tuple[int, int, int]]
+                ) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The image as uint8 (converted/resized to `image_size` if given), and its own (H, W, C)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(f) as im:
+            own = (im.size[1], im.size[0], 1 if im.mode in ("1", "L", "I;16", "I", "F") else 3)
+            if image_size is None:
+                im = im.convert("L" if im.mode in ("1", "L", "I;16", "I", "F") else "RGB")
+            else:
+                h, w, c = image_size
+                im = im.convert("L" if c == 1 else "RGB")
+                if im.size != (w, h):
+                    im = im.resize((w, h), Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8), own
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataError(f"{f}: cannot be read as an image ({type(exc).__name__}: "
+                        f"{str(exc)[:120]})", hint="replace or remove the file") from None
