@@ -8,7 +8,11 @@ what evaluate, deploy, bench-remote, sweep and report read:
     manifest.json                    sha256, size, input/output quantization of every file
     sweep.json                       `edgeq sweep`'s results (optional)
 Every reader goes through `read_manifest` / `load_artifacts`, so a missing or damaged
-directory gets the same one-line error everywhere (`ArtifactsError`).
+directory gets the same one-line error everywhere (`ArtifactsError`). The files a manifest
+names must be plain names inside DIR (no `/`, no `..`, not absolute), so a crafted manifest
+cannot make deploy read and upload a file from elsewhere. What the model takes and gives
+(`Artifacts.preprocessing`, `.class_names`, `.num_classes`) is read here too, with the
+defaults manifests written before those keys existed mean (raw pixels, classes "0", "1", ...).
 Imports: standard library and edgeq.device (errors, fileutil, store); no numpy, no TensorFlow.
 """
 
@@ -22,12 +26,13 @@ from typing import Any, Optional, Union
 
 from edgeq.device.errors import EdgeqError
 from edgeq.device.fileutil import sha256_file
-from edgeq.device.store import MODEL_KINDS
+from edgeq.device.store import MODEL_KINDS, atomic_write_bytes, atomic_write_json
 
 __all__ = [
     "MODEL_KINDS", "MANIFEST_FILE", "KERAS_FILE", "TRAIN_JSON", "EVAL_FILE", "SWEEP_FILE",
     "DEFAULT_ARTIFACTS_DIR", "ArtifactsError", "Artifacts", "model_file_name", "read_manifest",
-    "load_artifacts", "default_artifacts_dir",
+    "load_artifacts", "default_artifacts_dir", "DEFAULT_PREPROCESSING", "plain_file_name",
+    "write_artifacts",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -39,6 +44,11 @@ EVAL_FILE = "eval.npz"
 SWEEP_FILE = "sweep.json"
 #: where `edgeq run` / `make demo` put the MNIST artifacts, and what commands default to
 DEFAULT_ARTIFACTS_DIR = Path("runs/mnist")
+#: the manifest's `preprocessing` for raw pixels (edgeq.host.preprocess.Preprocessing().to_dict())
+DEFAULT_PREPROCESSING: dict[str, Any] = {
+    "formula": "(x - mean) / std * scale + offset", "scale": 1.0, "offset": 0.0,
+    "mean": None, "std": None, "resize": "bilinear", "identity": True,
+}
 
 
 class ArtifactsError(EdgeqError):
@@ -70,6 +80,29 @@ class Artifacts:
     def model_name(self) -> str:
         return str(self.manifest.get("model_name") or "model")
 
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """How eval.npz was made from raw pixels (raw pixels when the manifest predates it)."""
+        pre = self.manifest.get("preprocessing")
+        return dict(pre) if isinstance(pre, dict) else dict(DEFAULT_PREPROCESSING)
+
+    @property
+    def num_classes(self) -> int:
+        """The classifier's outputs: `num_classes`, else the float32 output's last dimension."""
+        n = self.manifest.get("num_classes")
+        if isinstance(n, int) and n > 0:
+            return n
+        shape = (self.manifest["models"]["float32"].get("output") or {}).get("shape") or [0]
+        return int(shape[-1])
+
+    @property
+    def class_names(self) -> list[str]:
+        """One name per class, in label order ("0", "1", ... when the manifest names none)."""
+        names = self.manifest.get("class_names")
+        if isinstance(names, list) and all(isinstance(n, str) for n in names) and names:
+            return list(names)
+        return [str(i) for i in range(self.num_classes)]
+
 
 def read_manifest(artifacts_dir: PathLike) -> dict[str, Any]:
     """DIR/manifest.json as a dict, with both model entries; ArtifactsError otherwise."""
@@ -98,6 +131,18 @@ def read_manifest(artifacts_dir: PathLike) -> dict[str, Any]:
     return manifest
 
 
+def plain_file_name(name: Any, what: str, manifest_path: PathLike = MANIFEST_FILE) -> str:
+    """`name` when it is a plain file name (no directory part, not '.' or '..'); else
+    ArtifactsError naming the manifest and the offending value."""
+    text = str(name) if isinstance(name, str) else ""
+    if (not text or "/" in text or "\\" in text or "\0" in text or text in (".", "..")
+            or Path(text).is_absolute() or Path(text).name != text):
+        raise ArtifactsError(
+            f"{manifest_path} names {what} {name!r}: not a plain file name in the directory",
+            hint="the manifest was edited or crafted; run edgeq quantize (or import) again")
+    return text
+
+
 def _checked(path: Path, want: Any, what: str, verify: bool) -> ModelFile:
     if not path.is_file():
         raise ArtifactsError(f"{what} {path} is missing",
@@ -120,15 +165,38 @@ def load_artifacts(artifacts_dir: PathLike, *, verify: bool = True) -> Artifacts
     models = {}
     for kind in MODEL_KINDS:
         entry = manifest["models"][kind]
-        path = d / str(entry.get("file") or model_file_name(kind))
-        models[kind] = _checked(path, entry.get("sha256"), f"the {kind} model", verify)
+        name = plain_file_name(entry.get("file") or model_file_name(kind), f"the {kind} model",
+                               d / MANIFEST_FILE)
+        models[kind] = _checked(d / name, entry.get("sha256"), f"the {kind} model", verify)
     eval_data = None
     ed = manifest.get("eval_data")
     if isinstance(ed, dict) and ed.get("file"):
-        eval_data = _checked(d / str(ed["file"]), ed.get("sha256"), "the evaluation data", verify)
+        name = plain_file_name(ed["file"], "the evaluation data", d / MANIFEST_FILE)
+        eval_data = _checked(d / name, ed.get("sha256"), "the evaluation data", verify)
     return Artifacts(d, manifest, models, eval_data)
 
 
 def default_artifacts_dir() -> Optional[Path]:
     """DEFAULT_ARTIFACTS_DIR when it holds a manifest (what `make demo` wrote), else None."""
     return DEFAULT_ARTIFACTS_DIR if (DEFAULT_ARTIFACTS_DIR / MANIFEST_FILE).is_file() else None
+
+
+def write_artifacts(artifacts_dir: PathLike, files: dict[str, bytes],
+                    manifest: dict[str, Any]) -> None:
+    """Write `files` (plain name -> bytes), then manifest.json, into `artifacts_dir`.
+
+    Callers check everything before calling, so a refused run writes nothing. Each file is
+    written atomically (temp file in the same directory, fsync, rename) and the manifest last:
+    a reader sees the old directory or the new one, never a manifest naming files not in place
+    (a crash in between leaves files the old manifest's hashes reject).
+    """
+    d = Path(artifacts_dir)
+    names = {name: plain_file_name(name, "a file") for name in files}
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArtifactsError(f"cannot create the artifacts directory {d}: {exc.strerror}",
+                             hint="choose a writable directory") from None
+    for name, data in files.items():
+        atomic_write_bytes(d / names[name], data, mode=None)
+    atomic_write_json(d / MANIFEST_FILE, manifest, mode=None, sort_keys=False)
