@@ -6,6 +6,10 @@ b"\\n", or b"" at end of stream. `AgentClient.connect_unix(path, timeout_s)` ope
 daemon's socket directly. Error responses are raised as the EdgeqError subclass they name
 (edgeq.device.errors.raise_from_wire: message and hint preserved; unknown names become
 RemoteError). `query_status(socket_path)` is the agent's `status` command.
+Every read is bounded where the stream allows it (`set_timeout`): the handshake by
+`hello_timeout_s`, a measurement (bench, evaluate) by `measure_budget_s(its timeout_s)` =
+twice its time-out plus a margin (its own run, and as long again queued behind another
+client's measurement: the daemon runs one at a time), any other op by `timeout_s`.
 Imports: standard library and edgeq.device (protocol, errors).
 """
 from __future__ import annotations
@@ -38,6 +42,19 @@ from edgeq.device.protocol import (
 
 logger = logging.getLogger(__name__)
 
+#: the handshake's bound (the daemon waits up to 15 s for its runtime probe)
+HELLO_TIMEOUT_S = 30.0
+#: any op but a measurement
+OP_TIMEOUT_S = 60.0
+#: added to a measurement's own time-out (worker start, result transfer)
+MEASURE_MARGIN_S = 60.0
+
+
+def measure_budget_s(timeout_s: float, margin_s: float = MEASURE_MARGIN_S) -> float:
+    """How long a host waits for a measurement asked with `timeout_s`: its run, as long
+    again in the daemon's queue (one measurement at a time), and a margin."""
+    return 2.0 * float(timeout_s) + margin_s
+
 WriteFn = Callable[[bytes], Any]
 ReadlineFn = Callable[..., bytes]
 
@@ -64,13 +81,20 @@ class AgentClient:
         set_timeout: Optional[Callable[[Optional[float]], Any]] = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         name: str = "agent",
+        hello_timeout_s: float = HELLO_TIMEOUT_S,
+        op_timeout_s: Optional[float] = None,
+        margin_s: float = MEASURE_MARGIN_S,
     ) -> None:
         self._write = write
         self._readline = readline
         self._readline_takes_limit = _takes_limit(readline)
         self._close = close
         self._set_timeout = set_timeout
-        self.timeout_s: Optional[float] = None
+        self.timeout_s: Optional[float] = op_timeout_s
+        self.hello_timeout_s = hello_timeout_s
+        self.margin_s = margin_s
+        if set_timeout is not None and op_timeout_s is not None:
+            set_timeout(op_timeout_s)
         self._ids = itertools.count(1)
         self.max_response_bytes = max_response_bytes
         self.name = name
@@ -190,36 +214,41 @@ class AgentClient:
                                 hint="open a new connection")
         return resp
 
+    def _bounded_request(self, op: str, args: dict[str, Any], budget: Optional[float],
+                         req_id: Optional[int] = None) -> Response:
+        """`request` with the read bound `budget` for this call (then back to timeout_s)."""
+        setter = self._set_timeout
+        if setter is None or budget is None:
+            return self.request(op, args, req_id)
+        setter(budget)
+        try:
+            return self.request(op, args, req_id)
+        finally:
+            setter(self.timeout_s)
+
     def call(self, op: str, **args: Any) -> dict[str, Any]:
         """Run `op` with `args`; its result, or the error it returned raised.
 
-        A request carrying its own `timeout_s` (bench, evaluate) may take that long on the
-        daemon, so the read timeout is stretched to cover it (plus a margin) for this call.
+        A measurement (bench, evaluate) may take its `timeout_s` on the daemon, and as long
+        again queued behind another client's: the read bound is `measure_budget_s` for it.
         """
-        base = self.timeout_s
-        setter = self._set_timeout
-        budget: Optional[float] = None
+        budget = self.timeout_s
         if op in MEASURE_OPS:
             raw = args.get("timeout_s", DEFAULT_BENCH_TIMEOUT_S)
             if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-                budget = float(raw) + 60.0
-        stretch = setter is not None and base is not None and budget is not None \
-            and budget > base
-        if stretch and setter is not None:
-            setter(budget)
-        try:
-            resp = self.request(op, args)
-        finally:
-            if stretch and setter is not None:
-                setter(base)
+                budget = measure_budget_s(raw, self.margin_s)
+                if self.timeout_s is not None:
+                    budget = max(budget, self.timeout_s)
+        resp = self._bounded_request(op, args, budget)
         if not resp.ok:
             raise_from_wire(resp.error or {})
         assert resp.result is not None
         return resp.result
 
     def hello(self, protocol: int = PROTOCOL_VERSION) -> dict[str, Any]:
-        """The version handshake (request id 0); the server's hello result."""
-        resp = self.request("hello", {"protocol": protocol}, req_id=0)
+        """The version handshake (request id 0), bounded by hello_timeout_s."""
+        resp = self._bounded_request("hello", {"protocol": protocol}, self.hello_timeout_s,
+                                     req_id=0)
         if not resp.ok:
             self._broken = "handshake refused"
             raise_from_wire(resp.error or {})

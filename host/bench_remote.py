@@ -10,6 +10,20 @@
 - through the daemon when one answers (`agent bridge` over `conn.open_stream`, spoken to
   with edgeq.device.client.AgentClient), else through the one-shot agent
   (`conn.run(agent bench ...)`); `settings.path` records which ("daemon" / "one-shot").
+  A daemon that was killed (its pidfile left behind, nobody listening) is restarted the way
+  deploy started it (its systemd user unit, else `serve --detach`) and the "daemon_restarted"
+  event says so; a daemon that was stopped on purpose (no pidfile) or never started means
+  the one-shot agent, as before. A daemon that does not answer its hello in time is an error
+  (it is stuck), not a reason to measure beside it;
+- every wait is bounded: the hello by HELLO_TIMEOUT_S, each measurement by
+  edgeq.device.client.measure_budget_s(timeout_s) (its run, as long again queued behind
+  another client's, and a margin); past it the daemon's status tells whether it was busy;
+- two runs at once on one board queue in the daemon (one measurement at a time);
+- a measurement that fails because the deployment changed under it (current.json names
+  other models, or the model left the store) ends the run with DeploymentChangedError;
+- with `history` given, the history is checked (writable, known schema) before anything is
+  measured; if storing still fails afterwards, the document is saved to a file instead
+  ("unstored" event: where, and why) and returned without `run_id`.
 Float/int8 agreement is computed here, on the host, from the two prediction lists.
 The result is the `edgeq.compare/1` document of docs/SCHEMA.md; with `history` given it is
 stored and gets its `run_id`.
@@ -23,6 +37,7 @@ edgeq.host (artifacts, compare, link, history).
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -31,14 +46,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from edgeq.device.errors import EdgeqError, StoreError
+from edgeq.device.client import HELLO_TIMEOUT_S, MEASURE_MARGIN_S, OP_TIMEOUT_S, measure_budget_s
+from edgeq.device.errors import EdgeqError, ModelNotFoundError, StoreError
 from edgeq.device.fileutil import utc_now
 from edgeq.device.protocol import DEFAULT_BENCH_TIMEOUT_S, MAX_RESPONSE_BYTES
 from edgeq.device.settings import SETTING_NAMES, BenchSettings, settings_argv
 from edgeq.device.store import MODEL_KINDS, Layout, parse_deployment
 from edgeq.host.artifacts import read_manifest
 from edgeq.host.compare import build_compare
-from edgeq.host.link import Connection, ProgressCallback, RemoteNotFoundError, resolve_device_dir
+from edgeq.host.link import (
+    Connection,
+    LinkError,
+    LinkTimeoutError,
+    ProgressCallback,
+    RemoteNotFoundError,
+    resolve_device_dir,
+)
 
 if TYPE_CHECKING:
     from edgeq.host.history import History
@@ -62,6 +85,18 @@ class DeploymentMismatchError(EdgeqError):
 
 class AgentFailedError(EdgeqError):
     """The agent on the device failed or answered something unreadable."""
+
+
+class DaemonStuckError(EdgeqError):
+    """The daemon accepts connections but does not answer in time."""
+
+
+class DeploymentChangedError(EdgeqError):
+    """The deployment on the device changed while it was being measured."""
+
+
+#: how long a restarted daemon gets to answer
+RESTART_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -117,19 +152,34 @@ def check_against_artifacts(dep: Deployment, artifacts_dir: Path, host: str) -> 
 
 
 class _Daemon:
-    """The daemon, reached through `agent bridge` on a stream."""
+    """The daemon, reached through `agent bridge` on a stream; every read bounded."""
 
     path = "daemon"
 
-    def __init__(self, conn: Connection, argv: list[str], timeout_s: float) -> None:
+    def __init__(self, conn: Connection, layout: Layout, timeout_s: float,
+                 hello_timeout_s: float = HELLO_TIMEOUT_S,
+                 margin_s: float = MEASURE_MARGIN_S) -> None:
         from edgeq.device.client import AgentClient
 
+        self.conn = conn
+        self.layout = layout
         self.timeout_s = timeout_s
-        self.stream = conn.open_stream(argv)
+        self.stream = conn.open_stream(layout.agent_argv("bridge"))
         try:
             self.client = AgentClient(self.stream.write,
-                                      lambda: self.stream.readline(RESPONSE_LIMIT_BYTES))
-            self.hello = self.client.hello()
+                                      lambda: self.stream.readline(RESPONSE_LIMIT_BYTES),
+                                      set_timeout=self.stream.set_timeout,
+                                      name=f"the daemon on {conn.name}",
+                                      hello_timeout_s=hello_timeout_s,
+                                      op_timeout_s=OP_TIMEOUT_S, margin_s=margin_s)
+            try:
+                self.hello = self.client.hello()
+            except LinkTimeoutError:
+                raise DaemonStuckError(
+                    f"the daemon on {conn.name} accepts connections but did not answer its "
+                    f"hello within {hello_timeout_s:g} s",
+                    hint=f"it may be stuck: restart it (edgeq deploy --host {conn.name} ...) "
+                         "or measure without it (--no-daemon)") from None
         except BaseException:
             self.stream.close()
             raise
@@ -138,13 +188,115 @@ class _Daemon:
         args: dict[str, Any] = {"model": sha256, **opts, "timeout_s": self.timeout_s}
         if data_sha256 is not None:
             args["data"] = data_sha256
-        return self.client.call("bench", **args)
+        try:
+            return self.client.call("bench", **args)
+        except LinkTimeoutError:
+            waited = measure_budget_s(self.timeout_s, self.client.margin_s)
+            raise DaemonStuckError(
+                f"the daemon on {self.conn.name} did not return a measurement within "
+                f"{waited:g} s ({_status_note(self.conn, self.layout)})",
+                hint="raise --timeout if the board is that slow; otherwise restart the daemon "
+                     f"(edgeq deploy --host {self.conn.name} ...) or use --no-daemon") from None
 
     def close(self) -> None:
         try:
             self.stream.close()
         except Exception:  # closing is best effort
             logger.debug("closing the bridge failed", exc_info=True)
+
+
+def _status_note(conn: Connection, layout: Layout) -> str:
+    """What the daemon's status says now, in a few words (for a time-out message)."""
+    from edgeq.device.client import AgentClient
+
+    try:
+        stream = conn.open_stream(layout.agent_argv("bridge"))
+    except EdgeqError:
+        return "its status cannot be asked"
+    try:
+        client = AgentClient(stream.write, lambda: stream.readline(RESPONSE_LIMIT_BYTES),
+                             set_timeout=stream.set_timeout, hello_timeout_s=10.0,
+                             op_timeout_s=10.0)
+        client.hello()
+        status = client.call("status")
+    except EdgeqError:
+        return "it does not answer its status either: stuck"
+    finally:
+        stream.close()
+    if status.get("busy"):
+        return (f"it is busy measuring (worker pid {status.get('worker_pid')}, "
+                f"{status.get('active_runs', '?')} run(s) active)")
+    return "it answers its status and is idle"
+
+
+def _unit_name(conn: Connection, dir_abs: str) -> str:
+    """The systemd user unit deploy.sh installs for this device directory."""
+    if dir_abs == conn.home().rstrip("/") + "/.edgeq":
+        return "edgeq-agent.service"
+    return f"edgeq-agent-{hashlib.sha256(dir_abs.encode()).hexdigest()[:8]}.service"
+
+
+def _pidfile_left(conn: Connection, layout: Layout) -> bool:
+    """Whether the daemon's pidfile is there (a daemon that stops removes it)."""
+    try:
+        conn.get_file(layout.pidfile, io.BytesIO())
+        return True
+    except RemoteNotFoundError:
+        return False
+    except LinkError:
+        return True  # there, but unreadable: treat as left behind
+
+
+def restart_daemon(conn: Connection, dir_abs: str) -> str:
+    """Start the daemon again the way deploy started it; how it was started ("systemd UNIT"
+    or "pidfile daemon (pid N)"). EdgeqError when it does not start."""
+    layout = Layout(dir_abs)
+    if not conn.is_local:
+        unit = _unit_name(conn, dir_abs)
+        enabled = conn.run(["systemctl", "--user", "is-enabled", "--quiet", unit], timeout_s=30)
+        if enabled.ok:
+            done = conn.run(["systemctl", "--user", "restart", unit], timeout_s=60)
+            if done.ok:
+                return f"systemd {unit}"
+            logger.info("systemctl --user restart %s failed: %s", unit, _last_line(done.stderr))
+    started = conn.run(layout.agent_argv("serve", "--detach"), timeout_s=RESTART_WAIT_S + 30)
+    if not started.ok:
+        raise AgentFailedError(
+            f"the daemon on {conn.name} was killed and does not start again: "
+            f"{_last_line(started.stderr) or _last_line(started.stdout)}",
+            hint=f"see {layout.log} on the device; edgeq deploy starts it, --no-daemon "
+                 "measures without it")
+    return f"pidfile daemon ({_last_line(started.stdout) or 'started'})"
+
+
+def open_session(conn: Connection, dir_abs: str, timeout_s: float, emit: Callable[..., None],
+                 *, hello_timeout_s: float = HELLO_TIMEOUT_S,
+                 margin_s: float = MEASURE_MARGIN_S) -> tuple[Any, Optional[str]]:
+    """The daemon session, restarting a killed daemon; else the one-shot agent and why."""
+    from edgeq.device.errors import AgentConnectionError
+
+    layout = Layout(dir_abs)
+    try:
+        return _Daemon(conn, layout, timeout_s, hello_timeout_s, margin_s), None
+    except DaemonStuckError:
+        raise
+    except (AgentConnectionError, LinkError) as exc:
+        reason = exc.message
+        if not _pidfile_left(conn, layout):  # stopped on purpose, or never started
+            return _OneShot(conn, dir_abs, timeout_s), reason or type(exc).__name__
+    how = restart_daemon(conn, dir_abs)
+    emit("daemon_restarted", how=how, reason=f"the daemon was not running ({reason}) but its "
+         "pidfile was left behind: it was killed")
+    deadline = time.monotonic() + RESTART_WAIT_S
+    while True:
+        try:
+            return _Daemon(conn, layout, timeout_s, hello_timeout_s, margin_s), None
+        except (AgentConnectionError, LinkError) as exc:
+            if time.monotonic() > deadline:
+                raise AgentFailedError(
+                    f"the daemon on {conn.name} was restarted ({how}) but does not answer: "
+                    f"{exc.message}", hint=f"see {layout.log} on the device") from None
+            time.sleep(0.5)
 
 
 class _OneShot:
@@ -211,13 +363,16 @@ def bench_remote(
     history: Optional["History"] = None,
     progress: Optional[ProgressCallback] = None,
     events: Optional[EventCallback] = None,
+    hello_timeout_s: float = HELLO_TIMEOUT_S,
+    margin_s: float = MEASURE_MARGIN_S,
 ) -> dict[str, Any]:
     """Benchmark the deployed float32 and int8 models on `conn`; return `edgeq.compare/1`.
 
     `runs_min`/`run_s_min`/`warmup_*`/`runs_max` override the agent's defaults (None keeps
     them); `eval_limit` evaluates on the first N images only. `use_daemon=False` skips the
     daemon. `progress(done, total)` counts finished measurements (2 x rounds); `events(name,
-    details)` reports "deployment", "path", "measure" and "measured" steps.
+    details)` reports "deployment", "daemon_restarted", "path", "measure", "measured" (with
+    the worker's start/end times when the daemon ran it) and "unstored" steps.
     """
     # the bench settings among the arguments (first, before any other local exists);
     # None keeps the agent's default
@@ -231,6 +386,8 @@ def bench_remote(
         if events is not None:
             events(name, details)
 
+    if history is not None:
+        history.check_writable()  # HistoryError now, before minutes of measuring
     started = utc_now()
     t0 = time.perf_counter()
     dir_abs = resolve_device_dir(conn, device_dir)
@@ -242,13 +399,12 @@ def bench_remote(
     session: Any = None
     daemon_error: Optional[str] = None
     if use_daemon:
-        try:
-            session = _Daemon(conn, Layout(dir_abs).agent_argv("bridge"), timeout_s)
-        except Exception as exc:  # any failure to reach the daemon means: use the one-shot agent
-            daemon_error = str(exc) or type(exc).__name__
+        session, daemon_error = open_session(conn, dir_abs, timeout_s, emit,
+                                             hello_timeout_s=hello_timeout_s, margin_s=margin_s)
+        if daemon_error is not None:
             logger.info("no daemon answers on %s (%s); using the one-shot agent",
                         conn.name, daemon_error)
-    if session is None:
+    else:
         session = _OneShot(conn, dir_abs, timeout_s)
     emit("path", path=session.path, daemon_error=daemon_error)
 
@@ -262,21 +418,31 @@ def bench_remote(
             for kind in round_order(r):
                 evaluate = not results[kind] and dep.eval_data_sha256 is not None
                 emit("measure", round=r, kind=kind, evaluate=evaluate)
-                res = session.bench(
-                    sha256=dep.sha256[kind],
-                    data_sha256=dep.eval_data_sha256 if evaluate else None,
-                    opts=opts if evaluate else {k: v for k, v in opts.items() if k != "eval_limit"},
-                )
-                got = (res.get("model") or {}).get("sha256") if isinstance(res, dict) else None
-                if got != dep.sha256[kind]:
-                    raise AgentFailedError(
-                        f"the device measured model {got} instead of {kind} {dep.sha256[kind]}",
-                        hint=f"run edgeq deploy --host {conn.name} again",
+                try:
+                    res = session.bench(
+                        sha256=dep.sha256[kind],
+                        data_sha256=dep.eval_data_sha256 if evaluate else None,
+                        opts=opts if evaluate else {k: v for k, v in opts.items()
+                                                    if k != "eval_limit"},
                     )
+                    got = (res.get("model") or {}).get("sha256") if isinstance(res, dict) \
+                        else None
+                    if got != dep.sha256[kind]:
+                        raise AgentFailedError(
+                            f"the device measured model {got} instead of {kind} "
+                            f"{dep.sha256[kind]}",
+                            hint=f"run edgeq deploy --host {conn.name} again",
+                        )
+                except EdgeqError as exc:
+                    raise_if_changed(conn, dir_abs, dep, exc)
+                    raise
                 results[kind].append(res)
                 done += 1
+                agent = res.get("agent") or {}
                 emit("measured", round=r, kind=kind,
-                     latency_ms_p50=(res.get("timing") or {}).get("latency_ms_p50"))
+                     latency_ms_p50=(res.get("timing") or {}).get("latency_ms_p50"),
+                     worker_started_unix_s=agent.get("worker_started_unix_s"),
+                     worker_finished_unix_s=agent.get("worker_finished_unix_s"))
                 if progress is not None:
                     progress(done, total)
     finally:
@@ -303,5 +469,41 @@ def bench_remote(
     )
     doc["settings"]["duration_s"] = round(time.perf_counter() - t0, 3)
     if history is not None:
-        doc["run_id"] = history.add(doc)
+        store_or_save(doc, history, emit)
     return doc
+
+
+def store_or_save(doc: dict[str, Any], history: "History", emit: Callable[..., None]) -> None:
+    """Store `doc` in the history (it gets `run_id`); if that fails, save it to a file and
+    emit "unstored" (path, error, hint) instead: a measurement is never lost."""
+    from edgeq.host.history import HistoryError, save_unstored
+
+    try:
+        doc["run_id"] = history.add(doc)
+    except HistoryError as exc:
+        path = save_unstored(doc, history.path)
+        emit("unstored", path=str(path) if path else None, error=exc.message, hint=exc.hint)
+
+
+def raise_if_changed(conn: Connection, dir_abs: str, dep: Deployment,
+                     failure: EdgeqError) -> None:
+    """DeploymentChangedError when `failure` happened because the deployment changed (the
+    device's current.json names other files, or the model left the store); else nothing."""
+    try:
+        now: Optional[Deployment] = read_deployment(conn, dir_abs)
+    except NotDeployedError:
+        now = None
+    except EdgeqError:
+        return  # cannot tell: the original error stands
+    if now is not None and now.sha256 == dep.sha256 \
+            and now.eval_data_sha256 == dep.eval_data_sha256 \
+            and not isinstance(failure, ModelNotFoundError):
+        return
+    what = ("its deployment record is gone" if now is None
+            else f"{now.model_name} replaced {dep.model_name}" if now.sha256 != dep.sha256
+            else "the evaluation data changed" if now.eval_data_sha256 != dep.eval_data_sha256
+            else "a model left the store")
+    raise DeploymentChangedError(
+        f"the deployment on {conn.name} changed during the run ({what}): {failure.message}",
+        hint="a deploy ran while this was measuring; run edgeq bench-remote again "
+             "(the models were not at fault)") from failure

@@ -6,17 +6,25 @@ environment it ran in (device and host), plus a few columns for listing without 
 Writes are transactions (BEGIN IMMEDIATE ... COMMIT); WAL mode and a busy timeout let a
 `edgeq history` read while a bench writes, and two writers wait for each other instead of failing.
 The schema version lives in its own table; a newer file than this code knows is refused.
+`check_writable()` proves, before a bench measures for minutes, that a run can be stored
+(the file opens, has a schema this code knows, and takes a write lock); its errors say which
+of locked / read-only / disk full / newer schema / not a history it is. If storing still
+fails afterwards, `save_unstored(doc, db_path)` keeps the document in a JSON file
+(temp-then-rename; the current directory, else next to the database, else the temp dir).
 Imports: standard library, platformdirs (lazily) and edgeq.device.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import platform
+import re
 import socket
 import sqlite3
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
@@ -29,6 +37,9 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 ENV_VAR = "EDGEQ_HISTORY_DB"
 _BUSY_TIMEOUT_S = 30.0
+#: how long check_writable waits for another writer (a bench storing its run takes ms)
+CHECK_BUSY_TIMEOUT_S = 5.0
+_NO_HISTORY = "or run without storing (--no-history)"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -98,45 +109,82 @@ class History:
     """The run database. Each method opens its own connection, so instances are cheap
     and safe to share between threads."""
 
-    def __init__(self, path: Union[str, Path, None] = None) -> None:
+    def __init__(self, path: Union[str, Path, None] = None, *,
+                 busy_timeout_s: float = _BUSY_TIMEOUT_S) -> None:
         self.path = Path(path).expanduser() if path is not None else default_history_path()
+        self.busy_timeout_s = busy_timeout_s
         self._ready = False
 
     # ------------------------------------------------------------ plumbing
 
-    def _bad_file(self, exc: Exception) -> HistoryError:
+    def _explain(self, exc: BaseException, busy_s: float) -> HistoryError:
+        """A HistoryError that says what is wrong: locked, read-only, full, unreadable."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        text = str(exc).lower()
+        if isinstance(exc, HistoryError):
+            return exc
+        if code in (sqlite3.SQLITE_FULL,) or "full" in text \
+                or getattr(exc, "errno", None) == errno.ENOSPC:
+            return HistoryError(
+                f"the disk holding the history database {self.path} is full",
+                hint=f"free space there, point {ENV_VAR} at another disk, {_NO_HISTORY}")
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in text:
+            return HistoryError(
+                f"history database {self.path} stayed locked for {busy_s:g} s",
+                hint="another program holds it (another edgeq storing a run, or an open "
+                     f"sqlite3 shell); retry when it has finished, {_NO_HISTORY}")
+        if code == sqlite3.SQLITE_READONLY or "readonly" in text or "read-only" in text \
+                or isinstance(exc, PermissionError) or self._read_only_place():
+            return HistoryError(
+                f"history database {self.path} is read-only",
+                hint=f"make it (and its directory) writable, point {ENV_VAR} at another "
+                     f"file, {_NO_HISTORY}")
+        if isinstance(exc, OSError) or code == sqlite3.SQLITE_CANTOPEN:
+            return HistoryError(
+                f"cannot open history database {self.path}: {exc}",
+                hint=f"check the directory's permissions, point {ENV_VAR} elsewhere, "
+                     f"{_NO_HISTORY}")
         return HistoryError(
             f"history database {self.path} is unreadable: {exc}",
             hint=f"move the file aside (it is not deleted for you), or point {ENV_VAR} "
                  "at another file",
         )
 
+    def _read_only_place(self) -> bool:
+        """The file, or its directory (WAL needs to create files there), is not writable."""
+        where = self.path if self.path.exists() else self.path.parent
+        return where.exists() and not (os.access(where, os.W_OK)
+                                       and os.access(self.path.parent, os.W_OK))
+
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self, busy_timeout_s: Optional[float] = None) -> Iterator[sqlite3.Connection]:
+        busy_s = self.busy_timeout_s if busy_timeout_s is None else busy_timeout_s
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(str(self.path), timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+            db = sqlite3.connect(str(self.path), timeout=busy_s, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
-            raise HistoryError(
-                f"cannot open history database {self.path}: {exc}",
-                hint=f"check the directory's permissions, or point {ENV_VAR} elsewhere",
-            ) from exc
+            raise self._explain(exc, busy_s) from exc
         try:
             db.row_factory = sqlite3.Row
             if not self._ready:
                 self._prepare(db)
             yield db
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise HistoryError(
-                    f"history database {self.path} stayed locked for {_BUSY_TIMEOUT_S:g} s",
-                    hint="another edgeq process holds it; retry when it has finished",
-                ) from exc
-            raise self._bad_file(exc) from exc
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise self._explain(exc, busy_s) from exc
         finally:
             db.close()
 
+    def check_writable(self) -> None:
+        """HistoryError unless a run can be stored now: the file opens, its schema is one
+        this code knows, and it takes a write lock (waiting CHECK_BUSY_TIMEOUT_S at most)."""
+        busy_s = min(self.busy_timeout_s, CHECK_BUSY_TIMEOUT_S)
+        with self._connect(busy_s) as db:
+            db.execute("BEGIN IMMEDIATE")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+
     def _prepare(self, db: sqlite3.Connection) -> None:
+        self._check_version(db)  # before anything writes (a newer file is left as it is)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("BEGIN IMMEDIATE")
@@ -168,9 +216,22 @@ class History:
                 db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         self._ready = True
+
+    def _check_version(self, db: sqlite3.Connection) -> None:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "schema_version" not in tables:
+            return
+        row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        if row and row[0] is not None and int(row[0]) > SCHEMA_VERSION:
+            raise HistoryError(
+                f"history database {self.path} has schema version {row[0]}, this edgeq "
+                f"knows up to {SCHEMA_VERSION}",
+                hint=f"upgrade edgeq, point {ENV_VAR} at another file, {_NO_HISTORY}",
+            )
 
     # ------------------------------------------------------------ API
 
@@ -228,7 +289,8 @@ class History:
                            (json.dumps(stored), run_id))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
         logger.info("history: stored run %d in %s", run_id, self.path)
         return run_id
@@ -282,3 +344,33 @@ class History:
         """How many runs are stored."""
         with self._connect() as db:
             return int(db.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+
+
+def save_unstored(doc: dict[str, Any], db_path: Optional[Path] = None) -> Optional[Path]:
+    """Save a run that could not be stored as JSON (temp-then-rename) in the current
+    directory, else next to the database, else the temp directory; its path, or None when
+    no place takes it."""
+    stamp = re.sub(r"[^0-9A-Za-z]", "", str(doc.get("time_utc") or "")) or str(os.getpid())
+    name = f"edgeq-run-{stamp}-unstored.json"
+    data = (json.dumps(doc, indent=2) + "\n").encode("utf-8")
+    places = [Path.cwd()] + ([db_path.parent] if db_path is not None else []) \
+        + [Path(tempfile.gettempdir())]
+    for place in places:
+        target = place / name
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=str(place))
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+            return target
+        except OSError as exc:
+            logger.info("cannot save the run in %s: %s", place, exc)
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+    return None

@@ -90,7 +90,7 @@ def bench_remote_command(
             history=history, progress=task, events=render.bench_events(task))
     ui.print_json(doc) if as_json else render.compare(doc)
     if history is not None and not as_json:
-        render.stored(doc, history.path)
+        render.stored(doc, history.path)  # says nothing when storing failed (warned above)
 
 
 # ------------------------------------------------------------------ history

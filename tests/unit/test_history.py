@@ -166,3 +166,88 @@ def test_document_json_roundtrips_exactly(tmp_path: Path) -> None:
     stored = h.get(run_id)
     doc["run_id"] = run_id
     assert json.dumps(stored, sort_keys=True) == json.dumps(doc, sort_keys=True)
+
+
+# ------------------------------------------------------------------ checked before measuring
+
+
+def test_check_writable_refuses_a_locked_file_quickly(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "h.sqlite3"
+    History(path).add(_doc(2.0, 1.0))
+    holder = sqlite3.connect(str(path), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(HistoryError, match="stayed locked for 0.3 s") as info:
+            History(path, busy_timeout_s=0.3).check_writable()
+        assert time.monotonic() - t0 < 3
+        assert "--no-history" in info.value.hint
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    History(path).check_writable()  # free again
+
+
+def test_check_writable_refuses_a_newer_schema_without_touching_it(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    History(path).add(_doc(2.0, 1.0))
+    with sqlite3.connect(str(path)) as db:
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION + 1,))
+    before = path.read_bytes()
+    with pytest.raises(HistoryError, match=f"schema version {SCHEMA_VERSION + 1}") as info:
+        History(path).check_writable()
+    assert "upgrade edgeq" in info.value.hint
+    assert path.read_bytes() == before
+
+
+@pytest.fixture()
+def small_mount(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 256 KiB tmpfs of our own (root only): disk-full and read-only for real."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_check_writable_refuses_a_read_only_file(small_mount: Path) -> None:
+    import subprocess
+
+    path = small_mount / "h.sqlite3"
+    History(path).add(_doc(2.0, 1.0))
+    subprocess.run(["mount", "-o", "remount,ro", str(small_mount)], check=True)
+    with pytest.raises(HistoryError, match="read-only") as info:
+        History(path).check_writable()
+    assert "writable" in info.value.hint
+
+
+def test_a_full_disk_has_its_own_message(small_mount: Path) -> None:
+    path = small_mount / "h.sqlite3"
+    history = History(path)
+    history.add(_doc(2.0, 1.0))
+    big = _doc(2.0, 1.0)
+    big["models"]["int8"]["result"] = {"latencies_ms": [1.0] * 100_000}  # ~600 KB of JSON
+    with pytest.raises(HistoryError, match="disk holding the history database .* is full") as i:
+        history.add(big)
+    assert "free space" in i.value.hint
+
+
+def test_save_unstored_writes_the_document_in_the_current_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeq.host.history import save_unstored
+
+    monkeypatch.chdir(tmp_path)
+    doc = _doc(2.0, 1.0)
+    saved = save_unstored(doc, tmp_path / "db" / "h.sqlite3")
+    assert saved is not None and saved.parent == tmp_path
+    assert json.loads(saved.read_text()) == doc
+    assert [p.name for p in tmp_path.iterdir()] == [saved.name]  # no temp file left
