@@ -14,11 +14,13 @@ Imports: standard library and edgeq.device (heavier modules lazily, per command)
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import logging
 import os
 import sys
-from typing import Any, Callable, NoReturn, Optional, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence
 
 from edgeq.device import __version__
 from edgeq.device.errors import EdgeqError, UsageError
@@ -110,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", default=None, help="socket path (default $EDGEQ_HOME/agent.sock)")
     p.add_argument("--worker-timeout-s", type=_nonneg_float, default=None,
                    help="upper bound on any worker's run time (default: per request)")
+    p.add_argument("--max-clients", type=int, default=None,
+                   help="connections served at once; more are refused (default 16)")
+    p.add_argument("--hello-timeout-s", type=_nonneg_float, default=None,
+                   help="a connection that does not say hello in time is closed (default 10)")
 
     p = sub.add_parser("stop", help="stop the daemon (by its pidfile)")
     p.add_argument("--timeout-s", type=_nonneg_float, default=10.0,
@@ -187,18 +193,45 @@ def _summary(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _measured_file(model: str, expected: Optional[str]) -> Iterator[Optional[str]]:
+    """The sha256 of the file a measurement loads. With `--sha256` (the daemon, which has
+    verified the store file) the file is opened once and hashed through that descriptor;
+    when the measurement is done the path must still be that same file (device and inode),
+    else IntegrityError. So the sha256 reported is the one of the bytes measured, not the one
+    the daemon asked for, and the daemon's "measured X instead of Y" check means something.
+    Without `--sha256`, bench hashes the file itself as usual."""
+    if expected is None:
+        yield None
+        return
+    from edgeq.device.errors import IntegrityError
+    from edgeq.device.runtime import check_tflite_file
+
+    check_tflite_file(model)  # clear errors (missing, garbage) under the file's own name
+    with open(model, "rb") as fh:
+        h = hashlib.sha256()
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+        before = os.fstat(fh.fileno())
+        yield h.hexdigest()
+        try:
+            after = os.stat(model)
+        except OSError:
+            after = None
+        if after is None or (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+            raise IntegrityError(f"{model} was replaced while it was being measured",
+                                 hint="run the measurement again")
+
+
 def _run(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd in ("bench", "evaluate"):
         from edgeq.device.bench import run_benchmark, run_evaluation
 
         settings = settings_from_args(args)
-        if cmd == "bench":
-            doc = run_benchmark(args.model, data_path=args.data, settings=settings,
-                                sha256=args.sha256)
-        else:
-            doc = run_evaluation(args.model, data_path=args.data, settings=settings,
-                                 sha256=args.sha256)
+        run = run_benchmark if cmd == "bench" else run_evaluation
+        with _measured_file(args.model, args.sha256) as sha256:
+            doc = run(args.model, data_path=args.data, settings=settings, sha256=sha256)
         if args.json:
             _print_json(doc)
         else:
@@ -216,8 +249,10 @@ def _run(args: argparse.Namespace) -> int:
     from edgeq.device import daemon
 
     if cmd == "serve":
+        limits = {k: v for k, v in (("max_clients", args.max_clients),
+                                    ("hello_timeout_s", args.hello_timeout_s)) if v is not None}
         code = daemon.serve(home=args.home, socket_path=args.socket, detach=args.detach,
-                            worker_timeout_s=args.worker_timeout_s)
+                            worker_timeout_s=args.worker_timeout_s, **limits)
         if args.detach:
             print(f"edgeq agent started (pid {code})")
             return 0

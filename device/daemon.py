@@ -6,8 +6,15 @@ line-delimited JSON protocol of edgeq.device.protocol, one thread per connection
 and evaluate requests run one at a time (a lock: two measurements never overlap), each in a
 fresh worker process (edgeq.device.worker), so a model that crashes or hangs the interpreter
 only costs that request an error. SIGTERM/SIGINT shut down cleanly: the running worker is
-killed, the socket and pidfile removed. `--detach` double-forks and logs to
-$EDGEQ_HOME/logs/agent.log; under systemd it runs in the foreground (edgeq-agent.service).
+killed (its client is told the daemon stopped, not that the model crashed), the socket and
+pidfile removed.
+Limits: at most `max_clients` connections at once (the next one gets an AgentConnectionError
+and is closed); a connection must say hello within `hello_timeout_s` seconds; a client that
+disconnects while its measurement runs or waits gets its worker killed and its place in the
+queue dropped. One daemon per home: `run_server` holds an fcntl lock on agent.lock for its
+whole life, so two `serve` started at once leave one daemon, never an orphan.
+`--detach` double-forks and logs to $EDGEQ_HOME/logs/agent.log; under systemd it runs in the
+foreground (edgeq-agent.service).
 `bridge()` relays stdin/stdout to the socket, which is how the host reaches the daemon over
 SSH; `stop()` and `format_status()` are the other command-line helpers (the `status`
 command asks through edgeq.device.client.query_status).
@@ -18,10 +25,12 @@ worker processes, which keeps the long-running daemon small.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
 import platform
+import select
 import signal
 import socket
 import socketserver
@@ -34,15 +43,18 @@ from typing import Any, Callable, Optional
 
 from edgeq.device import __version__
 from edgeq.device.errors import (
+    AgentConnectionError,
     DaemonNotRunningError,
     EdgeqError,
     ModelLoadError,
     ProtocolError,
     StoreError,
+    WorkerCrashedError,
     error_to_dict,
 )
 from edgeq.device.protocol import (
     MAX_REQUEST_BYTES,
+    MEASURE_OPS,
     PROTOCOL_VERSION,
     Request,
     Response,
@@ -53,12 +65,18 @@ from edgeq.device.protocol import (
 )
 from edgeq.device.settings import BenchSettings
 from edgeq.device.store import Store, atomic_write_bytes
-from edgeq.device.worker import run_in_worker, worker_env
+from edgeq.device.worker import AGENT_RELEASE, WorkerCancelledError, run_in_worker, worker_env
 
 logger = logging.getLogger(__name__)
 
-#: a connection that sends nothing for this long is closed
+#: a connection that sends nothing for this long (after its hello) is closed
 IDLE_TIMEOUT_S = 3600.0
+#: a connection must say hello within this many seconds
+HELLO_TIMEOUT_S = 10.0
+#: connections served at once; the next one is refused with an error
+MAX_CLIENTS = 16
+#: how often a waiting or measuring request checks that its client is still connected
+CLIENT_CHECK_S = 0.2
 LOG_ROTATE_BYTES = 5 * 1024 * 1024
 READY_TIMEOUT_S = 30.0
 #: how long `status` waits for the first runtime probe (slow under emulation)
@@ -70,6 +88,14 @@ DISCARD_MAX_BYTES = 64 * 1024 * 1024
 
 class DaemonRunningError(EdgeqError):
     """Another daemon already serves this socket."""
+
+
+class DaemonStoppedError(EdgeqError):
+    """The daemon was stopped (a deploy restarting it, `stop`, SIGTERM) during a request."""
+
+
+class ClientGoneError(EdgeqError):
+    """The client disconnected while its measurement waited or ran (nobody reads this)."""
 
 
 def _socket_alive(path: Path, timeout_s: float = 2.0) -> bool:
@@ -102,6 +128,10 @@ class Agent:
         self._state_lock = threading.Lock()
         self.worker_pid: Optional[int] = None
         self.requests_served = 0
+        #: open connections that have asked for a measurement (a run in progress)
+        self.active_runs = 0
+        self.clients = 0
+        self.stopping = False
         self.runtime: Optional[dict[str, str]] = None
         self.runtime_error: Optional[str] = None
         # The daemon itself never imports numpy or a runtime (it stays small); a short-lived
@@ -133,9 +163,14 @@ class Agent:
 
     # -- ops ------------------------------------------------------------------------------
 
-    def dispatch(self, req: Request) -> dict[str, Any]:
+    def dispatch(self, req: Request,
+                 client_gone: Optional[Callable[[], bool]] = None) -> dict[str, Any]:
+        """Run one request; `client_gone()` says whether its client disconnected (a
+        measurement then stops waiting or running)."""
         with self._state_lock:
             self.requests_served += 1
+        if req.op in MEASURE_OPS:
+            return self._measure(req.op, req.args, client_gone)
         handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(self, f"op_{req.op}")
         return handler(req.args)
 
@@ -160,6 +195,10 @@ class Agent:
             "runtime_error": self.runtime_error,
             "busy": self.measure_lock.locked(),
             "worker_pid": self.worker_pid,
+            "active_runs": self.active_runs,
+            "clients": self.clients,
+            "agent_release": AGENT_RELEASE,
+            "python_executable": sys.executable,
             "requests_served": self.requests_served,
             "python_version": platform.python_version(),
             "machine": platform.machine(),
@@ -178,7 +217,23 @@ class Agent:
         with self.measure_lock:  # never delete a file a worker is measuring
             return {"removed": self.store.remove(args["ref"], force=args["force"])}
 
-    def _measure(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
+    def _acquire_measure_lock(self, client_gone: Optional[Callable[[], bool]]) -> None:
+        """Wait for the measurement lock; give up (ClientGoneError) if the client leaves."""
+        while not self.measure_lock.acquire(timeout=CLIENT_CHECK_S):
+            if client_gone is not None and client_gone():
+                raise ClientGoneError("the client disconnected while queued", hint="")
+            if self.stopping:
+                raise self._stopped_error()
+
+    @staticmethod
+    def _stopped_error() -> DaemonStoppedError:
+        return DaemonStoppedError(
+            "the agent daemon was stopped during the run (a deploy that changed the agent "
+            "restarts it, or someone ran `stop`); the measurement was not finished",
+            hint="run it again; the models were not at fault")
+
+    def _measure(self, kind: str, args: dict[str, Any],
+                 client_gone: Optional[Callable[[], bool]] = None) -> dict[str, Any]:
         sha, model_path = self.store.model(args["model"])
         data_path: Optional[Path] = None
         if args.get("data") is not None:
@@ -195,15 +250,26 @@ class Agent:
             self.worker_pid = None
 
         queued = time.time()
-        with self.measure_lock:
+        self._acquire_measure_lock(client_gone)
+        try:
             logger.info("%s %s (%s) settings=%s", kind, sha[:12], args["model"],
                         settings.to_dict())
             started_s = time.time()
-            result = run_in_worker(kind, model_path, data_path=data_path, settings=settings,
-                                   timeout_s=timeout_s, sha256=sha, on_start=started,
-                                   on_exit=ended)
+            try:
+                result = run_in_worker(kind, model_path, data_path=data_path,
+                                       settings=settings, timeout_s=timeout_s, sha256=sha,
+                                       on_start=started, on_exit=ended, cancel=client_gone)
+            except WorkerCancelledError:
+                logger.info("%s %s: the client left; its worker was stopped", kind, sha[:12])
+                raise
+            except WorkerCrashedError:
+                if self.stopping:  # we killed it on shutdown: not the model's fault
+                    raise self._stopped_error() from None
+                raise
             finished_s = time.time()
             logger.info("%s %s done in %.1f s", kind, sha[:12], finished_s - started_s)
+        finally:
+            self.measure_lock.release()
         # how the daemon ran it: queueing, and the worker's wall-clock interval
         result["agent"] = {"path": "daemon", "agent_pid": os.getpid(),
                            "worker_pid": result.get("pid"),
@@ -223,7 +289,8 @@ class Agent:
     def op_evaluate(self, args: dict[str, Any]) -> dict[str, Any]:
         return self._measure("evaluate", args)
 
-    def kill_worker(self) -> None:
+    def kill_worker(self, stopping: bool = True) -> None:
+        self.stopping = self.stopping or stopping
         pid = self.worker_pid
         if pid is not None:
             try:
@@ -262,13 +329,46 @@ class _Handler(socketserver.StreamRequestHandler):
         except (OSError, ValueError):
             pass
 
+    def client_gone(self) -> bool:
+        """Whether the client closed its end entirely (POLLHUP/POLLERR; a half-close, i.e. a
+        client that sent everything and waits for answers, does not count)."""
+        p = select.poll()
+        p.register(self.connection.fileno(), select.POLLHUP | select.POLLERR)
+        try:
+            return any(ev & (select.POLLHUP | select.POLLERR) for _, ev in p.poll(0))
+        except OSError:
+            return True
+
     def handle(self) -> None:
         agent = self.server.agent
-        self.connection.settimeout(IDLE_TIMEOUT_S)
+        self._in_run = False
+        try:
+            self._serve(agent)
+        finally:
+            if self._in_run:
+                with agent._state_lock:
+                    agent.active_runs -= 1
+
+    def _mark_run(self, agent: Agent) -> None:
+        """Count this connection as a run in progress (deploy waits for those to end)."""
+        if not self._in_run:
+            self._in_run = True
+            with agent._state_lock:
+                agent.active_runs += 1
+
+    def _serve(self, agent: Agent) -> None:
+        self.connection.settimeout(self.server.hello_timeout_s)
         greeted = False
         while True:
             try:
                 line = self.rfile.readline(MAX_REQUEST_BYTES + 1)
+            except socket.timeout:  # TimeoutError from Python 3.10 on
+                if not greeted:
+                    logger.info("no hello within %g s; closing", self.server.hello_timeout_s)
+                    self._send(Response.failure(None, ProtocolError(
+                        f"no hello within {self.server.hello_timeout_s:g} s; closing",
+                        hint="send hello first, right after connecting")))
+                return
             except (OSError, ValueError) as exc:
                 logger.info("connection closed: %s", exc)
                 return
@@ -300,7 +400,10 @@ class _Handler(socketserver.StreamRequestHandler):
                         return
                     check_hello(req.args)
                     greeted = True
-                resp = Response.success(req.id, agent.dispatch(req))
+                    self.connection.settimeout(IDLE_TIMEOUT_S)
+                if req.op in MEASURE_OPS:
+                    self._mark_run(agent)
+                resp = Response.success(req.id, agent.dispatch(req, self.client_gone))
             except EdgeqError as exc:
                 logger.info("request %s failed: %s: %s", rid, type(exc).__name__, exc.message)
                 resp = Response.failure(rid, exc)
@@ -320,8 +423,11 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = False
 
-    def __init__(self, path: Path, agent: Agent) -> None:
+    def __init__(self, path: Path, agent: Agent, *, max_clients: int = MAX_CLIENTS,
+                 hello_timeout_s: float = HELLO_TIMEOUT_S) -> None:
         self.agent = agent
+        self.max_clients = max_clients
+        self.hello_timeout_s = hello_timeout_s
         old_umask = os.umask(0o177)  # the socket is born 0600
         try:
             super().__init__(str(path), _Handler)
@@ -332,6 +438,49 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.exception("unhandled error in a connection")
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        agent = self.agent
+        with agent._state_lock:
+            full = agent.clients >= self.max_clients
+            if not full:
+                agent.clients += 1
+        if full:
+            threading.Thread(target=self._refuse, args=(request,), daemon=True).start()
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            with agent._state_lock:
+                agent.clients -= 1
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self.agent._state_lock:
+                self.agent.clients -= 1
+
+    def _refuse(self, request: socket.socket) -> None:
+        """Tell an extra client why it is turned away, then close (reading what it sent
+        first, for at most the hello time-out: closing with unread input would reset the
+        connection and lose the error)."""
+        logger.info("refusing a connection: %d clients already", self.max_clients)
+        err = AgentConnectionError(
+            f"the agent daemon already serves {self.max_clients} connections",
+            hint="wait for the other runs to finish, or start the daemon with a higher "
+                 "serve --max-clients")
+        try:
+            request.settimeout(min(self.hello_timeout_s, 2.0))
+            request.sendall(encode_response(Response.failure(None, err)))
+            request.shutdown(socket.SHUT_WR)
+            while request.recv(65536):
+                pass
+        except OSError:
+            pass
+        finally:
+            request.close()
 
 
 def _prepare_socket(path: Path) -> None:
@@ -363,13 +512,41 @@ def _remove_if_ours(pid_path: Path, socket_path: Path, server: Optional[_Server]
         pass
 
 
+def _take_lock(store: Store) -> int:
+    """The fd of agent.lock, locked (fcntl, released when the process ends); a
+    DaemonRunningError if another daemon of this home holds it."""
+    path = store.layout.lock
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise DaemonRunningError(f"an agent daemon already serves {store.home} or is starting "
+                                 f"(it holds {path})",
+                                 hint="stop it first: python -m edgeq.device stop") from None
+    return fd
+
+
 def run_server(store: Store, socket_path: Path, *, worker_timeout_s: Optional[float] = None,
-               ready: Optional[Callable[[], None]] = None) -> int:
+               ready: Optional[Callable[[], None]] = None, max_clients: int = MAX_CLIENTS,
+               hello_timeout_s: float = HELLO_TIMEOUT_S) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code."""
     store.ensure_dirs()
+    lock_fd = _take_lock(store)
+    try:
+        return _run_locked(store, socket_path, worker_timeout_s=worker_timeout_s, ready=ready,
+                           max_clients=max_clients, hello_timeout_s=hello_timeout_s)
+    finally:
+        os.close(lock_fd)
+
+
+def _run_locked(store: Store, socket_path: Path, *, worker_timeout_s: Optional[float],
+                ready: Optional[Callable[[], None]], max_clients: int,
+                hello_timeout_s: float) -> int:
     _prepare_socket(socket_path)
     agent = Agent(store, socket_path, worker_timeout_s)
-    server = _Server(socket_path, agent)
+    server = _Server(socket_path, agent, max_clients=max_clients,
+                     hello_timeout_s=hello_timeout_s)
     atomic_write_bytes(store.pid_path, f"{os.getpid()}\n".encode())
     stopping = threading.Event()
 
@@ -408,15 +585,17 @@ def _rotate_log(path: Path) -> None:
 
 
 def serve(*, home: Optional[str] = None, socket_path: Optional[str] = None,
-          detach: bool = False, worker_timeout_s: Optional[float] = None) -> int:
+          detach: bool = False, worker_timeout_s: Optional[float] = None,
+          max_clients: int = MAX_CLIENTS, hello_timeout_s: float = HELLO_TIMEOUT_S) -> int:
     """`serve [--detach]`: run the daemon in the foreground (returns its exit code when it
     stops), or start it in the background and return the daemon's pid once it is ready."""
     store = Store(home)
     store.ensure_dirs()
     sock = Path(socket_path).absolute() if socket_path else store.socket_path
     logging.getLogger("edgeq.device").setLevel(logging.INFO)
+    limits = {"max_clients": max_clients, "hello_timeout_s": hello_timeout_s}
     if not detach:
-        return run_server(store, sock, worker_timeout_s=worker_timeout_s)
+        return run_server(store, sock, worker_timeout_s=worker_timeout_s, **limits)
     # refuse early, in the caller's terminal, when one already runs
     if (sock.exists() or sock.is_symlink()) and _socket_alive(sock):
         raise DaemonRunningError(f"an agent daemon already serves {sock}",
@@ -460,7 +639,8 @@ def serve(*, home: Optional[str] = None, socket_path: Optional[str] = None,
             os.write(w, f"ok {os.getpid()}\n".encode())
             os.close(w)
 
-        code = run_server(store, sock, worker_timeout_s=worker_timeout_s, ready=ready)
+        code = run_server(store, sock, worker_timeout_s=worker_timeout_s, ready=ready,
+                          **limits)
     except EdgeqError as exc:
         logger.error("%s (%s)", exc.message, exc.hint)
         try:

@@ -6,8 +6,10 @@ just pushed (before any venv, numpy or runtime exists):
 
     python3 -m edgeq.device.install --home HOME OP ARGS...
 
-    prepare PATH...           create the store's directories, remove `.part` files left by an
-                              interrupted deploy; answers {PATH: sha256, or null if missing}
+    claim                     make HOME edgeq's (store.claim_home: missing, empty, marked or an
+                              earlier edgeq's; owned by this user; 0700; marked); {"state"}
+    prepare PATH...           claim, create the store's directories, remove `.part` files left
+                              by an interrupted deploy; answers {PATH: sha256, or null}
     install TMP FINAL SHA...  check each upload against its sha256, then install it: models and
                               data sets through Store.add_model / add_data, other files
                               (deploy.sh, wheels) renamed into place by atomic_write_file;
@@ -17,6 +19,9 @@ just pushed (before any venv, numpy or runtime exists):
     deployment SHA            stdin (JSON) becomes deployments/current.json through
                               Store.write_deployment, once its sha256 is SHA and every model
                               and data set it names verifies in the store; answers {"bad": [...]}
+    wheels KEEP...            delete the wheels in HOME/wheels not named in KEEP; {"removed"}
+    unit TEMPLATE DEST        write the systemd unit TEMPLATE (which names %h/.edgeq) for HOME
+                              to DEST atomically, every path escaped for systemd; {"path"}
 
 Every answer is one JSON line on stdout. An EdgeqError exits 1 with `error: ...` and
 `hint: ...` lines on stderr. Paths outside HOME are refused.
@@ -36,7 +41,14 @@ from typing import Any, Optional, Sequence
 
 from edgeq.device.errors import EdgeqError, IntegrityError, ModelNotFoundError, StoreError
 from edgeq.device.fileutil import sha256_bytes, sha256_file
-from edgeq.device.store import MODEL_KINDS, Store, atomic_write_file, fsync_dir
+from edgeq.device.store import (
+    MODEL_KINDS,
+    Store,
+    atomic_write_bytes,
+    atomic_write_file,
+    claim_home,
+    fsync_dir,
+)
 
 #: what an upload in flight is called: `.NAME.RANDOM.part` in the directory it goes to
 PART_SUFFIX = ".part"
@@ -62,6 +74,7 @@ def prepare(store: Store, paths: Sequence[str]) -> dict[str, Optional[str]]:
     """Make the store's directories and those of `paths`, sweep `.part` leftovers there;
     the sha256 of each of `paths` (None where missing)."""
     lay = store.layout
+    claim_home(store.home)
     store.ensure_dirs()
     dirs = {lay.bin_dir, lay.wheels_dir, lay.releases_dir}
     dirs |= {posixpath.dirname(_inside(store, p)) for p in paths}
@@ -163,17 +176,80 @@ def write_deployment(store: Store, data: bytes, sha256: str) -> dict[str, Any]:
     return {"bad": bad}
 
 
+def prune_wheels(store: Store, keep: Sequence[str]) -> dict[str, Any]:
+    """Delete every `*.whl` in HOME/wheels whose name is not in `keep` (what the current
+    deploy pushed); the names removed."""
+    wheels = store.layout.wheels_dir
+    removed = []
+    try:
+        names = sorted(os.listdir(wheels))
+    except FileNotFoundError:
+        return {"removed": []}
+    for name in names:
+        if name.endswith(".whl") and name not in set(keep):
+            try:
+                os.unlink(os.path.join(wheels, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return {"removed": removed}
+
+
+#: how the unit template names the device directory (and the interpreter in it)
+UNIT_HOME = "%h/.edgeq"
+
+
+def systemd_escape(text: str) -> str:
+    """`text` for the inside of a double-quoted word of a systemd unit line: `%` doubled,
+    backslash and `"` escaped (a quoted word keeps spaces, `#`, `;` and `&` literal)."""
+    return (text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+            .replace("\n", "\\n"))
+
+
+def render_unit(template: str, home: str) -> str:
+    """The unit TEMPLATE for device directory `home`: in every double-quoted word of the
+    template that names %h/.edgeq (e.g. "PYTHONPATH=%h/.edgeq/agent"), %h/.edgeq becomes
+    `home` and the word is escaped for systemd. Plain string operations: no sed."""
+    out = []
+    for line in template.splitlines(keepends=True):
+        parts = line.split('"')
+        if len(parts) % 2 == 1:  # balanced quotes: parts[1::2] are the quoted words
+            for i in range(1, len(parts), 2):
+                if UNIT_HOME in parts[i]:
+                    parts[i] = systemd_escape(parts[i].replace(UNIT_HOME, "\0")
+                                              ).replace("\0", systemd_escape(home))
+        out.append('"'.join(parts))
+    return "".join(out)
+
+
+def write_unit(store: Store, template: str, dest: str) -> dict[str, Any]:
+    """Render the unit template file for this store and write it to `dest` atomically."""
+    with open(template, encoding="utf-8") as fh:
+        text = render_unit(fh.read(), store.layout.home)
+    atomic_write_bytes(dest, text.encode("utf-8"))
+    return {"path": dest}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m edgeq.device.install",
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--home", required=True, help="the store's directory (absolute)")
-    ap.add_argument("op", choices=("prepare", "install", "link", "deployment"))
+    ap.add_argument("op", choices=("claim", "prepare", "install", "link", "deployment",
+                                   "wheels", "unit"))
     ap.add_argument("args", nargs="*")
     ns = ap.parse_args(argv)
     try:
         store = Store(ns.home)
-        if ns.op == "prepare":
-            out: dict[str, Any] = prepare(store, ns.args)
+        if ns.op == "claim":
+            out: dict[str, Any] = claim_home(store.home)
+        elif ns.op == "prepare":
+            out = prepare(store, ns.args)
+        elif ns.op == "wheels":
+            out = prune_wheels(store, ns.args)
+        elif ns.op == "unit":
+            if len(ns.args) != 2:
+                raise StoreError("unit takes TEMPLATE DEST", hint="update edgeq")
+            out = write_unit(store, ns.args[0], ns.args[1])
         elif ns.op == "install":
             out = install(store, ns.args)
         elif ns.op == "link":

@@ -7,7 +7,13 @@ and the host (deploy, bench-remote, as POSIX paths on the remote side) both use 
     deployments/current.json      {"model_name", "float32": sha, "int8": sha, "eval_data": sha, ...}
     agent -> agent-releases/<id>  the agent code (a symlink swapped in one rename)
     bin/python, venv/, wheels/, deploy.sh   what deploy.sh sets up
-    agent.sock, agent.pid, logs/agent.log
+    agent.sock, agent.pid, agent.lock, logs/agent.log
+    .edgeq-store                  the marker: this directory is edgeq's (format version)
+    venv/.edgeq-venv              the marker: this venv was created by edgeq
+`claim_home(home)` makes a directory edgeq's: it must be missing, empty, marked, or laid out
+by an earlier edgeq (adopted); its owner must be this user; it becomes 0700 and marked.
+`home_facts` / `home_problem` are that check split in two (what is there / the verdict) so
+the host can ask before anything is written on the device.
 `parse_deployment(bytes)` is the one reader of current.json's content (the daemon's Store and
 the host's bench-remote both use it). The writers (add_model, add_data, write_deployment)
 are what installs files on a device, so this module stays standard-library only.
@@ -44,6 +50,14 @@ DEFAULT_HOME = "~/.edgeq"
 #: the deployment record's key of the evaluation set's sha256 (null: none deployed)
 EVAL_DATA_KEY = "eval_data"
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+#: the device directory's marker file and its format (a newer format is refused)
+STORE_MARKER = ".edgeq-store"
+STORE_FORMAT = 1
+#: the marker deploy.sh writes into a venv it created (only such a venv is ever replaced)
+VENV_MARKER = ".edgeq-venv"
+#: names an earlier edgeq (before the marker) left in its directory: adopted, not refused
+LEGACY_NAMES = frozenset({"agent", "agent-releases", "deployments", "models", "data", "bin",
+                          "venv", "wheels", "logs", "deploy.sh", "agent.sock", "agent.pid"})
 
 
 @dataclass(frozen=True)
@@ -129,6 +143,20 @@ class Layout:
     def deploy_script(self) -> str:
         return self._join("deploy.sh")
 
+    @property
+    def marker(self) -> str:
+        """The file that says this directory is edgeq's ({"format": STORE_FORMAT})."""
+        return self._join(STORE_MARKER)
+
+    @property
+    def venv_marker(self) -> str:
+        return self._join("venv", VENV_MARKER)
+
+    @property
+    def lock(self) -> str:
+        """The daemon's lock file (held with fcntl while a daemon runs)."""
+        return self._join("agent.lock")
+
     def agent_argv(self, *args: str) -> list[str]:
         """argv that runs `python -m edgeq.device --home HOME ARGS...` with the deployed agent.
 
@@ -163,6 +191,101 @@ def parse_deployment(data: bytes, source: str = "current.json") -> dict[str, Any
     if obj.get("model_name") is not None and not isinstance(obj["model_name"], str):
         raise StoreError(f"{source}: model_name is not a string", hint=hint)
     return obj
+
+
+def home_facts(home: str) -> dict[str, Any]:
+    """What is at `home` (no changes): exists, is_dir, owner_uid, marker_format (None: no
+    marker; -1: unreadable), names (up to 64 entries), legacy (an earlier edgeq's layout:
+    agent symlink, agent-releases/, deployments/current.json). The host's deploy bootstrap
+    gathers the same facts before it writes anything (host/deploy.py _BOOTSTRAP)."""
+    facts: dict[str, Any] = {"home": home, "exists": os.path.lexists(home), "is_dir": False,
+                             "owner_uid": None, "uid": os.geteuid(), "marker_format": None,
+                             "names": [], "legacy": False}
+    if not facts["exists"]:
+        return facts
+    st = os.lstat(home)
+    facts["is_dir"] = os.path.isdir(home)  # a symlink to a directory counts (e.g. on /data)
+    facts["owner_uid"] = os.stat(home).st_uid if facts["is_dir"] else st.st_uid
+    if not facts["is_dir"]:
+        return facts
+    facts["names"] = sorted(os.listdir(home))[:64]
+    try:
+        with open(os.path.join(home, STORE_MARKER), "rb") as fh:
+            facts["marker_format"] = int(json.loads(fh.read(4096).decode())["format"])
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError):
+        facts["marker_format"] = -1
+    facts["legacy"] = (os.path.islink(os.path.join(home, "agent"))
+                       and os.path.isdir(os.path.join(home, "agent-releases"))
+                       and os.path.isfile(os.path.join(home, "deployments", "current.json")))
+    return facts
+
+
+def home_problem(facts: dict[str, Any]) -> Optional[StoreError]:
+    """None if edgeq may use the directory `facts` describe (see `home_facts`), else the
+    StoreError that refuses it. Pure: the host and the device decide the same way."""
+    home = facts["home"]
+    if not facts["exists"]:
+        return None
+    if not facts["is_dir"]:
+        return StoreError(f"the device directory {home} exists and is not a directory",
+                          hint="choose another --device-dir")
+    if facts["owner_uid"] != facts["uid"]:
+        return StoreError(f"the device directory {home} belongs to user id "
+                          f"{facts['owner_uid']}, not to this user ({facts['uid']})",
+                          hint="choose a --device-dir of your own; edgeq never uses a "
+                               "directory another user owns")
+    fmt = facts["marker_format"]
+    if fmt is not None:
+        if fmt == -1:
+            return StoreError(f"{home}/{STORE_MARKER} is damaged",
+                              hint=f'rewrite it: echo \'{{"format": {STORE_FORMAT}}}\' > '
+                                   f"{home}/{STORE_MARKER}")
+        if fmt > STORE_FORMAT:
+            return StoreError(f"{home} was set up by a newer edgeq (store format {fmt})",
+                              hint="update edgeq on this host")
+        return None
+    names = [n for n in facts["names"] if n != "lost+found"]
+    if not names or facts["legacy"]:
+        return None
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return StoreError(f"the device directory {home} is not empty and is not edgeq's "
+                      f"(it holds {shown}; no {STORE_MARKER} marker)",
+                      hint="choose a new or empty --device-dir (the default is ~/.edgeq); "
+                           "edgeq never writes into a directory it did not create")
+
+
+def claim_home(home: PathLike) -> dict[str, Any]:
+    """Make `home` edgeq's: refuse what `home_problem` refuses; create it 0700 if missing;
+    make it 0700 and write the marker if it was empty or an earlier edgeq's (whose venv is
+    marked too: an earlier edgeq created it). Returns {"state": "created" | "marked" |
+    "adopted" | "ours"}."""
+    home = os.fspath(home)
+    facts = home_facts(home)
+    problem = home_problem(facts)
+    if problem is not None:
+        raise problem
+    try:
+        if not facts["exists"]:
+            os.makedirs(os.path.dirname(home) or "/", exist_ok=True)
+            os.mkdir(home, 0o700)
+            state = "created"
+        else:
+            state = ("ours" if facts["marker_format"] is not None
+                     else "adopted" if facts["legacy"] else "marked")
+        os.chmod(home, 0o700)
+        if state == "adopted" and os.path.isfile(os.path.join(home, "venv", "pyvenv.cfg")):
+            lay = Layout(Path(home).absolute().as_posix())
+            if not os.path.exists(lay.venv_marker):
+                atomic_write_bytes(lay.venv_marker, b"edgeq\n")
+        if state != "ours":
+            atomic_write_json(os.path.join(home, STORE_MARKER), {"format": STORE_FORMAT})
+    except OSError as exc:
+        raise StoreError(f"cannot set up the device directory {home}: {exc.strerror or exc}",
+                         hint="check --device-dir, its parent's permissions and free space"
+                         ) from None
+    return {"state": state}
 
 
 def edgeq_home(home: Optional[PathLike] = None) -> Path:
@@ -287,8 +410,16 @@ class Store:
         self.current_path = Path(self.layout.current)
 
     def ensure_dirs(self) -> None:
+        """Create the store's directories (the home 0700 when it is new); StoreError when the
+        home belongs to another user."""
         try:
-            self.home.mkdir(parents=True, exist_ok=True)
+            if not self.home.exists():
+                self.home.parent.mkdir(parents=True, exist_ok=True)
+                self.home.mkdir(mode=0o700, exist_ok=True)
+            owner = self.home.stat().st_uid
+            if owner != os.geteuid():
+                raise StoreError(f"{self.home} belongs to user id {owner}, not to this user",
+                                 hint="pass a --home DIR of your own")
             for d in (self.models_dir, self.data_dir, self.deployments_dir, self.logs_dir):
                 d.mkdir(exist_ok=True)
         except OSError as exc:

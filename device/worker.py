@@ -6,7 +6,10 @@ parsed result. A fresh process per model keeps one model's memory out of another
 and a model that crashes (segfault) or hangs the interpreter takes only the worker down:
 that becomes WorkerCrashedError / WorkerTimeoutError with the signal or exit status and the
 tail of the worker's stderr. Errors the worker reports itself (--json error documents) are
-raised again as their own EdgeqError subclass.
+raised again as their own EdgeqError subclass. `cancel()` (the daemon: "has the client
+gone?") is checked while the worker runs; when it says so the worker is killed
+(WorkerCancelledError). The worker imports the agent code this process started with
+(PACKAGE_ROOT, fixed at import), even if a deploy has switched the agent link since.
 The worker's flags come from the settings' one declaration (BenchSettings.to_argv).
 Imports: standard library and edgeq.device (settings, errors, protocol); no numpy.
 """
@@ -19,10 +22,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from edgeq.device.errors import (
+    EdgeqError,
     UsageError,
     WorkerCrashedError,
     WorkerTimeoutError,
@@ -34,6 +39,12 @@ from edgeq.device.settings import BenchSettings
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = DEFAULT_BENCH_TIMEOUT_S
+#: how often a running worker's `cancel()` is asked
+CANCEL_POLL_S = 0.2
+
+
+class WorkerCancelledError(EdgeqError):
+    """The worker was stopped because its client went away."""
 STDERR_TAIL_CHARS = 2000
 KINDS = MEASURE_OPS
 
@@ -50,10 +61,18 @@ def _package_root() -> Optional[Path]:
     return None
 
 
+#: the agent code this process runs (resolved once: a later switch of the agent link does not
+#: change what this daemon's workers import)
+PACKAGE_ROOT = _package_root()
+#: the release id when running from $EDGEQ_HOME/agent-releases/<id> (else None)
+AGENT_RELEASE = (PACKAGE_ROOT.name if PACKAGE_ROOT is not None
+                 and PACKAGE_ROOT.parent.name == "agent-releases" else None)
+
+
 def worker_env() -> dict[str, str]:
     """The environment of a worker: ours, with the agent's root on PYTHONPATH."""
     env = dict(os.environ)
-    root = _package_root()
+    root = PACKAGE_ROOT
     if root is not None:
         parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         if str(root) not in parts:
@@ -92,6 +111,28 @@ def _signal_name(num: int) -> str:
         return f"signal {num}"
 
 
+def _wait(proc: subprocess.Popen, timeout_s: float,
+          cancel: Optional[Callable[[], bool]]) -> int:
+    """proc's exit status; TimeoutExpired past `timeout_s`; WorkerCancelledError (the worker
+    killed) as soon as `cancel()` says so."""
+    if cancel is None:
+        return proc.wait(timeout=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise subprocess.TimeoutExpired(proc.args, timeout_s)
+        try:
+            return proc.wait(timeout=min(CANCEL_POLL_S, left))
+        except subprocess.TimeoutExpired:
+            pass
+        if cancel():
+            proc.kill()
+            proc.wait()
+            raise WorkerCancelledError(f"the worker (pid {proc.pid}) was stopped: its client "
+                                       "disconnected", hint="")
+
+
 def run_in_worker(
     kind: str,
     model_path: Union[str, os.PathLike],
@@ -102,10 +143,12 @@ def run_in_worker(
     sha256: Optional[str] = None,
     on_start: Optional[Callable[[int], None]] = None,
     on_exit: Optional[Callable[[int], None]] = None,
+    cancel: Optional[Callable[[], bool]] = None,
 ) -> dict[str, Any]:
     """Run `bench` or `evaluate` in a fresh process; its JSON result.
 
-    `on_start(pid)` / `on_exit(pid)` let a caller (the daemon) know the worker's pid.
+    `on_start(pid)` / `on_exit(pid)` let a caller (the daemon) know the worker's pid;
+    `cancel()` returning True kills the worker (WorkerCancelledError).
     """
     s = settings or BenchSettings()
     argv = worker_argv(kind, model_path, data_path=data_path, settings=s, sha256=sha256)
@@ -122,7 +165,7 @@ def run_in_worker(
             on_start(proc.pid)
         try:
             try:
-                rc = proc.wait(timeout=timeout_s)
+                rc = _wait(proc, timeout_s, cancel)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()

@@ -3,9 +3,12 @@
 `deploy(conn, artifacts_dir, ...)` works on any `Connection` (SSH or local):
 
 1. checks the artifacts directory against its manifest (sha256 of every file);
-2. probes the device (arch, Python, glibc, home, the sha256 of the agent release's files)
-   with a small stdlib-only Python bootstrap passed as one argv word (`python3 -c CODE
-   ARGS...`, every word quoted; never a pasted shell string);
+2. probes the device (arch, Python, glibc, home, the sha256 of the agent release's files,
+   and what is at the device directory) with a small stdlib-only Python bootstrap passed as
+   one argv word (`python3 -c CODE ARGS...`, every word quoted; never a pasted shell string);
+   a device directory that is not new, empty or edgeq's (edgeq.device.store.home_problem:
+   no `.edgeq-store` marker, not an earlier edgeq's layout, another user's) is refused
+   before anything is written; a new one is created 0700 and marked;
 3. with offline wheels, downloads the device's wheels on the host (`pip download
    --platform ... --python-version ... --only-binary=:all:`) into a per-platform cache;
 4. pushes the agent code, unless that release is already there: upload into a staging
@@ -17,10 +20,12 @@
    every uploaded temp file after checking its sha256 on arrival, through the store's atomic
    writers (temp file, fsync, rename; a cut connection leaves no half-written file under a
    real name);
-6. switches the agent code atomically (symlink swap to the new release);
-7. runs deploy.sh on the device (venv, runtime, daemon) and parses its `EDGEQ_DEPLOY` line;
-8. writes `deployments/current.json` last (Store.write_deployment on the device), once the
-   store has verified everything it names.
+6. runs deploy.sh on the device with `--release` (venv, runtime; then the agent symlink is
+   swapped to the new release, only once all that worked; then the daemon is restarted if
+   its code or interpreter changed, after any running measurement) and parses its
+   `EDGEQ_DEPLOY` line;
+7. writes `deployments/current.json` last (Store.write_deployment on the device), once the
+   store has verified everything it names; then deletes the wheels this deploy did not need.
 
 An interrupted deploy therefore leaves the previous deployment intact and usable.
 Why a bootstrap string at all: the first time, no edgeq code is on the device, and the code
@@ -49,7 +54,14 @@ from typing import Any, Callable, Optional
 
 from edgeq.device.errors import EdgeqError, UsageError
 from edgeq.device.fileutil import sha256_bytes, sha256_file, utc_now
-from edgeq.device.store import MODEL_KINDS, Layout, atomic_write_bytes
+from edgeq.device.store import (
+    MODEL_KINDS,
+    STORE_FORMAT,
+    STORE_MARKER,
+    Layout,
+    atomic_write_bytes,
+    home_problem,
+)
 from edgeq.host.artifacts import ArtifactsError, load_artifacts
 from edgeq.host.link import Connection, ProgressCallback, resolve_device_dir
 
@@ -107,13 +119,47 @@ def sha(p):
     except OSError:
         return None
     return h.hexdigest()
+def facts(home, marker):  # what is at the device directory: edgeq.device.store.home_facts
+    f = {"home": home, "exists": os.path.lexists(home), "is_dir": os.path.isdir(home),
+         "owner_uid": None, "uid": os.geteuid(), "marker_format": None, "names": [],
+         "legacy": False}
+    if not f["exists"]:
+        return f
+    f["owner_uid"] = os.stat(home).st_uid if f["is_dir"] else os.lstat(home).st_uid
+    if not f["is_dir"]:
+        return f
+    f["names"] = sorted(os.listdir(home))[:64]
+    try:
+        with open(os.path.join(home, marker), "rb") as fh:
+            f["marker_format"] = int(json.loads(fh.read(4096).decode())["format"])
+    except FileNotFoundError:
+        pass
+    except Exception:
+        f["marker_format"] = -1
+    j = lambda *p: os.path.join(home, *p)
+    f["legacy"] = (os.path.islink(j("agent")) and os.path.isdir(j("agent-releases"))
+                   and os.path.isfile(j("deployments", "current.json")))
+    return f
 op, a = sys.argv[1], sys.argv[2:]
-if op == "probe":  # probe PKG NAME...: this machine, and the sha256 of a release's files
-    libc = platform.libc_ver()
+if op == "probe":  # probe HOME MARKER PKG NAME...: this machine, the device directory, and
+    libc = platform.libc_ver()  # the sha256 of a release's files
     out = {"machine": platform.machine(), "python": platform.python_version(),
            "python_path": sys.executable, "libc": libc[0], "libc_version": libc[1],
            "home": os.path.expanduser("~"), "system": platform.system(),
-           "release": {n: sha(os.path.join(a[0], n)) for n in a[1:]}}
+           "device_dir": facts(a[0], a[1]),
+           "release": {n: sha(os.path.join(a[2], n)) for n in a[3:]}}
+elif op == "claim":  # claim HOME MARKER FORMAT: create it 0700; mark it when it is empty
+    home, marker = a[0], a[1]
+    if not os.path.isdir(home):
+        os.makedirs(os.path.dirname(home), exist_ok=True)
+        os.mkdir(home, 0o700)
+    os.chmod(home, 0o700)
+    if not os.listdir(home):
+        tmp = os.path.join(home, "." + marker + ".part")
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps({"format": int(a[2])}) + "\n")
+        os.replace(tmp, os.path.join(home, marker))
+    out = {"ok": True}
 else:  # release STAGING FINAL PKG NAME SHA...: verify, fsync, rename the directory
     staging, final, pkg, names, shas = a[0], a[1], a[2], a[3::2], a[4::2]
     bad = [n for n, s in zip(names, shas) if sha(os.path.join(staging, pkg, n)) != s]
@@ -285,7 +331,12 @@ def download_wheels(machine: str, python_version: str, glibc_version: str, runti
             argv += ["--platform", tag]
         argv += reqs
         logger.info("pip download: %s", argv)
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        try:  # bounded: pip's own socket timeout, and the whole download (issue 11)
+            proc = subprocess.run([*argv[:4], "--timeout", "30", *argv[4:]], capture_output=True,
+                                  text=True, check=False, timeout=900)
+        except subprocess.TimeoutExpired:
+            errors.append(f"{rt}: pip download did not finish within 900 s")
+            continue
         if proc.returncode != 0:
             last = [ln for ln in proc.stderr.splitlines() if ln.strip()]
             errors.append(f"{rt}: {last[-1] if last else 'pip download failed'}")
@@ -405,8 +456,11 @@ def deploy(
     agent = agent_files()
     release = _agent_release_id(agent)
     pkg_dir = posixpath.join(lay.release(release), AGENT_PACKAGE)
-    probe = _bootstrap(conn, "probe", pkg_dir, *[name for _, name in agent])
+    probe = _bootstrap(conn, "probe", d, STORE_MARKER, pkg_dir, *[name for _, name in agent])
     release_hashes = probe.pop("release", {}) or {}
+    problem = home_problem(probe.pop("device_dir"))
+    if problem is not None:  # nothing has been written on the device yet
+        raise problem
     py = tuple(int(x) for x in re.findall(r"\d+", str(probe.get("python", "0.0")))[:2])
     if py < MIN_PYTHON:
         raise DeviceProbeError(
@@ -441,6 +495,7 @@ def deploy(
     plan += [send(w, posixpath.join(lay.wheels_dir, w.name), "wheel") for w in wheels]
 
     sender = _Sender(conn, progress, emit)
+    _bootstrap(conn, "claim", d, STORE_MARKER, str(STORE_FORMAT))
     if any(release_hashes.get(posixpath.basename(f.remote)) != f.sha256 for f in agent_plan):
         _push_release(conn, lay, release, agent_plan, sender)  # new or damaged: all of it
     else:
@@ -466,11 +521,10 @@ def deploy(
             pending = []
     if pending:
         _install(conn, lay, release, pending)
-    # the agent code switches in one rename: agent -> agent-releases/<content hash>
-    _install_call(conn, lay, release, "link", release)
 
-    # provision: venv, runtime, daemon
-    argv = ["bash", lay.deploy_script, "--home", d]
+    # provision: venv, runtime; then the agent link (agent -> agent-releases/<content hash>,
+    # one rename, only once the rest worked); then the daemon, if it must be restarted
+    argv = ["bash", lay.deploy_script, "--home", d, "--release", release]
     if is_local:
         argv += ["--python", sys.executable]
     else:
@@ -497,6 +551,8 @@ def deploy(
         raise TransferError(
             f"{', '.join(out['bad'])} is missing or damaged on {conn.name}",
             hint="deploy again; the previous deployment is still in place")
+    # wheels of earlier deploys are not needed any more (the venv is built)
+    _install_call(conn, lay, release, "wheels", *[w.name for w in wheels])
     plan = agent_plan + plan
 
     report = DeployReport(

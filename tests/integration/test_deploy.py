@@ -135,9 +135,16 @@ def test_local_daemon_answers_and_redeploy_sends_nothing(local_device: tuple[Pat
         assert second["sent_bytes"] == 0 and second["models_bytes_sent"] == 0
         assert second["skipped_bytes"] == first["sent_bytes"]
         assert second["daemon"].startswith("running")
-        # the daemon was restarted (a new process) and serves the same deployment
-        assert f"pid {_status(conn, str(d))['pid']}" in second["daemon"]
-        assert f"pid {st['pid']}" not in second["daemon"]
+        # nothing about the daemon changed (same agent release, same interpreter): it keeps
+        # running, and so would a measurement it had in progress
+        assert _status(conn, str(d))["pid"] == st["pid"]
+        assert f"pid {st['pid']}" in second["daemon"] and "not restarted" in second["daemon"]
+        # once stopped, the next deploy starts a new one
+        _stop_daemon(conn, str(d))
+        third = deploy(conn, tiny_artifacts, device_dir=str(d))
+        assert third["daemon"].startswith("running (pid ")
+        assert f"pid {_status(conn, str(d))['pid']}" in third["daemon"]
+        assert _status(conn, str(d))["pid"] != st["pid"]
     print(f"\nlocal deploy: first {first['_t']:.2f} s ({first['sent_bytes']} B), "
           f"second {t2:.2f} s (0 B)")
 

@@ -109,6 +109,7 @@ def test_install_puts_uploads_in_through_the_store(tmp_path: Path) -> None:
     home = tmp_path / "edgeq"
     lay = Layout(str(home))
     model, data, script = b"TFL3 model bytes", b"npz bytes", b"#!/bin/bash\n"
+    assert _install_cli(home, "claim").returncode == 0  # what deploy's bootstrap does first
     (home / "models").mkdir(parents=True)
     (home / "models" / ".old.tflite.dead.part").write_bytes(b"left by a cut deploy")
     wanted = [lay.model(sha256_bytes(model)), lay.data(sha256_bytes(data)), lay.deploy_script]
