@@ -1,19 +1,25 @@
 """Full-integer int8 post-training quantization (Min-Max calibration) with tf.lite.TFLiteConverter.
 
-`quantize(artifacts_dir)` reads `model.keras` (or a user's Keras model) and writes, into the
-artifacts directory (docs/SCHEMA.md): `model_float32.tflite`, `model_int8.tflite`, `eval.npz`
-and `manifest.json`.
+`quantize(artifacts_dir)` reads `model.keras` (or the user's model: `.keras`, legacy `.h5`, a
+SavedModel directory or a float32 `.tflite`) and writes, into the artifacts directory
+(docs/SCHEMA.md): `model_float32.tflite`, `model_int8.tflite`, `eval.npz` and `manifest.json`.
 
-The int8 conversion: `TFLiteConverter.from_keras_model`, optimizations DEFAULT, a representative
-dataset of N seeded training images (or the user's .npy/.npz) from which the converter takes
-each activation's min and max (Min-Max calibration), `supported_ops = [TFLITE_BUILTINS_INT8]`
-(the converter fails rather than leave a float op behind) and int8 input and output.
-Weights are quantized per output channel by default; `per_channel=False` asks for one scale per
-weight tensor (converter._experimental_disable_per_channel), which is then verified.
-Afterwards the int8 file is parsed and must be full-integer: int8 input/output, no float tensor
-anywhere (int32 biases and shape tensors are allowed), no DEQUANTIZE op.
+The int8 conversion: `TFLiteConverter.from_keras_model` (`from_saved_model`), optimizations
+DEFAULT, a representative dataset of N seeded calibration samples from which the converter
+takes each activation's min and max (Min-Max calibration), `supported_ops =
+[TFLITE_BUILTINS_INT8]` (the converter fails rather than leave a float op behind) and int8
+input and output. From a float32 .tflite alone, TensorFlow's calibrator does the same
+calibration and quantization on the flatbuffer. Weights are quantized per output channel by
+default; `per_channel=False` asks for one scale per weight tensor, which is then verified.
+Afterwards the int8 file is parsed and must be full-integer: int8 input/output, no float
+tensor anywhere (int32 biases and shape tensors are allowed), no DEQUANTIZE op.
 
-Imports: standard library, numpy, edgeq.device, edgeq.host.{artifacts,data,tflite_file};
+Checks at the door, before anything is written: one input, one [batch, classes] output
+("not supported yet" otherwise); calibration and evaluation data loaded by edgeq.host.data
+and fitted, checked and preprocessed by edgeq.host.preprocess (the built-in MNIST only for a
+model that takes it); then every file is written atomically, the manifest last.
+
+Imports: standard library, numpy, edgeq.device, edgeq.host.{artifacts,preprocess,tflite_file};
 TensorFlow and Keras only inside functions. It never imports edgeq.host.inspection (which
 imports this module for the QuantizationDebugger's converter).
 """
@@ -25,31 +31,41 @@ import json
 import logging
 import os
 import time
-import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
 from edgeq.device.errors import EdgeqError
 from edgeq.device.fileutil import sha256_bytes, sha256_file, utc_now
-from edgeq.device.store import atomic_write_bytes, atomic_write_json
 from edgeq.host.artifacts import (
     EVAL_FILE,
     KERAS_FILE,
-    MANIFEST_FILE,
     TRAIN_JSON,
     model_file_name,
+    write_artifacts,
 )
-from edgeq.host.data import load_mnist
-from edgeq.host.tflite_file import full_integer_problems, parse_tflite, weight_tensors
+from edgeq.host.preprocess import (
+    DataFitError,
+    ModelInput,
+    PreparedData,
+    Preprocessing,
+    class_names_for,
+    prepare_data,
+)
+from edgeq.host.tflite_file import (
+    TfliteFile,
+    full_integer_problems,
+    parse_tflite,
+    weight_tensors,
+)
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_SCHEMA = "edgeq.manifest/1"
 DEFAULT_CALIBRATION_SIZE = 500
 MNIST_TRAIN_SOURCE = "mnist-train"
-_NPZ_KEYS = ("images", "x", "x_calib", "calibration", "x_train", "arr_0")
 
 ProgressCallback = Callable[[int, int], None]
 PathLike = Union[str, "os.PathLike[str]", Path]
@@ -64,7 +80,7 @@ class CalibrationError(QuantizeError):
 
 
 # ---------------------------------------------------------------------------------------------
-# inputs: the Keras model and the calibration images
+# inputs: the model (.keras, .h5, SavedModel or float32 .tflite) and the data
 
 
 def load_keras_model(path: Path) -> Any:
@@ -73,11 +89,11 @@ def load_keras_model(path: Path) -> Any:
     if not path.exists():
         raise QuantizeError(
             f"Keras model {path} does not exist",
-            hint="run `edgeq train --out DIR` first, or pass --keras-model PATH",
+            hint="run `edgeq train --out DIR` first, or pass --model PATH",
         )
     if path.suffix not in (".keras", ".h5"):
         raise QuantizeError(
-            f"{path} is not a Keras model file (.keras)",
+            f"{path} is not a Keras model file (.keras or .h5)",
             hint="save the model with model.save('model.keras') and pass that file",
         )
     import keras
@@ -88,12 +104,13 @@ def load_keras_model(path: Path) -> Any:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise QuantizeError(
             f"{path}: cannot be loaded as a Keras model ({first[:200]})",
-            hint="check that it is a Keras 3 .keras file saved with model.save()",
+            hint="check that it is a Keras .keras (or legacy .h5) file saved with model.save()",
         ) from None
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise QuantizeError(
-            f"{path}: the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs",
-            hint="edgeq handles classifiers with one image input and one output",
+            f"{path.name}: models with {len(model.inputs)} inputs and {len(model.outputs)} "
+            "outputs are not supported yet",
+            hint="edgeq handles classifiers with one image (or tensor) input and one output",
         )
     return model
 
@@ -109,63 +126,97 @@ def model_input_shape(model: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in shape)
 
 
-def _fit_to_input(x: np.ndarray, sample_shape: tuple[int, ...], what: str) -> np.ndarray:
-    """(N, ...) samples reshaped to (N, *sample_shape) when they differ only by 1-sized dims."""
-    if x.ndim >= 1 and tuple(x.shape[1:]) == sample_shape:
-        return x
-    def squeeze(shape: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(d for d in shape if d != 1)
-
-    if x.ndim >= 2 and squeeze(x.shape[1:]) == squeeze(sample_shape):
-        return x.reshape((x.shape[0],) + sample_shape)
-    raise CalibrationError(
-        f"{what} has samples of shape {list(x.shape[1:])}, the model expects {list(sample_shape)}",
-        hint=f"give calibration data of shape (N, {', '.join(map(str, sample_shape))})",
-    )
+def _keras_model_input(model: Any, name: str) -> ModelInput:
+    out = tuple(model.outputs[0].shape)
+    num_classes = int(out[-1]) if len(out) == 2 and out[-1] else 0
+    return ModelInput(model_input_shape(model), num_classes, name)
 
 
-def _load_calibration_file(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise CalibrationError(f"calibration data {path} does not exist", hint="check the path")
-    try:
-        if path.suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        elif path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
-                keys = list(npz.files)
-                key = next((k for k in _NPZ_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
-                if key is None:
-                    raise CalibrationError(
-                        f"{path}: no calibration array (it has: {', '.join(keys) or 'nothing'})",
-                        hint=f"store the images under one of: {', '.join(_NPZ_KEYS[:3])}",
-                    )
-                arr = npz[key]
-        else:
-            raise CalibrationError(
-                f"{path}: calibration data must be .npy or .npz",
-                hint="save it with numpy.save or numpy.savez",
-            )
-    except CalibrationError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise CalibrationError(
-            f"{path}: cannot be read ({type(exc).__name__}: {str(exc)[:160]})",
-            hint="the file is corrupt or not a numpy file",
-        ) from None
-    if arr.dtype.kind not in "iuf" or arr.ndim < 2:
-        raise CalibrationError(
-            f"{path}: holds {arr.dtype} of shape {list(arr.shape)}, not a batch of images",
-            hint="store a numeric array of shape (N, 28, 28) or (N, 28, 28, 1)",
-        )
-    if len(arr) == 0:
-        raise CalibrationError(
-            f"{path}: holds no samples", hint="give at least one calibration image"
-        )
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        raise CalibrationError(
-            f"{path}: holds NaN or infinite values", hint="clean the calibration data"
-        )
-    return arr
+def classifier_input(f: TfliteFile, name: str) -> ModelInput:
+    """What a .tflite classifier takes and gives; QuantizeError ("not supported yet") unless
+    it has one input (batch, ...) of known size and one output (batch, classes)."""
+    if len(f.inputs) != 1 or len(f.outputs) != 1:
+        raise QuantizeError(
+            f"{name}: models with {len(f.inputs)} inputs and {len(f.outputs)} outputs are not "
+            "supported yet",
+            hint="edgeq handles classifiers with one image (or tensor) input and one output")
+    inp, out = f.tensors[f.inputs[0]], f.tensors[f.outputs[0]]
+    if len(out.shape) != 2 or out.shape[1] < 2:
+        raise QuantizeError(
+            f"{name}: output {list(out.shape)} is not a [batch, classes] classifier output; "
+            "other outputs are not supported yet",
+            hint="edgeq evaluates classifiers: one output of shape (batch, number of classes)")
+    sample = tuple(int(d) for d in inp.shape[1:])
+    sig = inp.shape_signature[1:] if inp.shape_signature else []
+    if len(inp.shape) < 2 or any(d < 1 for d in sample) or any(d == -1 for d in sig):
+        raise QuantizeError(
+            f"{name}: input shape {list(inp.shape_signature or inp.shape)} is not a batch of "
+            "fixed-size samples; not supported yet",
+            hint="give the model a fixed input shape, e.g. keras.Input((32, 32, 3))")
+    return ModelInput(sample, int(out.shape[1]), name)
+
+
+@dataclass
+class ModelSource:
+    """The float model quantize starts from: a Keras model (.keras / .h5), a SavedModel
+    directory, or a float32 .tflite (`format`: "keras", "h5", "savedmodel", "tflite")."""
+
+    path: Path
+    format: str
+    keras_model: Any = None
+    tflite_bytes: Optional[bytes] = None
+
+    @property
+    def api(self) -> str:
+        return {"savedmodel": "tf.lite.TFLiteConverter.from_saved_model",
+                "tflite": "tensorflow.lite.python.optimize.calibrator.Calibrator"}.get(
+                    self.format, "tf.lite.TFLiteConverter.from_keras_model")
+
+    def converter(self) -> Any:
+        """A fresh float32 TFLiteConverter for this source (not for .tflite sources)."""
+        import tensorflow as tf
+
+        if self.format == "savedmodel":
+            return tf.lite.TFLiteConverter.from_saved_model(str(self.path))
+        return tf.lite.TFLiteConverter.from_keras_model(self.keras_model)
+
+    def sha256(self) -> str:
+        """The file's sha256; for a SavedModel directory, of its files' names and hashes."""
+        if self.path.is_file():
+            return sha256_file(self.path)
+        lines = [f"{p.relative_to(self.path).as_posix()} {sha256_file(p)}\n"
+                 for p in sorted(self.path.rglob("*")) if p.is_file()]
+        return sha256_bytes("".join(lines).encode("utf-8"))
+
+
+def load_model_source(path: PathLike) -> ModelSource:
+    """The float model at `path` in any supported format, with one-line errors."""
+    p = Path(path)
+    if p.is_dir():
+        if not ((p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file()):
+            raise QuantizeError(
+                f"{p} is a directory but not a TensorFlow SavedModel (no saved_model.pb)",
+                hint="pass a .keras, .h5 or float32 .tflite file, or a SavedModel directory")
+        return ModelSource(p, "savedmodel")
+    if p.suffix == ".tflite":
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
+            raise QuantizeError(f"model {p} does not exist", hint="check the path") from None
+        f = parse_tflite(data, p)
+        if f.inputs and f.tensors[f.inputs[0]].dtype != "FLOAT32":
+            raise QuantizeError(
+                f"{p.name} takes {f.tensors[f.inputs[0]].dtype.lower()} input: it is already "
+                "quantized, not a float32 model",
+                hint="to use a pair converted elsewhere: edgeq import FLOAT32.tflite "
+                     "INT8.tflite --eval-data E --out DIR")
+        return ModelSource(p, "tflite", tflite_bytes=data)
+    if not p.exists():
+        raise QuantizeError(
+            f"model {p} does not exist",
+            hint="run `edgeq train --out DIR` first, or pass --model PATH (.keras, .h5, "
+                 "SavedModel directory or float32 .tflite)")
+    return ModelSource(p, p.suffix.lstrip(".") or "keras", keras_model=load_keras_model(p))
 
 
 def calibration_images(
@@ -175,37 +226,28 @@ def calibration_images(
     seed: int,
     data_dir: Optional[PathLike] = None,
     calibration_file: Optional[PathLike] = None,
+    preprocessing: Optional[Preprocessing] = None,
+    model_in: Optional[ModelInput] = None,
 ) -> tuple[np.ndarray, str]:
     """`size` seeded calibration samples, float32 in the model's input shape, and their source.
 
-    From `calibration_file` (.npy / .npz) when given, else from the MNIST training set. Samples
-    are drawn without replacement with numpy's default_rng(seed); a file with fewer than `size`
-    samples is used whole. Values stay raw (0..255 for MNIST; the model rescales inside).
+    From `calibration_file` (any form edgeq.host.data.load_dataset takes; labels unused) when
+    given, else from the MNIST training set (only for a 28x28 one-channel model). Samples are
+    drawn without replacement with numpy's default_rng(seed); a file with fewer than `size`
+    samples is used whole. Values are mapped by `preprocessing` (default: raw pixels, 0..255
+    for MNIST; the model rescales inside). `model` is a Keras model, or None with `model_in`.
     """
     if size < 1:
         raise CalibrationError(
             f"calibration size must be at least 1, got {size}",
             hint="pass --calibration-size 100 or more",
         )
-    sample_shape = model_input_shape(model)
-    if calibration_file is not None:
-        path = Path(calibration_file)
-        pool = _load_calibration_file(path)
-        source = f"file:{path.name}"
-        what = str(path)
-    else:
-        pool, _ = load_mnist("train", data_dir)
-        source = MNIST_TRAIN_SOURCE
-        what = "MNIST training images"
-    pool = _fit_to_input(pool, sample_shape, what)
-    rng = np.random.default_rng(seed)
-    n = min(size, len(pool))
-    if n < size:
-        logger.warning(
-            "calibration data has %d samples, fewer than the %d asked for; using all", n, size
-        )
-    idx = np.sort(rng.choice(len(pool), size=n, replace=False))
-    return pool[idx].astype(np.float32), source
+    mi = model_in or _keras_model_input(model, "the model")
+    prepared = prepare_data(calibration_file, mi, preprocessing or Preprocessing(),
+                            purpose="calibration", data_dir=data_dir, sample_size=size,
+                            seed=seed)
+    images = prepared.images.astype(np.float32).reshape((len(prepared.images), *mi.sample_shape))
+    return images, MNIST_TRAIN_SOURCE if calibration_file is None else prepared.source
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,10 +257,15 @@ def calibration_images(
 def build_int8_converter(
     model: Any, representative_dataset: Callable[[], Iterator[Any]], *, per_channel: bool = True
 ) -> Any:
-    """The full-integer int8 converter edgeq uses (also handed to the QuantizationDebugger)."""
+    """The full-integer int8 converter edgeq uses (also handed to the QuantizationDebugger).
+
+    `model` is a Keras model or a ModelSource (Keras or SavedModel)."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if isinstance(model, ModelSource):
+        converter = model.converter()
+    else:
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -254,6 +301,35 @@ def _convert(converter: Any, what: str) -> bytes:
         ) from None
 
 
+def _calibrate_tflite(float_bytes: bytes, representative_dataset: Callable[[], Iterator[Any]],
+                      *, per_channel: bool, name: str) -> bytes:
+    """Full-integer int8 from a float32 .tflite (no Keras/SavedModel source): TensorFlow's
+    calibrator, the same Min-Max calibration and int8 quantizer the converter runs."""
+    import contextlib
+
+    import tensorflow as tf
+
+    try:
+        from tensorflow.lite.python.optimize.calibrator import Calibrator
+    except ImportError:  # pragma: no cover - depends on the TensorFlow build
+        raise QuantizeError(
+            f"this TensorFlow ({tf.__version__}) cannot quantize a .tflite file",
+            hint="pass the Keras model or SavedModel it came from with --model") from None
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(chatter):
+            return bytes(Calibrator(float_bytes).calibrate_and_quantize(
+                representative_dataset, tf.int8, tf.int8, False,
+                disable_per_channel=not per_channel))
+    except Exception as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise QuantizeError(
+            f"{name}: the calibrator cannot quantize this .tflite "
+            f"({(lines[0] if lines else type(exc).__name__)[:200]})",
+            hint="pass the Keras model or SavedModel it came from with --model, or convert "
+                 "it elsewhere and use edgeq import") from None
+
+
 def model_entry(path: Path, data: bytes) -> dict[str, Any]:
     """The manifest ENTRY of a .tflite file (docs/SCHEMA.md) whose bytes are `data`."""
     f = parse_tflite(data, path)
@@ -273,46 +349,73 @@ def quantize(
     *,
     out_dir: Optional[PathLike] = None,
     keras_model_path: Optional[PathLike] = None,
+    model_path: Optional[PathLike] = None,
     calibration_size: int = DEFAULT_CALIBRATION_SIZE,
     seed: int = 0,
     per_channel: bool = True,
     calibration_file: Optional[PathLike] = None,
+    eval_file: Optional[PathLike] = None,
+    preprocessing: Optional[Preprocessing] = None,
     data_dir: Optional[PathLike] = None,
     eval_limit: Optional[int] = None,
     progress: Optional[ProgressCallback] = None,
     model_name: Optional[str] = None,
 ) -> dict[str, Any]:
-    """Convert the Keras model to float32 and full-integer int8 TFLite; returns the manifest.
+    """Convert the float model to float32 and full-integer int8 TFLite; returns the manifest.
 
-    `artifacts_dir` holds model.keras (unless `keras_model_path` is given); outputs go to
-    `out_dir` (default: `artifacts_dir`). `eval_limit` keeps the first N test images in
-    eval.npz (all 10,000 by default). `progress(done, total)` counts calibration samples.
+    The model is `model_path` (alias `keras_model_path`: .keras, .h5, SavedModel directory or
+    float32 .tflite), else `artifacts_dir`/model.keras; outputs go to `out_dir` (default:
+    `artifacts_dir`). Calibration and evaluation data come from `calibration_file` /
+    `eval_file` (any form edgeq.host.data.load_dataset takes), else the built-in MNIST when
+    the model takes it; both are mapped by `preprocessing` (default raw pixels) and checked
+    against the model before anything is converted or written. `eval_limit` keeps the first
+    N evaluation samples. `progress(done, total)` counts calibration samples.
     """
     src = Path(artifacts_dir)
     out = Path(out_dir) if out_dir is not None else src
-    keras_path = Path(keras_model_path) if keras_model_path is not None else src / KERAS_FILE
-    if keras_model_path is None and not src.is_dir():
+    if model_path is not None and keras_model_path is not None \
+            and Path(model_path) != Path(keras_model_path):
+        raise QuantizeError("both --model and --keras-model were given",
+                            hint="--keras-model is an alias of --model; pass one of them")
+    given = model_path if model_path is not None else keras_model_path
+    source_path = Path(given) if given is not None else src / KERAS_FILE
+    if given is None and not src.is_dir():
         raise QuantizeError(
             f"artifacts directory {src} does not exist",
-            hint="run `edgeq train --out DIR` first, or pass --keras-model PATH",
+            hint="run `edgeq train --out DIR` first, or pass --model PATH",
+        )
+    if given is None and not source_path.exists():
+        raise QuantizeError(
+            f"Keras model {source_path} does not exist",
+            hint="run `edgeq train --out DIR` first, or pass --model PATH",
         )
     if eval_limit is not None and eval_limit < 1:
         raise QuantizeError(
             f"eval limit must be at least 1, got {eval_limit}",
             hint="pass a positive --eval-limit or leave it out",
         )
-    model = load_keras_model(keras_path)
-    images, source = calibration_images(
-        model,
-        size=calibration_size,
-        seed=seed,
-        data_dir=data_dir,
-        calibration_file=calibration_file,
-    )
-    n = len(images)
-    eval_images, eval_labels = load_mnist("test", data_dir, limit=eval_limit)
+    if calibration_size < 1:
+        raise CalibrationError(f"calibration size must be at least 1, got {calibration_size}",
+                               hint="pass --calibration-size 100 or more")
+    trained = _train_record(src, source_path)
+    pre = _trained_preprocessing(preprocessing, trained, calibration_file, eval_file)
+    source = load_model_source(source_path)
+    if source.keras_model is not None:  # early, before any conversion
+        _keras_model_input(source.keras_model, source_path.name)
 
     import tensorflow as tf
+
+    t0 = time.perf_counter()
+    float_bytes = source.tflite_bytes or _convert(source.converter(), "float32")
+    t1 = time.perf_counter()
+    model_in = classifier_input(parse_tflite(float_bytes, source_path), source_path.name)
+    images, cal_source = calibration_images(
+        None, size=calibration_size, seed=seed, data_dir=data_dir,
+        calibration_file=calibration_file, preprocessing=pre, model_in=model_in)
+    evalset = prepare_data(eval_file, model_in, pre, purpose="evaluation", data_dir=data_dir,
+                           limit=eval_limit)
+    class_names = _class_names(trained, evalset, model_in)
+    n = len(images)
 
     def representative_dataset() -> Iterator[list[np.ndarray]]:
         for i in range(n):
@@ -320,40 +423,29 @@ def quantize(
             if progress is not None:
                 progress(i + 1, n)
 
-    t0 = time.perf_counter()
-    float_bytes = _convert(tf.lite.TFLiteConverter.from_keras_model(model), "float32")
-    t1 = time.perf_counter()
-    int8_bytes = _convert(
-        build_int8_converter(model, representative_dataset, per_channel=per_channel), "int8"
-    )
     t2 = time.perf_counter()
-
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise QuantizeError(
-            f"cannot create output directory {out}: {exc.strerror}",
-            hint="choose a writable directory",
-        ) from None
+    if source.format == "tflite":
+        int8_bytes = _calibrate_tflite(float_bytes, representative_dataset,
+                                       per_channel=per_channel, name=source_path.name)
+    else:
+        int8_bytes = _convert(
+            build_int8_converter(source.keras_model or source, representative_dataset,
+                                 per_channel=per_channel), "int8")
+    t3 = time.perf_counter()
     float_path, int8_path = out / model_file_name("float32"), out / model_file_name("int8")
     # Check the int8 bytes before they replace anything.
     _verify_int8(int8_bytes, int8_path, per_channel)
-    atomic_write_bytes(float_path, float_bytes, mode=None)
-    atomic_write_bytes(int8_path, int8_bytes, mode=None)
+    eval_bytes = eval_npz_bytes(evalset, model_in.num_classes)
 
-    buf = io.BytesIO()
-    np.savez_compressed(buf, images=eval_images, labels=eval_labels)
-    eval_bytes = buf.getvalue()
-    atomic_write_bytes(out / EVAL_FILE, eval_bytes, mode=None)
-
-    name = model_name or _model_name(src, keras_path, model)
+    name = model_name or _model_name(src, source_path, source.keras_model)
     manifest: dict[str, Any] = {
         "schema": MANIFEST_SCHEMA,
         "model_name": name,
         "created_utc": utc_now(),
         "tensorflow_version": tf.__version__,
+        "made_by": "quantize",
         "converter": {
-            "api": "tf.lite.TFLiteConverter.from_keras_model",
+            "api": source.api,
             "version": tf.__version__,
             "optimizations": ["DEFAULT"],
             "supported_ops": ["TFLITE_BUILTINS_INT8"],
@@ -362,28 +454,30 @@ def quantize(
             "weights": "per-channel" if per_channel else "per-tensor",
             "activations": "per-tensor, min-max calibration",
             "float32_convert_s": round(t1 - t0, 3),
-            "int8_convert_s": round(t2 - t1, 3),
+            "int8_convert_s": round(t3 - t2, 3),
         },
         "calibration": {
             "size": n,
             "seed": seed,
-            "source": source,
+            "source": cal_source,
             "per_channel": per_channel,
             "method": "min-max",
         },
-        "eval_data": {
-            "file": EVAL_FILE,
-            "sha256": sha256_bytes(eval_bytes),
-            "size_bytes": len(eval_bytes),
-            "count": len(eval_labels),
-        },
-        "source_model": {"file": keras_path.name, "sha256": sha256_file(keras_path)},
+        "eval_data": eval_data_entry(evalset, eval_bytes),
+        "preprocessing": pre.to_dict(),
+        "num_classes": model_in.num_classes,
+        "class_names": class_names,
+        "full_integer": {"ok": True, "problems": []},
+        "imported_from": None,
+        "source_model": {"file": source_path.name, "sha256": source.sha256(),
+                         "format": source.format},
         "models": {
             "float32": model_entry(float_path, float_bytes),
             "int8": model_entry(int8_path, int8_bytes),
         },
     }
-    atomic_write_json(out / MANIFEST_FILE, manifest, mode=None, sort_keys=False)
+    write_artifacts(out, {float_path.name: float_bytes, int8_path.name: int8_bytes,
+                          EVAL_FILE: eval_bytes}, manifest)
     logger.info(
         "quantized %s: float32 %d bytes, int8 %d bytes (%.1f %%)",
         name,
@@ -392,6 +486,79 @@ def quantize(
         100.0 * len(int8_bytes) / len(float_bytes),
     )
     return manifest
+
+
+def eval_npz_bytes(evalset: PreparedData, num_classes: int) -> bytes:
+    """eval.npz: `images` exactly as the float32 model takes them, `labels` (uint8 when the
+    classes fit a byte, as MNIST's always have, else int64)."""
+    labels = evalset.labels if evalset.labels is not None else np.zeros(0, np.int64)
+    labels = labels.astype(np.uint8 if num_classes <= 256 else np.int64)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=evalset.images, labels=labels)
+    return buf.getvalue()
+
+
+def eval_data_entry(evalset: PreparedData, eval_bytes: bytes) -> dict[str, Any]:
+    """The manifest's `eval_data` (docs/SCHEMA.md)."""
+    return {
+        "file": EVAL_FILE,
+        "sha256": sha256_bytes(eval_bytes),
+        "size_bytes": len(eval_bytes),
+        "count": len(evalset.images),
+        "source": evalset.source,
+        "dtype": str(evalset.images.dtype),
+        "shape": [int(d) for d in evalset.images.shape[1:]],
+        "resized": evalset.resized,
+    }
+
+
+def _train_record(src: Path, source_path: Path) -> dict[str, Any]:
+    """DIR/train.json when the model quantized is DIR/model.keras (else, or unreadable, {})."""
+    record = src / TRAIN_JSON
+    if not (record.is_file() and source_path == src / KERAS_FILE):
+        return {}
+    try:
+        got = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
+def _trained_preprocessing(asked: Optional[Preprocessing], trained: dict[str, Any],
+                           calibration_file: Any, eval_file: Any) -> Preprocessing:
+    """The preprocessing train.json recorded (or raw pixels); a different one asked for, or
+    MNIST defaults for a model trained on other data, are refused."""
+    recorded = Preprocessing.from_dict(trained.get("preprocessing"))
+    if asked is not None and trained.get("preprocessing") and asked != recorded:
+        raise DataFitError(
+            f"the preprocessing asked for ({asked.to_dict()}) is not the one {TRAIN_JSON} "
+            f"trained with ({recorded.to_dict()})",
+            hint="leave the --input-* options out: quantize uses the training's preprocessing")
+    source = str((trained.get("data") or {}).get("train_source") or "mnist-train")
+    if not source.startswith("mnist-"):
+        for given, flag in ((calibration_file, "--calibration-data"), (eval_file, "--eval-data")):
+            if given is None:
+                raise DataFitError(
+                    f"the model was trained on {source}, not MNIST; {flag} is missing",
+                    hint=f"pass {flag} (e.g. the data you trained on, or its test set)")
+    return asked if asked is not None else recorded
+
+
+def _class_names(trained_record: dict[str, Any], evalset: PreparedData,
+                 model_in: ModelInput) -> list[str]:
+    """The evaluation data's class names, else train.json's, padded with class indices;
+    DataFitError when the data's disagree with the ones train.json recorded."""
+    trained = trained_record.get("class_names")
+    given = evalset.data.class_names
+    if isinstance(trained, list) and given is not None \
+            and list(given) != trained[: len(given)]:
+        raise DataFitError(
+            f"the evaluation data's classes ({', '.join(given[:6])}) are not the ones "
+            f"{TRAIN_JSON} trained on ({', '.join(map(str, trained[:6]))})",
+            hint="evaluate on data with the training data's classes, in the same order")
+    if given is None and isinstance(trained, list) and len(trained) == model_in.num_classes:
+        return [str(n) for n in trained]
+    return class_names_for(evalset.data, model_in.num_classes)
 
 
 def _verify_int8(int8_bytes: bytes, path: Path, per_channel: bool) -> None:
@@ -413,7 +580,7 @@ def _verify_int8(int8_bytes: bytes, path: Path, per_channel: bool) -> None:
             )
 
 
-def _model_name(src: Path, keras_path: Path, model: Any) -> str:
+def _model_name(src: Path, keras_path: Path, model: Any = None) -> str:
     record = src / TRAIN_JSON
     if record.is_file() and keras_path == src / KERAS_FILE:
         try:
@@ -422,4 +589,8 @@ def _model_name(src: Path, keras_path: Path, model: Any) -> str:
                 return name
         except (OSError, ValueError):
             pass
-    return keras_path.stem if keras_path.stem != "model" else str(getattr(model, "name", "model"))
+    stem = keras_path.stem if keras_path.is_file() else keras_path.name
+    stem = stem.removesuffix("_float32") if keras_path.suffix == ".tflite" else stem
+    if stem == "model" and keras_path.suffix == ".tflite":
+        stem = keras_path.resolve().parent.name
+    return stem if stem != "model" else str(getattr(model, "name", "model"))

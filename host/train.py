@@ -1,12 +1,18 @@
-"""Train the float32 baseline of a zoo model on MNIST, with fixed seeds, and record it.
+"""Train the float32 baseline of a zoo model, with fixed seeds, and record it.
 
 `train(out_dir)` writes `out_dir/model.keras` and `out_dir/train.json`
 (`"schema": "edgeq.train/1"`): model name, epochs, seed, training-set size, float32 top-1 on
-all 10,000 test images, training time, per-epoch history and library versions.
+the test images, training time, per-epoch history, library versions, and the data: MNIST by
+default, or the user's `data` (an .npz or an image folder, edgeq.host.data.load_dataset)
+fitted to the zoo model's input and mapped by `preprocessing` (edgeq.host.preprocess), with
+`test_data` or else a seeded 20 % held out of `data` as the test set. quantize reads the
+record back: a model trained on other data is quantized with that preprocessing and never
+silently evaluated on MNIST.
 Every file is written atomically with the edgeq.device.store helpers (temp file in the same
 directory, fsync, os.replace).
 
-Imports: standard library, numpy, edgeq.device, edgeq.models, edgeq.host.{artifacts,data};
+Imports: standard library, numpy, edgeq.device, edgeq.models,
+edgeq.host.{artifacts,data,preprocess};
 TensorFlow and Keras only inside functions.
 """
 
@@ -25,13 +31,20 @@ from edgeq.device.errors import EdgeqError
 from edgeq.device.fileutil import utc_now
 from edgeq.device.store import atomic_write_file, atomic_write_json
 from edgeq.host.artifacts import KERAS_FILE, TRAIN_JSON
-from edgeq.host.data import load_mnist
+from edgeq.host.preprocess import (
+    ModelInput,
+    PreparedData,
+    Preprocessing,
+    class_names_for,
+    prepare_data,
+)
 from edgeq.models import get_model_module
 
 logger = logging.getLogger(__name__)
 
 TRAIN_SCHEMA = "edgeq.train/1"
 EVAL_BATCH_SIZE = 500
+HOLDOUT_FRACTION = 0.2
 
 ProgressCallback = Callable[[int, int], None]
 PathLike = Union[str, "os.PathLike[str]", Path]
@@ -86,11 +99,15 @@ def train(
     data_dir: Optional[PathLike] = None,
     progress: Optional[ProgressCallback] = None,
     batch_size: Optional[int] = None,
+    data: Optional[PathLike] = None,
+    test_data: Optional[PathLike] = None,
+    preprocessing: Optional[Preprocessing] = None,
 ) -> dict[str, Any]:
-    """Train `model_name` on MNIST and save model.keras + train.json in `out_dir`.
+    """Train `model_name` on MNIST (or `data`) and save model.keras + train.json in `out_dir`.
 
     `epochs` defaults to the model's DEFAULT_EPOCHS; `train_limit` uses only the first N
-    training images (for fast tests). The float32 top-1 is always measured on all test images.
+    training images (for fast tests). The float32 top-1 is always measured on all test images
+    (`test_data`, else 20 % of `data` held out with `seed`, else the MNIST test set).
     `progress(done_batches, total_batches)` is called after every training batch.
     Returns the train.json record.
     """
@@ -107,6 +124,14 @@ def train(
             hint="pass a positive --train-limit or leave it out",
         )
     bs: int = int(batch_size or getattr(module, "BATCH_SIZE", 64) or 64)  # type: ignore[arg-type]
+    pre = preprocessing or Preprocessing()
+    model_in = ModelInput(tuple(getattr(module, "INPUT_SHAPE", (28, 28, 1))),
+                          int(getattr(module, "NUM_CLASSES", 10)), f"zoo model {model_name}")
+    train_set, test_set, test_source = _datasets(model_in, pre, data, test_data, data_dir,
+                                                 train_limit, seed)
+    x_train, y_train = _as_input(train_set, model_in), train_set.labels
+    x_test, y_test = _as_input(test_set, model_in), test_set.labels
+    assert y_train is not None and y_test is not None
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -114,9 +139,6 @@ def train(
             f"cannot create output directory {out}: {exc.strerror}",
             hint="choose a writable --out directory",
         ) from None
-
-    x_train, y_train = load_mnist("train", data_dir, limit=train_limit)
-    x_test, y_test = load_mnist("test", data_dir)
 
     import keras
 
@@ -143,7 +165,7 @@ def train(
     )
     t0 = time.perf_counter()
     history = model.fit(
-        as_model_input(x_train),
+        x_train,
         y_train.astype(np.int64),
         batch_size=bs,
         epochs=n_epochs,
@@ -154,7 +176,7 @@ def train(
     train_time_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    probs = model.predict(as_model_input(x_test), batch_size=EVAL_BATCH_SIZE, verbose=0)
+    probs = model.predict(x_test, batch_size=EVAL_BATCH_SIZE, verbose=0)
     eval_time_s = time.perf_counter() - t1
     predictions = np.argmax(probs, axis=1)
     correct = int(np.sum(predictions == y_test))
@@ -181,6 +203,11 @@ def train(
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
         "versions": library_versions(),
         "created_utc": utc_now(),
+        "data": {"train_source": train_set.source, "test_source": test_source,
+                 "resized": train_set.resized},
+        "preprocessing": pre.to_dict(),
+        "num_classes": model_in.num_classes,
+        "class_names": class_names_for(train_set.data, model_in.num_classes),
     }
     atomic_write_json(out / TRAIN_JSON, record, mode=None, sort_keys=False)
     logger.info(
@@ -191,6 +218,38 @@ def train(
         len(y_test),
     )
     return record
+
+
+def _datasets(model_in: ModelInput, pre: Preprocessing, data: Optional[PathLike],
+              test_data: Optional[PathLike], data_dir: Optional[PathLike],
+              train_limit: Optional[int], seed: int) -> tuple[PreparedData, PreparedData, str]:
+    """(training set, test set, where the test set came from), checked and preprocessed."""
+    train_set = prepare_data(data, model_in, pre, purpose="training", data_dir=data_dir)
+    if test_data is not None or data is None:
+        test_set = prepare_data(test_data, model_in, pre, purpose="test", data_dir=data_dir)
+        return _head(train_set, train_limit), test_set, test_set.source
+    n = len(train_set.images)
+    if n < 2:
+        raise TrainError(f"{data} holds {n} image; a test set cannot be held out of it",
+                         hint="give more images, or a separate --test-data")
+    order = np.random.default_rng(seed).permutation(n)
+    k = max(1, int(round(HOLDOUT_FRACTION * n)))
+    test_set, rest = _take(train_set, np.sort(order[:k])), _take(train_set, np.sort(order[k:]))
+    return (_head(rest, train_limit), test_set,
+            f"{train_set.source} (held out {k} of {n}, seed {seed})")
+
+
+def _take(p: PreparedData, idx: np.ndarray) -> PreparedData:
+    labels = p.labels[idx] if p.labels is not None else None
+    return PreparedData(p.images[idx], labels, p.data, p.resized)
+
+
+def _head(p: PreparedData, limit: Optional[int]) -> PreparedData:
+    return p if limit is None else _take(p, np.arange(min(limit, len(p.images))))
+
+
+def _as_input(p: PreparedData, model_in: ModelInput) -> np.ndarray:
+    return p.images.astype(np.float32).reshape((len(p.images), *model_in.sample_shape))
 
 
 def _save_keras_atomic(model: Any, path: Path) -> None:

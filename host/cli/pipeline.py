@@ -1,7 +1,8 @@
-"""CLI: the host pipeline — `edgeq train`, `quantize`, `evaluate`, `inspect`, `models`.
+"""CLI: the host pipeline — `edgeq train`, `quantize`, `import`, `evaluate`, `inspect`, `models`.
 
 Each command parses options, calls one library function (edgeq.host.train / quantize /
-evaluate / inspection) inside `ui.task` (progress on stderr, native logs kept out) and hands
+importer / evaluate / inspection) inside `ui.task` (progress on stderr, native logs kept out)
+and hands
 the result to edgeq.host.cli.render (tables) or `ui.print_json` (`--json` on stdout).
 Library modules, numpy and TensorFlow are imported inside the command bodies so
 `edgeq --help` stays fast; errors propagate to the CLI root, which maps them to exit codes.
@@ -18,8 +19,33 @@ from edgeq.host.cli.ui import DataDirOption, JsonOption
 
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed that picks the images used.")]
 CalibrationDataOption = Annotated[Optional[Path], typer.Option(
-    "--calibration-data", help="Your own calibration images (.npy, or .npz with an 'images' "
-                               "array), raw pixel values shaped like the model input.")]
+    "--calibration-data", help="Your own calibration images: an .npy, an .npz with an "
+                               "'images' array, or a folder of class sub-folders of PNG/JPEG "
+                               "(default: the built-in MNIST training set).")]
+EvalDataOption = Annotated[Optional[Path], typer.Option(
+    "--eval-data", help="Evaluation data stored preprocessed in eval.npz: an .npz with 'images' "
+                        "and 'labels' (optional 'class_names'), or a folder with one sub-folder "
+                        "of PNG/JPEG images per class (default: the built-in MNIST test set).")]
+InputScaleOption = Annotated[float, typer.Option(
+    "--input-scale", help="Preprocessing: model input = (pixel - mean) / std * scale + offset; "
+                          "e.g. 0.00392 for 0..1 inputs (default 1: raw pixels).")]
+InputOffsetOption = Annotated[float, typer.Option(
+    "--input-offset", help="Preprocessing: added after the scale (e.g. -1 with scale 0.00784 "
+                           "for -1..1 inputs).")]
+InputMeanOption = Annotated[Optional[str], typer.Option(
+    "--input-mean", help="Preprocessing: per-channel mean subtracted first, e.g. "
+                         "123.7,116.3,103.5 (one value or one per channel).")]
+InputStdOption = Annotated[Optional[str], typer.Option(
+    "--input-std", help="Preprocessing: per-channel standard deviation divided by, e.g. "
+                        "58.4,57.1,57.4.")]
+ModelPathOption = Annotated[Optional[Path], typer.Option(
+    "--model", help="Your own float model: .keras, legacy .h5, a SavedModel directory or a "
+                    "float32 .tflite (instead of DIR/model.keras).")]
+KerasModelOption = Annotated[Optional[Path], typer.Option(
+    "--keras-model", help="Alias of --model (kept for older scripts).")]
+EvalLimitOption = Annotated[Optional[int], typer.Option(
+    "--eval-limit", min=1, help="Keep only the first N evaluation samples in eval.npz "
+                                "(default all; MNIST: 10,000).")]
 
 
 @app.command("models")
@@ -45,6 +71,16 @@ def train_command(
     seed: int = typer.Option(0, "--seed", help="Random seed for weights, shuffling and dropout."),
     train_limit: Optional[int] = typer.Option(
         None, "--train-limit", min=1, help="Train on the first N training images only."),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="Train on your own labelled data (.npz or image folder) instead "
+                             "of MNIST, resized to the zoo model's input."),
+    test_data: Optional[Path] = typer.Option(
+        None, "--test-data", help="Test set for the float32 top-1 (default: 20 % of --data "
+                                  "held out, or the MNIST test set)."),
+    input_scale: InputScaleOption = 1.0,
+    input_offset: InputOffsetOption = 0.0,
+    input_mean: InputMeanOption = None,
+    input_std: InputStdOption = None,
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -52,11 +88,14 @@ def train_command(
 
     With --json: the train.json record.
     """
+    from edgeq.host.preprocess import Preprocessing
     from edgeq.host.train import train
 
+    pre = Preprocessing.from_options(input_scale, input_offset, input_mean, input_std)
     with ui.task("training") as progress:
         record = train(out, model_name=model, epochs=epochs, seed=seed, train_limit=train_limit,
-                       data_dir=data_dir, progress=progress)
+                       data_dir=data_dir, progress=progress, data=data, test_data=test_data,
+                       preprocessing=None if pre.identity else pre)
     ui.print_json(record) if as_json else render.trained(record, out)
 
 
@@ -70,12 +109,15 @@ def quantize_command(
     seed: SeedOption = 0,
     per_tensor: bool = typer.Option(
         False, "--per-tensor", help="One scale per weight tensor instead of per output channel."),
-    keras_model: Optional[Path] = typer.Option(
-        None, "--keras-model", help="Your own Keras model (.keras) instead of DIR/model.keras."),
+    model: ModelPathOption = None,
+    keras_model: KerasModelOption = None,
     calibration_data: CalibrationDataOption = None,
-    eval_limit: Optional[int] = typer.Option(
-        None, "--eval-limit", min=1,
-        help="Keep only the first N test images in eval.npz (default all 10,000)."),
+    eval_data: EvalDataOption = None,
+    input_scale: InputScaleOption = 1.0,
+    input_offset: InputOffsetOption = 0.0,
+    input_mean: InputMeanOption = None,
+    input_std: InputStdOption = None,
+    eval_limit: EvalLimitOption = None,
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Write the outputs here instead of DIR."),
     data_dir: DataDirOption = None,
@@ -85,14 +127,50 @@ def quantize_command(
 
     With --json: the manifest.
     """
+    from edgeq.host.preprocess import Preprocessing
     from edgeq.host.quantize import quantize
 
+    pre = Preprocessing.from_options(input_scale, input_offset, input_mean, input_std)
     with ui.task("calibrating") as progress:
-        manifest = quantize(artifacts_dir, out_dir=out, keras_model_path=keras_model,
-                            calibration_size=calibration_size, seed=seed,
-                            per_channel=not per_tensor, calibration_file=calibration_data,
-                            data_dir=data_dir, eval_limit=eval_limit, progress=progress)
+        manifest = quantize(artifacts_dir, out_dir=out, model_path=model,
+                            keras_model_path=keras_model, calibration_size=calibration_size,
+                            seed=seed, per_channel=not per_tensor,
+                            calibration_file=calibration_data, eval_file=eval_data,
+                            preprocessing=None if pre.identity else pre, data_dir=data_dir,
+                            eval_limit=eval_limit, progress=progress)
     ui.print_json(manifest) if as_json else render.quantized(manifest, out or artifacts_dir)
+
+
+@app.command("import")
+def import_command(
+    float32_model: Path = typer.Argument(..., help="The float32 .tflite file."),
+    int8_model: Path = typer.Argument(..., help="Its int8 .tflite conversion (made anywhere)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Artifacts directory to write (copies, eval.npz, manifest)."),
+    eval_data: EvalDataOption = None,
+    input_scale: InputScaleOption = 1.0,
+    input_offset: InputOffsetOption = 0.0,
+    input_mean: InputMeanOption = None,
+    input_std: InputStdOption = None,
+    eval_limit: EvalLimitOption = None,
+    name: Optional[str] = typer.Option(
+        None, "--name", help="Model name in the manifest (default: the float32 file's stem)."),
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a normal artifacts directory from a .tflite pair converted elsewhere.
+
+    Deploy, bench-remote, history and report then work on it. With --json: the manifest.
+    """
+    from edgeq.host.importer import import_pair
+    from edgeq.host.preprocess import Preprocessing
+
+    pre = Preprocessing.from_options(input_scale, input_offset, input_mean, input_std)
+    with ui.task("importing"):
+        manifest = import_pair(float32_model, int8_model, out_dir=out, eval_file=eval_data,
+                               preprocessing=pre, data_dir=data_dir, eval_limit=eval_limit,
+                               model_name=name)
+    ui.print_json(manifest) if as_json else render.quantized(manifest, out)
 
 
 @app.command("evaluate")

@@ -97,10 +97,28 @@ def quantized(manifest: dict[str, Any], where: Path) -> None:
     console.print(table)
     cal = manifest["calibration"]
     ratio = models_["int8"]["size_bytes"] / models_["float32"]["size_bytes"]
-    weights = "per-channel" if cal["per_channel"] else "per-tensor"
-    say(f"int8 is {100 * ratio:.1f} % of float32; calibration: {cal['size']} images from "
-        f"{cal['source']} (seed {cal['seed']}), {weights} weights")
+    if cal is None:  # edgeq import: converted elsewhere
+        check = manifest.get("full_integer") or {}
+        say(f"int8 is {100 * ratio:.1f} % of float32; imported, full-integer: "
+            + ("yes" if check.get("ok") else "NO (" + "; ".join(check.get("problems", [])) + ")"))
+    else:
+        weights = "per-channel" if cal["per_channel"] else "per-tensor"
+        say(f"int8 is {100 * ratio:.1f} % of float32; calibration: {cal['size']} images from "
+            f"{cal['source']} (seed {cal['seed']}), {weights} weights")
+    _data_line(manifest)
     console.print(f"next: edgeq evaluate {escape(where)}", style="dim")
+
+
+def _data_line(manifest: dict[str, Any]) -> None:
+    """eval.npz's source, size and preprocessing (manifests before issue 10 lack some)."""
+    ev, pre = manifest.get("eval_data") or {}, manifest.get("preprocessing") or {}
+    resized = ev.get("resized")
+    say(f"eval data: {ev.get('count')} samples from {ev.get('source', 'mnist-test')}"
+        + (f", resized {resized['from']} -> {resized['to']}" if resized else "")
+        + f"; {manifest.get('num_classes', '?')} classes; preprocessing: "
+        + ("raw pixels" if pre.get("identity", True) else
+           f"(x - {pre.get('mean') or 0}) / {pre.get('std') or 1} * {pre.get('scale')} + "
+           f"{pre.get('offset')}"))
 
 
 # ------------------------------------------------------------------ evaluate

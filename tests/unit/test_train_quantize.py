@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgeq.host.data import load_mnist
-from edgeq.host.quantize import CalibrationError, QuantizeError, calibration_images, quantize
+from edgeq.host.data import DataError, load_mnist
+from edgeq.host.quantize import QuantizeError, calibration_images, quantize
 from edgeq.host.tflite_file import full_integer_problems, read_tflite, weight_tensors
 
 
@@ -29,6 +29,9 @@ def test_train_record(tiny_artifacts: Path) -> None:
     assert 0.6 < record["float32_test_top1"] <= 1.0
     assert record["train_time_s"] > 0
     assert record["versions"]["tensorflow"] and record["versions"]["keras"]
+    assert record["data"] == {"train_source": "mnist-train", "test_source": "mnist-test",
+                              "resized": None}
+    assert record["num_classes"] == 10 and record["preprocessing"]["identity"] is True
     assert len(record["history"]["loss"]) == 1
     assert (tiny_artifacts / "model.keras").stat().st_size > 100_000
 
@@ -111,6 +114,13 @@ def test_manifest(tiny_artifacts: Path) -> None:
     assert v["CONV_2D"] >= 3
     ev = m["eval_data"]
     assert ev["count"] == 2000 and ev["sha256"] == _sha(tiny_artifacts / "eval.npz")
+    # issue 10's keys, as MNIST with no arguments fills them
+    assert (ev["source"], ev["dtype"], ev["shape"], ev["resized"]) == (
+        "mnist-test", "uint8", [28, 28], None)
+    assert m["preprocessing"]["identity"] is True and m["preprocessing"]["scale"] == 1.0
+    assert m["num_classes"] == 10 and m["class_names"] == [str(i) for i in range(10)]
+    assert m["full_integer"] == {"ok": True, "problems": []} and m["made_by"] == "quantize"
+    assert m["source_model"]["format"] == "keras"
     with np.load(tiny_artifacts / "eval.npz") as npz:
         images, labels = npz["images"], npz["labels"]
     x, y = load_mnist("test", limit=2000)
@@ -171,17 +181,17 @@ def test_user_keras_model_other_input_shape(tmp_path: Path) -> None:
 
 
 def test_calibration_shape_errors(tiny_artifacts: Path, tmp_path: Path) -> None:
-    np.save(tmp_path / "wrong.npy", np.zeros((10, 32, 32), np.uint8))
-    with pytest.raises(CalibrationError, match=r"\[32, 32\].*\[28, 28, 1\]") as info:
+    np.save(tmp_path / "wrong.npy", np.zeros((10, 32, 32, 2), np.uint8))  # 2 channels: no fit
+    with pytest.raises(DataError, match=r"\[32, 32, 2\].*\[28, 28, 1\]") as info:
         quantize(tiny_artifacts, out_dir=tmp_path / "o", calibration_file=tmp_path / "wrong.npy")
     assert info.value.hint and "\n" not in info.value.message
     np.save(tmp_path / "flat.npy", np.zeros(10, np.uint8))
-    with pytest.raises(CalibrationError, match="not a batch of images"):
+    with pytest.raises(DataError, match="not a batch of images"):
         quantize(tiny_artifacts, out_dir=tmp_path / "o", calibration_file=tmp_path / "flat.npy")
     np.savez(tmp_path / "many.npz", a=np.zeros((2, 28, 28)), b=np.zeros((2, 28, 28)))
-    with pytest.raises(CalibrationError, match="no calibration array"):
+    with pytest.raises(DataError, match="no 'images' array"):
         quantize(tiny_artifacts, out_dir=tmp_path / "o", calibration_file=tmp_path / "many.npz")
-    with pytest.raises(CalibrationError, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist"):
         quantize(tiny_artifacts, out_dir=tmp_path / "o", calibration_file=tmp_path / "none.npy")
     assert not (tmp_path / "o").exists()  # nothing half-written
 
@@ -200,10 +210,11 @@ def test_model_errors(tmp_path: Path) -> None:
         [keras.Input((32, 32, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
     )
     big.save(tmp_path / "big.keras")
-    with pytest.raises(
-        CalibrationError, match=r"MNIST training images .*\[28, 28\].*\[32, 32, 1\]"
-    ):
+    # the built-in MNIST is not silently resized for a model that does not take it
+    with pytest.raises(DataError, match=r"big.keras takes \[32, 32, 1\].*MNIST") as info:
         quantize(tmp_path, keras_model_path=tmp_path / "big.keras", calibration_size=10)
+    assert "--calibration-data" in info.value.hint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.keras", "junk.keras"]
 
 
 def test_calibration_is_seeded(tiny_artifacts: Path) -> None:
