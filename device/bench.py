@@ -11,7 +11,9 @@ Methodology after TFLite's benchmark_model and MLPerf LoadGen:
 6. batched throughput at `batch_size` (when the model's batch dimension can be resized):
    a short warm-up, then batches until max(3, runs_min/10) runs and run_s_min/4 seconds;
    samples/s = batch x runs / summed run time (else batch-1 throughput from step 5);
-7. accuracy over the evaluation set (inputs quantized with the model's own scale/zero-point).
+7. accuracy over the evaluation set (uint8 raw pixels or float32 model-ready images, quantized
+   with the model's own input scale/zero-point): top-1, and top-5 when there are more than 5
+   classes, from the model's real output scores.
 Memory: VmRSS/VmHWM/RssAnon/RssFile from /proc/self/status where available (else psutil /
 getrusage): RSS growth at load, allocate and invoke, and the process's peak. Run it in a fresh
 process (edgeq.device.worker) so one model's memory never shows in another's numbers.
@@ -46,7 +48,8 @@ logger = logging.getLogger(__name__)
 SCHEMA = "edgeq.bench/1"
 ProgressCallback = Callable[[int, int], None]
 STAGES = ("load", "allocate", "first_inference", "warmup", "timed", "throughput", "accuracy")
-NUM_CLASSES = 10
+#: top-5 accuracy is reported for models with more than this many classes
+TOP5_K = 5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,14 +169,33 @@ def _sample_input(model: LoadedModel, images: Optional[np.ndarray]) -> np.ndarra
     return rng.integers(0, 256, size=(1, *shape), dtype=np.uint8)
 
 
-def accuracy_section(predictions: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """count / correct / top1 / per_class_top1 (0..9, null for absent classes) / predictions."""
+def top_k_for(num_classes: int) -> int:
+    """How many best classes to keep per image: 5 when the model has more than 5 classes
+    (top-5 is reported then), else 1."""
+    return TOP5_K if num_classes > TOP5_K else 1
+
+
+def accuracy_section(top: np.ndarray, labels: np.ndarray, num_classes: int = 0
+                     ) -> dict[str, Any]:
+    """The ACCURACY section of docs/SCHEMA.md from each image's best classes.
+
+    `top` is (N,) or (N, k) class indices, best first (from the model's real outputs).
+    count / correct / top1; correct_top5 / top5 when the model has more than 5 classes (else
+    null); num_classes; per_class_top1 (one entry per class 0..num_classes-1, null for a
+    class with no image); predictions (the best class of every image).
+    """
     labels = np.asarray(labels, dtype=np.int64)
-    predictions = np.asarray(predictions, dtype=np.int64)
+    top = np.asarray(top, dtype=np.int64)
+    if top.ndim == 1:
+        top = top[:, None]
+    predictions = top[:, 0]
     hit = predictions == labels
     count = int(labels.size)
     correct = int(hit.sum())
-    n_classes = max(NUM_CLASSES, int(labels.max()) + 1 if count else 0)
+    n_classes = max(int(num_classes), int(labels.max()) + 1 if count else 0)
+    correct5: Optional[int] = None
+    if num_classes > TOP5_K and top.shape[1] >= TOP5_K:
+        correct5 = int(np.any(top[:, :TOP5_K] == labels[:, None], axis=1).sum())
     per_class: list[Optional[float]] = []
     for c in range(n_classes):
         mask = labels == c
@@ -183,6 +205,9 @@ def accuracy_section(predictions: np.ndarray, labels: np.ndarray) -> dict[str, A
         "count": count,
         "correct": correct,
         "top1": correct / count if count else None,
+        "correct_top5": correct5,
+        "top5": correct5 / count if correct5 is not None and count else None,
+        "num_classes": n_classes,
         "per_class_top1": per_class,
         "predictions": [int(p) for p in predictions],
     }
@@ -283,8 +308,9 @@ def run_benchmark(
 
     accuracy: Optional[dict[str, Any]] = None
     if images is not None and labels is not None:
-        preds = model.predict(images, batch_size=s.batch_size)
-        accuracy = accuracy_section(preds, labels)
+        top = model.predict_top_k(images, top_k_for(model.num_classes),
+                                  batch_size=s.batch_size)
+        accuracy = accuracy_section(top, labels, model.num_classes)
     step(7)
     mem_end = memory_snapshot()
 
@@ -356,7 +382,8 @@ def run_evaluation(
                        sha256=sha256)
     model.allocate()
     t0 = time.perf_counter()
-    preds = model.predict(images, batch_size=s.batch_size, progress=progress)
+    top = model.predict_top_k(images, top_k_for(model.num_classes), batch_size=s.batch_size,
+                              progress=progress)
     eval_ms = (time.perf_counter() - t0) * 1000.0
     info = model.info()
     return {
@@ -364,7 +391,7 @@ def run_evaluation(
         "model": info["model"],
         "runtime": info["runtime"],
         "settings": s.to_dict(),
-        "accuracy": accuracy_section(preds, labels),
+        "accuracy": accuracy_section(top, labels, model.num_classes),
         "eval_ms": eval_ms,
         "memory": {"peak_rss_bytes": memory_snapshot()["peak"]},
         "environment": collect_environment(runtime),

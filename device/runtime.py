@@ -375,13 +375,21 @@ class LoadedModel:
             logger.info("cannot resize %s to batch %d: %s", self.path.name, n, exc)
             return False
         t0 = time.perf_counter()
-        self.interpreter.allocate_tensors()
+        try:
+            self.interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:
+            raise ModelLoadError(
+                f"{self.path.name} cannot be prepared for a batch of {n} by "
+                f"{self.runtime.name}: {_one_line(exc)}",
+                hint="the file is damaged, or the model's batch cannot change; convert it "
+                     "again") from None
         logger.debug("re-allocated for batch %d in %.2f ms", n, (time.perf_counter() - t0) * 1e3)
         self._batch = n
         return True
 
     def prepare_input(self, images: np.ndarray) -> np.ndarray:
-        """Raw pixel images (N,H,W) or (N,H,W,C) -> the model's input dtype and shape.
+        """Evaluation images (N,H,W) or (N,H,W,C), uint8 raw pixels or float32 model-ready
+        values -> the model's input dtype and shape.
 
         int8/uint8 inputs are quantized with the model's own scale and zero-point:
         q = clip(round(x / scale + zero_point), dtype min, dtype max).
@@ -404,7 +412,7 @@ class LoadedModel:
                 raise InputShapeError(
                     f"input of shape {list(x.shape)} does not fit {self.path.name}'s input "
                     f"{list(self.input.shape)}",
-                    hint="use evaluation data made for this model (e.g. 28x28 MNIST images)",
+                    hint="use evaluation data made for this model (edgeq quantize --eval-data)",
                 )
         dt = self._in_dtype
         if dt.kind in "iu":
@@ -428,12 +436,25 @@ class LoadedModel:
         it.invoke()
         return it.get_tensor(self._out_index)
 
+    @property
+    def num_classes(self) -> int:
+        """The number of scores the output gives per sample (the classifier's classes)."""
+        dims = [int(d) for d in self.output.shape[1:]]
+        return int(np.prod(dims)) if dims and all(d > 0 for d in dims) else 0
+
     def predict(self, images: np.ndarray, batch_size: int = 1,
                 progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
-        """Class indices (int64) for raw-pixel images, run in batches of `batch_size`.
+        """Class indices (int64, N) for evaluation images: `predict_top_k` with k = 1."""
+        return self.predict_top_k(images, 1, batch_size=batch_size, progress=progress)[:, 0]
 
-        Inputs are prepared (reshaped, quantized) one batch at a time, so memory stays
-        small. Falls back to the model's fixed batch size when it cannot be resized.
+    def predict_top_k(self, images: np.ndarray, k: int, batch_size: int = 1,
+                      progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+        """The k best classes of every image (int64, (N, k)), best first.
+
+        Images are uint8 raw pixels or float32 model-ready values; they are prepared
+        (reshaped, quantized) one batch of `batch_size` at a time, so memory stays small.
+        Ties go to the lower class index, as argmax does. Falls back to the model's fixed
+        batch size when it cannot be resized.
         """
         if not self.allocated:
             self.allocate()
@@ -444,7 +465,8 @@ class LoadedModel:
                 hint="pass images as (N, H, W) or (N, H, W, C)",
             )
         n = int(x.shape[0])
-        out = np.empty(n, dtype=np.int64)
+        k = max(1, int(k))
+        out = np.empty((n, k), dtype=np.int64)
         if n == 0:
             return out
         self.prepare_input(x[:1])  # shape errors before any resize
@@ -454,14 +476,25 @@ class LoadedModel:
         i = 0
         while i < n:
             chunk = self.prepare_input(x[i:i + bs])
-            k = int(chunk.shape[0])
-            if k != self._batch and not self.set_batch(k):
+            m = int(chunk.shape[0])
+            if m != self._batch and not self.set_batch(m):
                 # fixed batch: pad the last chunk and drop the padding's answers
-                pad = np.zeros((self._batch - k, *chunk.shape[1:]), chunk.dtype)
+                pad = np.zeros((self._batch - m, *chunk.shape[1:]), chunk.dtype)
                 chunk = np.concatenate([chunk, pad])
-            y = self.run_prepared(chunk)
-            out[i:i + k] = np.argmax(y.reshape(y.shape[0], -1), axis=1)[:k]
-            i += k
+            try:
+                y = self.run_prepared(chunk)
+            except (RuntimeError, ValueError) as exc:
+                raise ModelLoadError(
+                    f"{self.path.name} fails to run in {self.runtime.name}: {_one_line(exc)}",
+                    hint="the file is damaged or uses ops this runtime lacks; convert it "
+                         "again or update the runtime") from None
+            scores = y.reshape(y.shape[0], -1)[:m].astype(np.float64)
+            if scores.shape[1] < k:
+                raise InputShapeError(
+                    f"{self.path.name} gives {scores.shape[1]} scores per image, fewer than "
+                    f"the {k} classes asked for", hint="ask for at most as many classes")
+            out[i:i + m] = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            i += m
             if progress is not None:
                 progress(i, n)
         return out

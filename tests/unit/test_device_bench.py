@@ -10,9 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgeq.device.bench import BenchSettings, latency_stats, run_benchmark, run_evaluation
+from edgeq.device.bench import (
+    BenchSettings,
+    accuracy_section,
+    latency_stats,
+    run_benchmark,
+    run_evaluation,
+)
 from edgeq.device.environment import collect_environment, detect_emulation
 from edgeq.device.errors import (
+    EvalDataError,
     ModelLoadError,
     UsageError,
     WorkerCrashedError,
@@ -21,6 +28,7 @@ from edgeq.device.errors import (
 from edgeq.device.evaldata import load_eval_data
 from edgeq.device.runtime import load_model
 from edgeq.device.worker import run_in_worker
+from test_device_runtime import damaged_model, truncated_copy
 
 FAST = BenchSettings(warmup_runs_min=3, warmup_s_min=0.02, runs_min=20, run_s_min=0.1,
                      runs_max=2000, eval_limit=300)
@@ -83,9 +91,14 @@ def test_bench_document_follows_the_schema(dev_models: dict[str, Path]) -> None:
     assert acc["count"] == 300 and acc["predictions"] == preds.tolist()
     assert acc["correct"] == int((preds == labels[:300]).sum())
     assert acc["top1"] == pytest.approx(acc["correct"] / 300)
-    assert len(acc["per_class_top1"]) == 10
+    assert len(acc["per_class_top1"]) == 10 and acc["num_classes"] == 10
     c0 = labels[:300] == 0
     assert acc["per_class_top1"][0] == pytest.approx((preds[c0] == 0).mean())
+    # 10 classes > 5: top-5 from the model's real scores
+    top5 = load_model(dev_models["int8"]).predict_top_k(images[:300], 5, 32)
+    hits5 = int(np.any(top5 == labels[:300, None], axis=1).sum())
+    assert acc["correct_top5"] == hits5 >= acc["correct"]
+    assert acc["top5"] == pytest.approx(hits5 / 300)
     assert doc["runtime"]["delegated_nodes"] > 0 and doc["settings"]["threads"] == 1
 
 
@@ -200,6 +213,26 @@ def test_worker_killed_is_a_crash(dev_models: dict[str, Path]) -> None:
     assert "SIGKILL" in exc.value.message
 
 
+def test_worker_turns_a_damaged_model_segfault_into_an_error(dev_models: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    bad = damaged_model(dev_models["int8"], tmp_path / "bad.tflite")
+    with pytest.raises(WorkerCrashedError) as exc:
+        run_in_worker("evaluate", bad, data_path=dev_models["eval"], settings=FAST,
+                      timeout_s=120)
+    assert "SIGSEGV" in exc.value.message and "check the .tflite file" in exc.value.hint
+
+
+def test_accuracy_section_top5_only_above_five_classes() -> None:
+    labels = np.array([0, 1, 2, 3])
+    few = accuracy_section(np.array([[0], [2], [2], [3]]), labels, num_classes=4)
+    assert few["top1"] == 0.75 and few["top5"] is None and few["correct_top5"] is None
+    assert few["per_class_top1"] == [1.0, 0.0, 1.0, 1.0] and few["num_classes"] == 4
+    top = np.array([[5, 0, 1, 2, 3], [1, 0, 2, 3, 4], [6, 7, 8, 9, 5], [3, 4, 5, 6, 7]])
+    many = accuracy_section(top, labels, num_classes=10)
+    assert many["correct"] == 2 and many["correct_top5"] == 3 and many["top5"] == 0.75
+    assert many["predictions"] == [5, 1, 6, 3] and len(many["per_class_top1"]) == 10
+
+
 def test_worker_hang_times_out(dev_models: dict[str, Path]) -> None:
     def freeze(pid: int) -> None:
         os.kill(pid, signal.SIGSTOP)  # a worker that never makes progress
@@ -246,3 +279,15 @@ def test_one_shot_errors(tmp_path: Path) -> None:
     assert json.loads(r.stdout)["error"]["type"] == "ModelLoadError"
     r = _agent("bench", str(bad), "--threads", "0")
     assert r.returncode == 2 and r.stderr.decode().startswith("error:")
+
+
+def test_one_shot_truncated_eval_data(dev_models: dict[str, Path], tmp_path: Path) -> None:
+    """A real eval.npz cut short: a one-line EvalDataError with a hint, not an internal error."""
+    cut = truncated_copy(dev_models["eval"], tmp_path / "eval.npz")
+    r = _agent("bench", str(dev_models["int8"]), "--data", str(cut), "--json")
+    assert r.returncode == 1, r.stderr
+    err = json.loads(r.stdout)["error"]
+    assert err["type"] == "EvalDataError" and "not a readable .npz" in err["message"]
+    assert "truncated" in err["hint"]
+    with pytest.raises(EvalDataError):
+        run_evaluation(dev_models["int8"], data_path=cut)

@@ -239,16 +239,18 @@ def test_eval_data_loads(dev_models: dict[str, Path]) -> None:
     assert labels.dtype == np.int64 and labels.shape == (images.shape[0],)
 
 
-@pytest.mark.parametrize("case", ["missing", "no_labels", "float_images", "count_mismatch",
-                                  "not_zip", "object_labels", "empty"])
+@pytest.mark.parametrize("case", ["missing", "no_labels", "float64_images", "nan_images",
+                                  "count_mismatch", "not_zip", "object_labels", "empty"])
 def test_bad_eval_data(case: str, tmp_path: Path) -> None:
     p = tmp_path / "e.npz"
     imgs = np.zeros((5, 28, 28), np.uint8)
     labels = np.arange(5)
     if case == "no_labels":
         np.savez(p, images=imgs)
-    elif case == "float_images":
-        np.savez(p, images=imgs.astype(np.float32), labels=labels)
+    elif case == "float64_images":
+        np.savez(p, images=imgs.astype(np.float64), labels=labels)
+    elif case == "nan_images":
+        np.savez(p, images=np.full((5, 28, 28), np.nan, np.float32), labels=labels)
     elif case == "count_mismatch":
         np.savez(p, images=imgs, labels=labels[:3])
     elif case == "not_zip":
@@ -269,3 +271,114 @@ def test_tensorflow_is_the_last_resort_runtime(dev_models: dict[str, Path]) -> N
     litert = load_model(dev_models["int8"], xnnpack=False)
     np.testing.assert_array_equal(tf_model.predict(images[:100], 32),
                                   litert.predict(images[:100], 32))
+
+
+def damaged_model(src: Path, dst: Path) -> Path:
+    """A copy of `src` whose Model table no longer names its subgraphs: the root table's
+    vtable entry for field 2 (`subgraphs`) is zeroed. The header, identifier and root offset
+    stay valid (check_tflite_file passes), and LiteRT 1.x segfaults building the interpreter
+    (found by flipping bytes of the tables in child processes; every model edgeq writes)."""
+    raw = bytearray(src.read_bytes())
+    root = int.from_bytes(raw[0:4], "little")
+    vtable = root - int.from_bytes(raw[root:root + 4], "little", signed=True)
+    entry = vtable + 4 + 2 * 2  # vtable: size, table size, then one u16 offset per field
+    assert int.from_bytes(raw[entry:entry + 2], "little") != 0, "the model has no subgraphs?"
+    raw[entry:entry + 2] = b"\0\0"
+    dst.write_bytes(bytes(raw))
+    check_tflite_file(dst)
+    return dst
+
+
+def truncated_copy(src: Path, dst: Path, fraction: float = 0.6) -> Path:
+    """The first `fraction` of `src`'s bytes (a copy cut short, like an interrupted transfer)."""
+    raw = src.read_bytes()
+    dst.write_bytes(raw[: int(len(raw) * fraction)])
+    return dst
+
+
+def test_damaged_model_really_crashes_the_interpreter(dev_models: dict[str, Path],
+                                                       tmp_path: Path) -> None:
+    """The damaged file the host's child-process probe is tested with kills a process."""
+    import subprocess
+    import sys
+
+    bad = damaged_model(dev_models["int8"], tmp_path / "bad.tflite")
+    code = ("import sys; from edgeq.device.runtime import load_model; "
+            "load_model(sys.argv[1])")
+    r = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True, timeout=120)
+    assert r.returncode < 0, (r.returncode, r.stderr[-500:])
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9, 0.999])
+def test_truncated_eval_data_is_an_eval_data_error(dev_models: dict[str, Path], tmp_path: Path,
+                                                   fraction: float) -> None:
+    cut = truncated_copy(dev_models["eval"], tmp_path / "eval.npz", fraction)
+    with pytest.raises(EvalDataError) as exc:
+        load_eval_data(cut)
+    assert "eval.npz is not a readable .npz file" in exc.value.message
+    assert "\n" not in exc.value.message and "truncated" in exc.value.hint
+
+
+def test_damaged_eval_data_members_are_eval_data_errors(tmp_path: Path) -> None:
+    """Bytes flipped inside a compressed member or the array header: zlib's and numpy's
+    header parser's own exceptions become EvalDataError too."""
+    import zipfile
+
+    good = tmp_path / "good.npz"
+    rng = np.random.default_rng(0)
+    np.savez_compressed(good, images=rng.integers(0, 256, (50, 8, 8), dtype=np.uint8),
+                        labels=np.arange(50) % 10)
+    raw = good.read_bytes()
+    with zipfile.ZipFile(good) as z:
+        info = z.getinfo("images.npy")
+    data_start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    seen = set()
+    for off in range(data_start, data_start + info.compress_size, 7):
+        bad = bytearray(raw)
+        bad[off] ^= 0xFF
+        p = tmp_path / "bad.npz"
+        p.write_bytes(bytes(bad))
+        try:
+            load_eval_data(p)
+        except EvalDataError as exc:
+            seen.add(exc.message.split("(")[0])
+    assert seen == {"bad.npz is not a readable .npz file "}, seen
+
+
+def test_float32_model_ready_and_colour_images(dev_models: dict[str, Path],
+                                               tmp_path: Path) -> None:
+    """eval.npz may hold float32 model-ready images (quantized with the int8 input's own
+    scale/zero point) and colour images; both load and predict like the raw pixels."""
+    images, labels = load_eval_data(dev_models["eval"])
+    p = tmp_path / "float.npz"
+    np.savez(p, images=images[:200].astype(np.float32), labels=labels[:200])
+    fimages, flabels = load_eval_data(p)
+    assert fimages.dtype == np.float32 and flabels.tolist() == labels[:200].tolist()
+    i8 = load_model(dev_models["int8"])
+    np.testing.assert_array_equal(i8.predict(fimages, 32), i8.predict(images[:200], 32))
+    rgb = tmp_path / "rgb.npz"
+    np.savez(rgb, images=np.zeros((3, 16, 16, 3), np.uint8), labels=np.arange(3))
+    assert load_eval_data(rgb)[0].shape == (3, 16, 16, 3)
+
+
+def test_top_k_comes_from_the_real_output_scores(dev_models: dict[str, Path]) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    images, _ = load_eval_data(dev_models["eval"])
+    m = load_model(dev_models["int8"])
+    assert m.num_classes == 10
+    top = m.predict_top_k(images[:64], 5, batch_size=16)
+    assert top.shape == (64, 5)
+    np.testing.assert_array_equal(top[:, 0], m.predict(images[:64], 1))
+    it = Interpreter(model_path=str(dev_models["int8"]))
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    scale, zp = inp["quantization"]
+    for i in range(64):
+        x = np.clip(np.round(images[i:i + 1].astype(np.float32) / scale + zp), -128, 127)
+        it.set_tensor(inp["index"], x.astype(np.int8).reshape(inp["shape"]))
+        it.invoke()
+        scores = it.get_tensor(out["index"]).reshape(-1).astype(np.int64)
+        assert int(np.argmax(scores)) == top[i, 0]
+        # best first; any tie keeps the lower index first
+        assert [scores[c] for c in top[i]] == sorted(scores, reverse=True)[:5]
