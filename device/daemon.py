@@ -75,6 +75,8 @@ IDLE_TIMEOUT_S = 3600.0
 HELLO_TIMEOUT_S = 10.0
 #: connections served at once; the next one is refused with an error
 MAX_CLIENTS = 16
+#: on shutdown, how long requests in flight get to send their answer
+SHUTDOWN_ANSWER_S = 3.0
 #: how often a waiting or measuring request checks that its client is still connected
 CLIENT_CHECK_S = 0.2
 LOG_ROTATE_BYTES = 5 * 1024 * 1024
@@ -131,6 +133,8 @@ class Agent:
         #: open connections that have asked for a measurement (a run in progress)
         self.active_runs = 0
         self.clients = 0
+        #: requests being answered now (shutdown lets them send their answer, briefly)
+        self.inflight = 0
         self.stopping = False
         self.runtime: Optional[dict[str, str]] = None
         self.runtime_error: Optional[str] = None
@@ -384,39 +388,47 @@ class _Handler(socketserver.StreamRequestHandler):
                 return
             if not line.strip():
                 continue
-            rid: Optional[int] = None
+            with agent._state_lock:
+                agent.inflight += 1
             try:
-                try:
-                    rid = peek_id(json.loads(line))
-                except (ValueError, RecursionError):
-                    rid = None
-                req = decode_request(line)
-                if not greeted:
-                    if req.op != "hello":
-                        self._send(Response.failure(rid, ProtocolError(
-                            f"the first request must be hello, not {req.op!r}",
-                            hint='start with {"id": 0, "op": "hello", "args": {"protocol": 1}}'
-                        )))
-                        return
-                    check_hello(req.args)
-                    greeted = True
-                    self.connection.settimeout(IDLE_TIMEOUT_S)
-                if req.op in MEASURE_OPS:
-                    self._mark_run(agent)
-                resp = Response.success(req.id, agent.dispatch(req, self.client_gone))
-            except EdgeqError as exc:
-                logger.info("request %s failed: %s: %s", rid, type(exc).__name__, exc.message)
-                resp = Response.failure(rid, exc)
-                if not self._send(resp):
+                if not self._answer(agent, line, greeted):
                     return
-                if not greeted:  # a failed handshake closes the connection
-                    return
-                continue
-            except Exception as exc:  # a bug: report it, keep serving
-                logger.exception("request %s crashed", rid)
-                resp = Response(rid, False, error=error_to_dict(exc))
+                greeted = True
+            finally:
+                with agent._state_lock:
+                    agent.inflight -= 1
+
+    def _answer(self, agent: Agent, line: bytes, greeted: bool) -> bool:
+        """Answer one request line; False when the connection must close."""
+        rid: Optional[int] = None
+        try:
+            try:
+                rid = peek_id(json.loads(line))
+            except (ValueError, RecursionError):
+                rid = None
+            req = decode_request(line)
+            if not greeted:
+                if req.op != "hello":
+                    self._send(Response.failure(rid, ProtocolError(
+                        f"the first request must be hello, not {req.op!r}",
+                        hint='start with {"id": 0, "op": "hello", "args": {"protocol": 1}}'
+                    )))
+                    return False
+                check_hello(req.args)
+                self.connection.settimeout(IDLE_TIMEOUT_S)
+            if req.op in MEASURE_OPS:
+                self._mark_run(agent)
+            resp = Response.success(req.id, agent.dispatch(req, self.client_gone))
+        except EdgeqError as exc:
+            logger.info("request %s failed: %s: %s", rid, type(exc).__name__, exc.message)
+            resp = Response.failure(rid, exc)
             if not self._send(resp):
-                return
+                return False
+            return greeted  # a failed handshake closes the connection
+        except Exception as exc:  # a bug: report it, keep serving
+            logger.exception("request %s crashed", rid)
+            resp = Response(rid, False, error=error_to_dict(exc))
+        return self._send(resp)
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -568,6 +580,9 @@ def _run_locked(store: Store, socket_path: Path, *, worker_timeout_s: Optional[f
         server.serve_forever(poll_interval=0.5)
     finally:
         agent.kill_worker()
+        deadline = time.monotonic() + SHUTDOWN_ANSWER_S
+        while agent.inflight and time.monotonic() < deadline:  # let them say why they end
+            time.sleep(0.05)
         server.server_close()
         _remove_if_ours(store.pid_path, socket_path, server)
         for sig, handler in previous.items():

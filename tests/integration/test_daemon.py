@@ -431,3 +431,191 @@ def test_sigterm_shuts_down_cleanly(dev_models: dict[str, Path], tmp_path: Path)
             proc.kill()
             proc.wait()
     assert not (home / "agent.sock").exists() and not (home / "agent.pid").exists()
+
+
+# --- limits: connections, handshake, a client that leaves, two serve at once, stop mid-run ---
+
+
+def _own_daemon(home: Path, dev_models: dict[str, Path], *flags: str) -> subprocess.Popen:
+    """A daemon of its own (home with the int8 model deployed), started with `flags`."""
+    store = Store(home)
+    store.ensure_dirs()
+    shas = {k: store.add_model(dev_models[k]) for k in ("float32", "int8")}
+    store.write_deployment({"model_name": "tiny", **shas,
+                            "eval_data": store.add_data(dev_models["eval"])})
+    proc = subprocess.Popen(_agent_argv(home, "serve", *flags), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    _wait_for_socket(home / "agent.sock", proc)
+    return proc
+
+
+def _end(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_connections_are_capped(dev_models: dict[str, Path], tmp_path: Path) -> None:
+    home = tmp_path / "cap"
+    proc = _own_daemon(home, dev_models, "--max-clients", "2")
+    try:
+        a = AgentClient.connect_unix(home / "agent.sock", 10)
+        a.hello()
+        b = AgentClient.connect_unix(home / "agent.sock", 10)
+        b.hello()
+        extra = AgentClient.connect_unix(home / "agent.sock", 10)
+        with pytest.raises(AgentConnectionError, match="already serves 2 connections") as info:
+            extra.hello()
+        assert "--max-clients" in info.value.hint
+        extra.close()
+        assert a.call("status")["clients"] == 2  # the two admitted ones still work
+        b.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # its place frees up once it is gone
+            try:
+                with AgentClient.connect_unix(home / "agent.sock", 10) as c:
+                    c.hello()
+                    break
+            except AgentConnectionError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("a freed place was not given to a new client")
+        a.close()
+    finally:
+        _end(proc)
+
+
+def test_a_silent_client_is_dropped_after_the_hello_time_out(daemon: Daemon) -> None:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(str(daemon.socket))
+    t0 = time.monotonic()
+    data = s.makefile("rb").readline()  # sends nothing: the daemon speaks, then closes
+    waited = time.monotonic() - t0
+    s.close()
+    assert 5 < waited < 20, waited
+    doc = json.loads(data)
+    assert doc["ok"] is False and "no hello within 10 s" in doc["error"]["message"]
+    _still_serving(daemon)
+
+
+def test_a_client_that_leaves_mid_bench_frees_the_daemon(daemon: Daemon) -> None:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(daemon.socket))
+    s.sendall(b'{"id": 0, "op": "hello", "args": {"protocol": 1}}\n')
+    f = s.makefile("rb")
+    assert json.loads(f.readline())["ok"]
+    s.sendall(json.dumps({"id": 1, "op": "bench", "args": {
+        "model": "int8", "runs_min": 10, "run_s_min": 120.0, "runs_max": 10**6,
+        "timeout_s": 600}}).encode() + b"\n")
+    pid = _wait_for_worker(daemon)
+    assert daemon.status()["active_runs"] == 1
+    f.close()
+    s.close()  # the client goes away (its host was killed, its SSH link cut)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 10 and _worker_alive(pid):
+        time.sleep(0.05)
+    assert not _worker_alive(pid), "the worker kept running for a client that left"
+    stopped_s = time.monotonic() - t0
+    st = daemon.status()
+    assert st["busy"] is False and st["worker_pid"] is None and st["active_runs"] == 0
+    with daemon.client() as c:  # the measurement lock is free: the next bench runs now
+        doc = c.call("bench", model="int8", **FAST)
+    assert doc["agent"]["queued_s"] < 1.0
+    print(f"\nworker stopped {stopped_s:.2f} s after its client left")
+
+
+def _worker_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().split(b")")[-1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def test_two_serve_at_once_leave_one_daemon(tmp_path: Path) -> None:
+    for i in range(4):
+        home = tmp_path / f"race{i}"
+        home.mkdir()
+        procs = [subprocess.Popen(_agent_argv(home, "serve"), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE) for _ in range(2)]
+        try:
+            time.sleep(3)
+            alive = [p for p in procs if p.poll() is None]
+            assert len(alive) == 1, [p.stderr.read() for p in procs if p.poll() is not None]
+            dead = [p for p in procs if p.poll() is not None][0]
+            assert b"already serves" in dead.stderr.read()
+            with AgentClient.connect_unix(home / "agent.sock", 10) as c:
+                assert c.hello()["pid"] == alive[0].pid
+            assert (home / "agent.pid").read_text().strip() == str(alive[0].pid)
+        finally:
+            for p in procs:
+                _end(p)
+
+
+def test_stopping_the_daemon_mid_bench_blames_the_stop_not_the_model(
+        dev_models: dict[str, Path], tmp_path: Path) -> None:
+    home = tmp_path / "stop"
+    proc = _own_daemon(home, dev_models)
+    box: list = []
+    try:
+        def run() -> None:
+            try:
+                with AgentClient.connect_unix(home / "agent.sock", 60) as c:
+                    c.hello()
+                    box.append(c.call("bench", model="int8", runs_min=10, run_s_min=60.0,
+                                      runs_max=10**6))
+            except BaseException as exc:  # noqa: BLE001 - inspected below
+                box.append(exc)
+
+        t = threading.Thread(target=run)
+        t.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with AgentClient.connect_unix(home / "agent.sock", 10) as c:
+                c.hello()
+                if c.call("status")["worker_pid"]:
+                    break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # what deploy.sh's `agent stop` does
+        t.join(30)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        _end(proc)
+    err = box[0]
+    assert isinstance(err, Exception) and "daemon was stopped during the run" in str(err)
+    assert "crashed" not in str(err)
+
+
+def test_the_worker_reports_the_sha256_of_the_file_it_measured(
+        dev_models: dict[str, Path]) -> None:
+    from edgeq.device.fileutil import sha256_file
+
+    asked = sha256_file(dev_models["float32"])  # what the daemon believes it is measuring
+    r = subprocess.run([sys.executable, "-m", "edgeq.device", "bench", str(dev_models["int8"]),
+                        "--sha256", asked, "--runs-min", "2", "--run-s-min", "0",
+                        "--warmup-runs-min", "1", "--warmup-s-min", "0", "--json"],
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["model"]["sha256"] == sha256_file(dev_models["int8"]) != asked
+    assert doc["model"]["path"] == str(dev_models["int8"])
+
+
+def test_current_json_must_name_sha256s(daemon: Daemon) -> None:
+    current = daemon.home / "deployments" / "current.json"
+    good = current.read_bytes()
+    try:
+        doc = json.loads(good)
+        doc["int8"] = "../../../etc/passwd"
+        current.write_text(json.dumps(doc))
+        with daemon.client() as c:
+            with pytest.raises(StoreError, match="int8 is not a 64-hex sha256"):
+                c.call("bench", model="int8", **FAST)
+    finally:
+        current.write_bytes(good)
+    _still_serving(daemon)
