@@ -135,6 +135,9 @@ def evaluated(result: dict[str, Any]) -> None:
                   f"{100 * result['size_ratio']:.1f} %")
     table.add_row("top-1", pct(f32["top1"]), pct(i8["top1"]),
                   f"{-result['drop_points']:+.2f} points")
+    if f32.get("top5") is not None and i8.get("top5") is not None:  # more than 5 classes
+        table.add_row("top-5", pct(f32["top5"]), pct(i8["top5"]),
+                      f"{(i8['top5'] - f32['top5']) * 100:+.2f} points")
     table.add_row("correct", f"{f32['correct']}/{f32['count']}",
                   f"{i8['correct']}/{i8['count']}", "")
     table.add_row("agreement", "", "", pct(result["agreement"]))

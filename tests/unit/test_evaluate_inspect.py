@@ -4,7 +4,10 @@ ranges, per-channel weights, the outlier rule, the QuantizationDebugger's per-la
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,7 @@ from edgeq.host.inspection import (
     weight_report,
 )
 from edgeq.host.tflite_file import TfliteFileError, WeightTensor, weight_tensors
+from test_device_runtime import damaged_model, truncated_copy
 
 
 def test_evaluate_both_models(tiny_artifacts: Path) -> None:
@@ -36,6 +40,11 @@ def test_evaluate_both_models(tiny_artifacts: Path) -> None:
         assert m["top1"] == pytest.approx(m["correct"] / 2000)
         assert m["size_bytes"] == (tiny_artifacts / m["file"]).stat().st_size
         assert m["size_kb"] == pytest.approx(m["size_bytes"] / 1024, abs=0.05)
+        assert m["correct"] <= m["correct_top5"] <= 2000  # 10 classes: top-5 too
+        assert m["top5"] == pytest.approx(m["correct_top5"] / 2000)
+        hit = preds[kind] == labels
+        assert m["per_class_top1"] == [pytest.approx(hit[labels == c].mean()) for c in range(10)]
+    assert r["num_classes"] == 10 and r["class_names"] == [str(c) for c in range(10)]
     assert r["models"]["float32"]["top1"] > 0.6
     assert r["agreement"] == pytest.approx(float(np.mean(preds["float32"] == preds["int8"])))
     assert r["agreement"] > 0.95
@@ -83,6 +92,65 @@ def test_evaluate_errors(tiny_artifacts: Path, tmp_path: Path) -> None:
     (copy / "model_int8.tflite").unlink()
     with pytest.raises(ArtifactsError, match="model_int8.tflite is missing"):
         evaluate(copy)
+
+
+def _rehashed(art: Path, entry: dict) -> None:
+    """Record the file `entry` names as it now is (sha256, size) in art/manifest.json: the
+    directory is consistent, so only the file's own content can be refused."""
+    from edgeq.device.fileutil import sha256_file
+
+    f = art / entry["file"]
+    entry["sha256"], entry["size_bytes"] = sha256_file(f), f.stat().st_size
+
+
+def _edgeq(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeq.host", *args], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, COLUMNS="200"))
+
+
+def test_damaged_model_cannot_crash_evaluate(tiny_artifacts: Path, tmp_path: Path) -> None:
+    """A model that segfaults LiteRT (test_device_runtime.damaged_model) is opened in a child
+    process first: `edgeq evaluate` exits 1 with one line naming the file, and the library
+    raises ModelLoadError."""
+    from edgeq.device.errors import ModelLoadError
+
+    art = tmp_path / "a"
+    shutil.copytree(tiny_artifacts, art)
+    damaged_model(tiny_artifacts / "model_int8.tflite", art / "model_int8.tflite")
+    manifest = json.loads((art / "manifest.json").read_text())
+    _rehashed(art, manifest["models"]["int8"])
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError) as exc:
+        evaluate(art)
+    assert exc.value.message.startswith("model_int8.tflite crashed the TFLite interpreter "
+                                        "(SIGSEGV)")
+    r = _edgeq("evaluate", str(art))
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert any("model_int8.tflite crashed the TFLite interpreter (SIGSEGV)" in ln
+               for ln in lines), r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr.lower()
+
+
+def test_truncated_eval_data_on_the_host(tiny_artifacts: Path, tmp_path: Path) -> None:
+    """eval.npz cut short: against its manifest it is a hash mismatch; recorded as it is (the
+    manifest agrees with the cut file), reading it is a one-line EvalDataError with a hint."""
+    from edgeq.device.errors import EvalDataError
+
+    art = tmp_path / "a"
+    shutil.copytree(tiny_artifacts, art)
+    truncated_copy(tiny_artifacts / "eval.npz", art / "eval.npz")
+    with pytest.raises(ArtifactsError, match="does not match manifest.json"):
+        evaluate(art)
+    manifest = json.loads((art / "manifest.json").read_text())
+    _rehashed(art, manifest["eval_data"])
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EvalDataError) as exc:
+        evaluate(art)
+    assert "eval.npz is not a readable .npz file" in exc.value.message and exc.value.hint
+    r = _edgeq("evaluate", str(art))
+    assert r.returncode == 1 and "eval.npz is not a readable .npz file" in r.stderr, r.stderr
+    assert "internal error" not in r.stderr.lower() and "Traceback" not in r.stderr
 
 
 def test_inspect_int8(tiny_artifacts: Path) -> None:
