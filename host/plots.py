@@ -86,13 +86,16 @@ def latency_ecdf(latencies_ms: Mapping[str, Sequence[float]],
 
 
 def per_class_accuracy(per_class: Mapping[str, Sequence[Optional[float]]],
-                       intervals: Optional[Mapping[str, Sequence[tuple[float, float]]]] = None
-                       ) -> bytes:
-    """Grouped bars: top-1 per digit class for each model, with Wilson 95% error bars."""
-    fig = new_figure(9.0, 3.8)
+                       intervals: Optional[Mapping[str, Sequence[tuple[float, float]]]] = None,
+                       class_names: Optional[Sequence[str]] = None) -> bytes:
+    """Grouped bars: top-1 per class for each model, with Wilson 95% error bars; the x axis
+    shows `class_names` (else the class indices)."""
+    classes = max((len(v) for v in per_class.values()), default=10)
+    names = [str(n) for n in (class_names or [])][:classes]
+    names += [str(i) for i in range(len(names), classes)]
+    fig = new_figure(min(24.0, max(6.0, 0.45 * classes + 3.0)), 3.8)
     ax = fig.subplots()
     models = list(per_class)
-    classes = max((len(v) for v in per_class.values()), default=10)
     width = 0.8 / max(1, len(models))
     floor = 1.0
     for i, model in enumerate(models):
@@ -109,7 +112,10 @@ def per_class_accuracy(per_class: Mapping[str, Sequence[Optional[float]]],
         if np.isfinite(vals).any():
             floor = min(floor, float(np.nanmin(vals)) / 100.0)
     ax.set_xticks(range(classes))
-    ax.set_xlabel("digit class")
+    long_names = max((len(n) for n in names), default=1) > 3
+    ax.set_xticklabels([_short(n, 16) for n in names], rotation=45 if long_names else 0,
+                       ha="right" if long_names else "center", fontsize=8)
+    ax.set_xlabel("class")
     ax.set_ylabel("top-1 (%)")
     ax.set_ylim(max(0.0, math.floor(floor * 100 - 2)), 100.5)
     ax.grid(axis="y", alpha=0.3)
@@ -118,17 +124,49 @@ def per_class_accuracy(per_class: Mapping[str, Sequence[Optional[float]]],
     return to_png(fig)
 
 
+def display_image(image: np.ndarray, value_range: tuple[float, float]) -> tuple[np.ndarray, bool]:
+    """One evaluation image as something imshow draws: (H, W) grayscale or (H, W, 3) RGB in
+    [0, 1], scaled from `value_range` (uint8 pixels: 0..255; model-ready floats: the set's
+    own min..max). Returns (array, is_colour); a 1-D tensor is drawn as a one-row strip."""
+    x = np.asarray(image, dtype=np.float64)
+    if x.ndim == 3 and x.shape[-1] == 1:
+        x = x[..., 0]
+    elif x.ndim == 3 and x.shape[-1] == 4:
+        x = x[..., :3]
+    elif x.ndim == 3 and x.shape[-1] != 3:
+        x = x.mean(axis=-1)
+    elif x.ndim == 1:
+        x = x[None, :]
+    elif x.ndim > 3:
+        x = x.reshape(x.shape[0], -1)
+    lo, hi = float(value_range[0]), float(value_range[1])
+    x = np.clip((x - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+    return x, x.ndim == 3
+
+
 def changed_gallery(images: np.ndarray, labels: Sequence[int], pred_float: Sequence[int],
-                    pred_int8: Sequence[int], indices: Sequence[int], columns: int = 8) -> bytes:
+                    pred_int8: Sequence[int], indices: Sequence[int], columns: int = 8,
+                    class_names: Optional[Sequence[str]] = None) -> bytes:
     """The images whose prediction int8 changed: label y, float32 f, int8 q under each.
 
-    The title is green when int8 fixed the float32 mistake, red when it broke a right answer.
+    Grayscale or colour images of any size: uint8 pixels are shown as 0..255, float32
+    model-ready values between the set's own minimum and maximum. Classes are shown by
+    `class_names` when given. The title is green when int8 fixed the float32 mistake, red
+    when it broke a right answer.
     """
     n = len(indices)
     if n == 0:
         fig = new_figure(6.0, 1.0)
         fig.text(0.5, 0.5, "int8 changed no prediction", ha="center", va="center")
         return to_png(fig)
+    arr = np.asarray(images)
+    value_range = ((0.0, 255.0) if arr.dtype == np.uint8
+                   else (float(np.min(arr)), float(np.max(arr))))
+    names = [str(c) for c in (class_names or [])]
+
+    def name(c: int) -> str:
+        return _short(names[c], 10) if 0 <= c < len(names) else str(c)
+
     cols = min(columns, n)
     rows = int(math.ceil(n / cols))
     fig = new_figure(1.25 * cols, 1.45 * rows)
@@ -137,9 +175,13 @@ def changed_gallery(images: np.ndarray, labels: Sequence[int], pred_float: Seque
         ax.set_axis_off()
     for ax, idx in zip(axes, indices):
         y, f, q = int(labels[idx]), int(pred_float[idx]), int(pred_int8[idx])
-        ax.imshow(np.asarray(images[idx]).reshape(28, 28), cmap="gray_r", vmin=0, vmax=255)
+        shown, colour = display_image(arr[idx], value_range)
+        if colour:
+            ax.imshow(shown, interpolation="nearest")
+        else:
+            ax.imshow(shown, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
         color = "#2ca02c" if q == y else ("#d62728" if f == y else "#555555")
-        ax.set_title(f"#{idx} y={y}\nf={f} q={q}", fontsize=8, color=color)
+        ax.set_title(f"#{idx} y={name(y)}\nf={name(f)} q={name(q)}", fontsize=8, color=color)
     return to_png(fig)
 
 

@@ -26,7 +26,8 @@ Markdown tables carry the metric key in a column and the value in the unit of th
 The report also embeds its summary as
 `<script type="application/json" id="edgeq-report-data">` (data, never executed).
 Imports: standard library, numpy, edgeq.device (errors, fileutil, store, evaldata),
-edgeq.host.{artifacts, stats, compare, sweep, report_figures}; edgeq.host.inspection lazily.
+edgeq.host.{artifacts, stats, compare, sweep, report_figures}; edgeq.host.inspection and
+edgeq.host.evaluate (probe_models) lazily.
 """
 from __future__ import annotations
 
@@ -89,6 +90,7 @@ class Metric:
 METRICS: tuple[Metric, ...] = (
     Metric("size_bytes", "Size (KB)", _KIB),
     Metric("accuracy", "Top-1 (%)", 0.01),
+    Metric("accuracy_top5", "Top-5 (%)", 0.01),  # only when the model has more than 5 classes
     Metric("latency_ms_p50", "Latency p50 (ms)"),
     Metric("latency_ms_p90", "Latency p90 (ms)"),
     Metric("latency_ms_p99", "Latency p99 (ms)"),
@@ -178,12 +180,18 @@ def comparison_rows(summary: dict[str, Any]) -> list[tuple[str, str, Cell, Cell,
     f32, i8 = summary["models"]["float32"], summary["models"]["int8"]
     rat = summary["ratios"]
     pct = 0.01
+    top5 = any(e.get("accuracy_top5") is not None for e in (f32, i8))
     for k in METRICS:
-        ratio = _num_cell(k.key, "ratio", rat.get(k.key), suffix="x")
-        if k.key == "accuracy":
-            delta = summary.get("accuracy_delta_pp")
+        if k.key == "accuracy_top5" and not top5:
+            continue
+        ratio = _num_cell(k.key, "ratio", rat.get(k.key, _ratio(f32.get(k.key), i8.get(k.key))),
+                          suffix="x")
+        if k.key in ("accuracy", "accuracy_top5"):
+            delta = (summary.get("accuracy_delta_pp") if k.key == "accuracy"
+                     else _delta_pp(f32.get(k.key), i8.get(k.key)))
             if delta is not None:
-                ratio.parts.append(Part(f"({delta:+.2f} pp)", "accuracy_delta_pp", "ratio", delta))
+                name = "accuracy_delta_pp" if k.key == "accuracy" else "accuracy_top5_delta_pp"
+                ratio.parts.append(Part(f"({delta:+.2f} pp)", name, "ratio", delta))
         rows.append((k.label, k.key, _num_cell(k.key, "float32", f32.get(k.key), k.scale),
                      _num_cell(k.key, "int8", i8.get(k.key), k.scale), ratio))
         if k.key == "accuracy":
@@ -197,6 +205,7 @@ def comparison_rows(summary: dict[str, Any]) -> list[tuple[str, str, Cell, Cell,
                     else _text_cell("n/a"))
             rows.append(("Top-1 95% CI (%, Wilson)", "accuracy_ci", cells[0], cells[1],
                          _text_cell("")))
+        if k.key == ("accuracy_top5" if top5 else "accuracy"):  # after the last accuracy row
             rows.append(("Float/int8 agreement (%)", "agreement", _text_cell(""), _text_cell(""),
                          _num_cell("agreement", "both", summary.get("agreement"), pct)))
             rows.append(("Evaluated images", "count",
@@ -220,6 +229,42 @@ def comparison_rows(summary: dict[str, Any]) -> list[tuple[str, str, Cell, Cell,
     rows.append(("Timed runs", "runs", _num_cell("runs", "float32", f32.get("runs")),
                  _num_cell("runs", "int8", i8.get("runs")), _text_cell("")))
     return rows
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return None if a in (None, 0) or b is None else float(b) / float(a)
+
+
+def _delta_pp(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return None if a is None or b is None else (float(b) - float(a)) * 100.0
+
+
+def class_names_for(manifest: Optional[dict[str, Any]], classes: int) -> list[str]:
+    """The manifest's class names for `classes` classes (the index where it names none)."""
+    names = (manifest or {}).get("class_names")
+    names = [str(n) for n in names][:classes] if isinstance(names, list) else []
+    return names + [str(i) for i in range(len(names), classes)]
+
+
+def per_class_rows(summary: dict[str, Any], names: Sequence[str]
+                   ) -> list[tuple[Cell, Cell, Cell, Cell, Cell]]:
+    """(class name, images, float32 top-1 %, int8 top-1 %, int8 - float32 pp) per class."""
+    f32 = summary["models"]["float32"].get("per_class") or []
+    i8 = summary["models"]["int8"].get("per_class") or []
+    rows = []
+    for c, (a, b) in enumerate(zip(f32, i8)):
+        name = names[c] if c < len(names) else str(c)
+        fa = a["correct"] / a["total"] if a["total"] else None
+        qa = b["correct"] / b["total"] if b["total"] else None
+        rows.append((_text_cell(name), _num_cell("per_class_count", name, a["total"]),
+                     _num_cell("per_class_top1", f"float32:{name}", fa, 0.01),
+                     _num_cell("per_class_top1", f"int8:{name}", qa, 0.01),
+                     _num_cell("per_class_delta_pp", name, _delta_pp(fa, qa))))
+    return rows
+
+
+PER_CLASS_HEADER = ("class", "images", "float32 top-1 (%)", "int8 top-1 (%)",
+                    "int8 - float32 (pp)")
 
 
 def mcnemar_sentence(mc: Optional[dict[str, Any]]) -> str:
@@ -267,10 +312,34 @@ def environment_rows(run: dict[str, Any], manifest: Optional[dict[str, Any]]
         rows.append(("calibration", f"{cal.get('size', '?')} images, seed {cal.get('seed', '?')}, "
                                     f"{weights} weights"))
         rows.append(("model", str(manifest.get("model_name", "?"))))
+        rows += _model_io_rows(manifest)
     for m in MODEL_KINDS:
         rows.append((f"{m} sha256", str(_get(run, "models", m, "sha256") or "?")))
     rows.append(("run", f"{run.get('run_id') if run.get('run_id') is not None else '(not stored)'}"
                         f" at {run.get('time_utc', '?')}"))
+    return rows
+
+
+def _model_io_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the model takes and gives: input shape and type, classes, preprocessing."""
+    rows = []
+    inp = _get(manifest, "models", "int8", "input") or {}
+    if inp.get("shape"):
+        rows.append(("input (int8 model, per image)",
+                     f"{'x'.join(str(d) for d in inp['shape'][1:])} {inp.get('dtype', '?')}, "
+                     f"scale {fmt_num(inp.get('scale'))}, zero point {inp.get('zero_point')}"))
+    out = _get(manifest, "models", "float32", "output") or {}
+    classes = manifest.get("num_classes") or ((out.get("shape") or [None])[-1])
+    if classes:
+        names = class_names_for(manifest, int(classes))
+        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+        rows.append(("classes", f"{classes}: {shown}"))
+    pre = manifest.get("preprocessing")
+    if isinstance(pre, dict):
+        text = ("identity (raw pixels)" if pre.get("identity") else
+                ", ".join(f"{k} {pre[k]}" for k in ("scale", "offset", "mean", "std")
+                          if pre.get(k) is not None))
+        rows.append(("preprocessing", f"{pre.get('formula', '')}: {text}".strip(": ")))
     return rows
 
 
@@ -371,6 +440,15 @@ def render_html(run: dict[str, Any], summary: dict[str, Any], manifest: Optional
                f"percentile bootstrap, {BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}; "
                "the int8/float32 interval resamples both models independently. KB = 1024 bytes, "
                "MiB = 1024² bytes.</p>")
+    pcr = per_class_rows(summary, summary.get("class_names") or [])
+    if pcr:
+        out.append('<h2 id="per-class">Per class</h2><div class="scroll"><table id="per-class-'
+                   'table"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in PER_CLASS_HEADER)
+                   + "</tr></thead><tbody>")
+        for row in pcr:
+            out.append("<tr>" + row[0].html("th") + "".join(c.html(attrs=_NUM) for c in row[1:])
+                       + "</tr>")
+        out.append("</tbody></table></div>")
     out.append('<h2 id="environment">Environment</h2><table id="env">')
     for k, v in environment_rows(run, manifest):
         emph = ' class="sig"' if k == "emulated" and emu else ""
@@ -464,8 +542,14 @@ def render_markdown(run: dict[str, Any], summary: dict[str, Any],
         out.append(f"| {label} | `{key}` | {a.markdown()} | {b.markdown()} | {r.markdown()} |")
     out += ["", mcnemar_sentence(summary.get("mcnemar")), "",
             f"Top-1 intervals: Wilson score 95%. Latency-median intervals: percentile bootstrap, "
-            f"{BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}. KB = 1024 bytes.", "",
-            "## Environment", "", "| | |", "|---|---|"]
+            f"{BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}. KB = 1024 bytes.", ""]
+    pcr = per_class_rows(summary, summary.get("class_names") or [])
+    if pcr:
+        out += ["## Per class", "", "| " + " | ".join(PER_CLASS_HEADER) + " |",
+                "|---|" + "---:|" * (len(PER_CLASS_HEADER) - 1)]
+        out += ["| " + " | ".join(c.markdown() for c in row) + " |" for row in pcr]
+        out.append("")
+    out += ["## Environment", "", "| | |", "|---|---|"]
     for k, v in environment_rows(run, manifest):
         v = v.replace("|", "\\|")
         out.append(f"| {k} | **{v}** |" if k == "emulated" and emu else f"| {k} | {v} |")
@@ -544,6 +628,12 @@ def _layers(artifacts_dir: Path, images: np.ndarray, wanted: bool
     if not wanted:
         return LayerAnalysis(note="per-layer analysis left out (--no-layers)"), []
     try:
+        # the analysis loads both models in this process: open them in a child first, so a
+        # damaged file that crashes the interpreter is a note here, not a dead report
+        from edgeq.host.evaluate import probe_models
+
+        art = load_artifacts(artifacts_dir, verify=False)
+        probe_models([art.models[m].path for m in MODEL_KINDS], xnnpack=False)
         la = layer_analysis(artifacts_dir, images=images)
         return la, layer_figures(la)
     except EdgeqError as exc:
@@ -590,8 +680,10 @@ def build_report(
         sweep = load_sweep(artifacts_dir)
     summary = stats.run_statistics(run, labels)
     summary["generated_utc"] = utc_now()
+    classes = max(len(summary["models"][m].get("per_class") or []) for m in MODEL_KINDS)
+    summary["class_names"] = class_names_for(art.manifest, classes)
     tick()
-    figures = run_figures(run, summary, images, labels)
+    figures = run_figures(run, summary, images, labels, class_names=summary["class_names"])
     tick()
     la, layer_figs = _layers(artifacts_dir, images, layers)
     tick()

@@ -9,7 +9,7 @@ lazily; edgeq.host.inspection only for type checking.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 from edgeq.host.artifacts import MODEL_KINDS
@@ -34,8 +34,10 @@ class Figure:
 
 
 def run_figures(run: dict[str, Any], summary: dict[str, Any],
-                images: Optional[np.ndarray], labels: Optional[np.ndarray]) -> list[Figure]:
-    """The figures that come from the run itself (latency, per-class, changed images)."""
+                images: Optional[np.ndarray], labels: Optional[np.ndarray],
+                class_names: Optional[Sequence[str]] = None) -> list[Figure]:
+    """The figures that come from the run itself (latency, per-class, changed images), with
+    the classes named by `class_names` (the manifest's; else their indices)."""
     from edgeq.host import plots
 
     figs: list[Figure] = []
@@ -57,8 +59,9 @@ def run_figures(run: dict[str, Any], summary: dict[str, Any],
                              for c in models[m]["per_class"]] for m in MODEL_KINDS}
         figs.append(Figure(
             "per_class", "Per-class top-1",
-            "Top-1 per digit for both models, with Wilson 95% intervals.",
-            plots.per_class_accuracy(per_class, intervals)))
+            f"Top-1 per class ({len(next(iter(per_class.values())))} classes) for both models, "
+            "with Wilson 95% intervals.",
+            plots.per_class_accuracy(per_class, intervals, class_names)))
     changed = summary.get("changed_indices") or []
     if images is not None and labels is not None and summary.get("mcnemar"):
         pf = run_predictions(run["models"]["float32"])
@@ -70,7 +73,7 @@ def run_figures(run: dict[str, Any], summary: dict[str, Any],
             "changed", "Images whose prediction int8 changed",
             f"{len(changed)} images{more}: label y, float32 prediction f, int8 prediction q. "
             "Green: int8 is right, red: int8 broke a right float32 answer, grey: both wrong.",
-            plots.changed_gallery(images, labels, pf, pq, shown)))
+            plots.changed_gallery(images, labels, pf, pq, shown, class_names=class_names)))
     return figs
 
 

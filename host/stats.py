@@ -269,10 +269,12 @@ def _model_statistics(entry: dict[str, Any], labels: Optional[np.ndarray], kind:
                            f"device reported {acc['correct']}", hint=_MISMATCH_HINT)
         m["count"], m["correct"] = int(p.size), correct
         m["accuracy_ci"] = list(wilson_interval(correct, int(p.size), CONFIDENCE))
+        classes = max(len(acc.get("per_class_top1") or []), int(acc.get("num_classes") or 0),
+                      int(y.max()) + 1 if y.size else 0)
         m["per_class"] = [
             {"correct": c, "total": t,
              "ci": list(wilson_interval(c, t, CONFIDENCE)) if t else None}
-            for c, t in class_counts(p, y)
+            for c, t in class_counts(p, y, classes)
         ]
     else:
         p = None
@@ -280,6 +282,11 @@ def _model_statistics(entry: dict[str, Any], labels: Optional[np.ndarray], kind:
             m["count"], m["correct"] = int(acc["count"]), int(acc["correct"])
             m["accuracy_ci"] = list(wilson_interval(m["correct"], m["count"], CONFIDENCE))
     m["per_class_top1"] = acc.get("per_class_top1")
+    m["accuracy_top5"] = entry.get("accuracy_top5", acc.get("top5"))
+    if acc.get("correct_top5") is not None and m.get("count"):
+        m["correct_top5"] = int(acc["correct_top5"])
+        m["accuracy_top5_ci"] = list(wilson_interval(m["correct_top5"], int(m["count"]),
+                                                     CONFIDENCE))
     lat = run_latencies(entry)
     m["latency_samples"] = int(lat.size)
     m["latency_ms_p50_ci"] = (list(bootstrap_median_interval(
@@ -290,7 +297,8 @@ def _model_statistics(entry: dict[str, Any], labels: Optional[np.ndarray], kind:
 
 def run_statistics(run: dict[str, Any], labels: Optional[np.ndarray]) -> dict[str, Any]:
     """The derived numbers of a run (JSON-able): per model the run's metrics with the Wilson
-    interval of top-1, per-class counts and the bootstrap interval of the latency median;
+    interval of top-1 (and of top-5 when the device reported it), per-class counts (one per
+    class the model has) and the bootstrap interval of the latency median;
     int8/float32 ratios (with a bootstrap interval for the latency median's), the accuracy
     delta in points, agreement, McNemar's test and the indices of changed predictions.
 

@@ -231,6 +231,51 @@ def test_layers_section_and_environment(built: report.ReportPaths,
     assert data["run_id"] == 7 and data["schema"] == "edgeq.report/1"
 
 
+def test_top5_and_per_class_table_are_the_runs_numbers(built: report.ReportPaths,
+                                                       real_run: dict[str, Any],
+                                                       tiny_artifacts: Path) -> None:
+    """10 classes: the Top-5 row holds the device's top-5; the per-class table holds the
+    per-class top-1 recomputed from the predictions and the labels, by class name."""
+    text = built.html.read_text(encoding="utf-8")
+    metrics = parse_html_metrics(text)
+    for kind in KINDS:
+        acc = real_run["models"][kind]["result"]["accuracy"]
+        assert metrics[("accuracy_top5", kind)] == pytest.approx(acc["top5"], rel=1e-12)
+        preds = np.asarray(acc["predictions"])
+        y = _labels(tiny_artifacts, preds.size)
+        for c in range(10):
+            want = float(np.mean(preds[y == c] == c))
+            assert metrics[("per_class_top1", f"{kind}:{c}")] == pytest.approx(want, rel=1e-12)
+    assert "Top-5 (%)" in text and 'id="per-class-table"' in text
+    md = built.markdown.read_text(encoding="utf-8")
+    assert "## Per class" in md and "| Top-5 (%) | `accuracy_top5` |" in md
+    assert "28x28x1 int8" in md  # the model's input, from the manifest
+
+
+def test_gallery_draws_colour_and_float_images_of_any_size() -> None:
+    """The changed-images figure is not MNIST-only: RGB 16x16 uint8, float32 model-ready
+    (N, 8, 8, 1) with negative values, and class names under each image."""
+    from edgeq.host import plots
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    shown, colour = plots.display_image(rgb[0], (0.0, 255.0))
+    assert colour and shown.shape == (16, 16, 3)
+    np.testing.assert_allclose(shown, rgb[0] / 255.0)
+    flt = rng.normal(size=(6, 8, 8, 1)).astype(np.float32)
+    lo, hi = float(flt.min()), float(flt.max())
+    shown, colour = plots.display_image(flt[1], (lo, hi))
+    assert not colour and shown.shape == (8, 8) and 0.0 <= shown.min() <= shown.max() <= 1.0
+    labels, pf, pq = [0, 1, 2, 0, 1, 2], [0, 1, 2, 0, 1, 1], [1, 1, 2, 0, 2, 1]
+    for images in (rgb, flt):
+        png = plots.changed_gallery(images, labels, pf, pq, [0, 4, 5],
+                                    class_names=["cat", "dog", "bird"])
+        assert png.startswith(b"\x89PNG") and len(png) > 1000
+    png = plots.per_class_accuracy({"float32": [1.0, 0.5, None], "int8": [0.5, 0.5, None]},
+                                   class_names=["cat", "dog", "bird"])
+    assert png.startswith(b"\x89PNG")
+
+
 def test_an_emulated_run_says_so_loudly(real_run: dict[str, Any], tiny_artifacts: Path,
                                         tmp_path: Path) -> None:
     run = json.loads(json.dumps(real_run))
