@@ -11,7 +11,8 @@ How rounds are merged (bench-remote alternates float32 and int8 in rounds, ABBA.
   kept under `rounds` so drift between rounds stays visible.
 - throughput_samples_per_s, init_ms: the median over rounds.
 - peak_rss_bytes: the maximum over rounds (each round runs in its own worker process).
-- accuracy and predictions: from the one round that evaluated the model (the first).
+- accuracy (top-1), accuracy_top5 (more than 5 classes, else null) and predictions: from the
+  one round that evaluated the model (the first).
 Imports: standard library, numpy, edgeq.device (errors, store.MODEL_KINDS; bench.latency_stats,
 the one latency summary shared with the device).
 """
@@ -124,6 +125,8 @@ def model_summary(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "size_bytes": int(main["model"]["size_bytes"]),
         "sha256": main["model"]["sha256"],
         "accuracy": float(accuracy["top1"]) if accuracy else None,
+        "accuracy_top5": (float(accuracy["top5"]) if accuracy and accuracy.get("top5") is not None
+                          else None),
         "eval_count": int(accuracy["count"]) if accuracy else None,
         **latency_stats(pooled),
         "runs": len(pooled),
@@ -226,6 +229,7 @@ def _ratio(value: Optional[float]) -> str:
 _TABLE_METRICS = (
     ("Size (KB)", "size_bytes", ".1f", 1024.0),
     ("Top-1 (%)", "accuracy", ".2f", 0.01),
+    ("Top-5 (%)", "accuracy_top5", ".2f", 0.01),
     ("Latency p50 (ms)", "latency_ms_p50", ".3f", 1.0),
     ("Latency p90 (ms)", "latency_ms_p90", ".3f", 1.0),
     ("Latency p99 (ms)", "latency_ms_p99", ".3f", 1.0),
@@ -233,6 +237,16 @@ _TABLE_METRICS = (
     ("Init (ms)", "init_ms", ".1f", 1.0),
     ("Peak memory (MiB)", "peak_rss_bytes", ".1f", 2.0**20),
 )
+
+
+def _metrics(*entries: dict[str, Any]) -> tuple[tuple[str, str, str, float], ...]:
+    """The table's metrics; top-5 only when a model reports it (more than 5 classes)."""
+    top5 = any(e.get("accuracy_top5") is not None for e in entries)
+    return tuple(m for m in _TABLE_METRICS if top5 or m[1] != "accuracy_top5")
+
+
+def _ratio_of(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return float(b) / float(a) if a not in (None, 0) and b is not None else None
 
 
 def table_rows(doc: dict[str, Any]) -> list[Row]:
@@ -245,13 +259,16 @@ def table_rows(doc: dict[str, Any]) -> list[Row]:
     i8 = doc["models"]["int8"]
     rat = doc.get("ratios") or ratios(f32, i8)
     rows: list[Row] = []
-    for label, key, spec, div in _TABLE_METRICS:
-        ratio_text = _ratio(rat.get(key))
-        if key == "accuracy" and f32.get(key) is not None and i8.get(key) is not None:
+    metrics = _metrics(f32, i8)
+    last_accuracy = [m[1] for m in metrics if m[1].startswith("accuracy")][-1]
+    for label, key, spec, div in metrics:
+        ratio_text = _ratio(rat.get(key) if key in rat else _ratio_of(f32.get(key), i8.get(key)))
+        if key.startswith("accuracy") and f32.get(key) is not None \
+                and i8.get(key) is not None:
             ratio_text += f" ({(i8[key] - f32[key]) * 100:+.2f} pt)"
         rows.append(Row(label, _fmt(f32.get(key), spec, div), _fmt(i8.get(key), spec, div),
                         ratio_text))
-        if key == "accuracy":
+        if key == last_accuracy:
             agree = doc.get("agreement")
             rows.append(Row("float/int8 agreement (%)", "", "",
                             "n/a" if agree is None else f"{agree * 100:.2f}"))
@@ -303,7 +320,7 @@ def delta_rows(doc_a: dict[str, Any], doc_b: dict[str, Any]) -> list[tuple[str, 
     for kind in MODEL_KINDS:
         ma = doc_a["models"][kind]
         mb = doc_b["models"][kind]
-        for label, key, spec, div in _TABLE_METRICS:
+        for label, key, spec, div in _metrics(ma, mb):
             a, b = ma.get(key), mb.get(key)
             change = _ratio(float(b) / float(a)) if a not in (None, 0) and b is not None else "n/a"
             out.append((f"{kind} {label}", _fmt(a, spec, div), _fmt(b, spec, div), change))

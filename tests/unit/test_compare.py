@@ -136,8 +136,20 @@ def test_table_rows_show_the_document_numbers(compare_doc: dict[str, Any]) -> No
     ratio = float(rows["Throughput (samples/s)"].ratio.rstrip("x"))
     assert ratio == pytest.approx(compare_doc["ratios"]["throughput_samples_per_s"], abs=5e-4)
     assert "pt" in rows["Top-1 (%)"].ratio
-    assert [r.name for r in table_rows(compare_doc)][:4] == [
+    # 10 classes: top-5 from the device's own count, with its change in points
+    assert float(rows["Top-5 (%)"].int8) == pytest.approx(i8["accuracy_top5"] * 100, abs=0.005)
+    res = i8["result"]["accuracy"]
+    assert i8["accuracy_top5"] == res["correct_top5"] / res["count"] >= i8["accuracy"]
+    assert "pt" in rows["Top-5 (%)"].ratio
+    assert [r.name for r in table_rows(compare_doc)][:5] == [
+        "Size (KB)", "Top-1 (%)", "Top-5 (%)", "float/int8 agreement (%)", "Latency p50 (ms)"]
+    # five classes or fewer: no top-5 anywhere, no row for it
+    few = copy.deepcopy(compare_doc)
+    for kind in ("float32", "int8"):
+        few["models"][kind]["accuracy_top5"] = None
+    assert [r.name for r in table_rows(few)][:4] == [
         "Size (KB)", "Top-1 (%)", "float/int8 agreement (%)", "Latency p50 (ms)"]
+    assert all("Top-5" not in name for name, *_ in delta_rows(few, few))
 
 
 def test_environment_block_says_emulated_loudly(compare_doc: dict[str, Any]) -> None:
