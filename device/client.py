@@ -237,8 +237,6 @@ class AgentClient:
             raw = args.get("timeout_s", DEFAULT_BENCH_TIMEOUT_S)
             if isinstance(raw, (int, float)) and not isinstance(raw, bool):
                 budget = measure_budget_s(raw, self.margin_s)
-                if self.timeout_s is not None:
-                    budget = max(budget, self.timeout_s)
         resp = self._bounded_request(op, args, budget)
         if not resp.ok:
             raise_from_wire(resp.error or {})

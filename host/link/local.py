@@ -166,8 +166,8 @@ class LocalStream(Stream):
                     pipe.close()
             except OSError:
                 pass
-        try:
-            proc.wait(timeout=5)
+        try:  # a bridge to a stuck daemon never sees its end: do not wait for it long
+            proc.wait(timeout=1)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

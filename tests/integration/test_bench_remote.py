@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -293,3 +295,239 @@ def test_cli_bench_remote_local_and_history(local_device: Path, tiny_artifacts: 
     assert bare.returncode == 1
     assert "nothing is deployed" in bare.stderr and "edgeq deploy" in bare.stderr
     assert "Traceback" not in bare.stderr
+
+
+# ------------------------------------------------------------------ hardening (issue 11)
+
+TINY = {"runs_min": 3, "run_s_min": 0.01, "warmup_runs_min": 1, "warmup_s_min": 0.0}
+
+
+def test_a_stuck_daemon_ends_the_hello_in_bounded_time(local_device: Path,
+                                                       daemon: subprocess.Popen) -> None:
+    from edgeq.host.bench_remote import DaemonStuckError
+
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        with LocalConnection() as conn, pytest.raises(DaemonStuckError, match="hello") as info:
+            bench_remote(conn, device_dir=str(local_device), rounds=1, hello_timeout_s=2.0)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    print(f"\nSIGSTOPped daemon: hello gave up after {took:.2f} s (limit 2 s)")
+    assert took < 8 and "--no-daemon" in info.value.hint
+
+
+def test_a_bench_queued_behind_a_long_one_ends(local_device: Path,
+                                               daemon: subprocess.Popen) -> None:
+    """Another client's long measurement holds the daemon: ours ends at its bound and the
+    error says the daemon is busy (status asked on a second connection)."""
+    from edgeq.device.client import AgentClient
+    from edgeq.host.bench_remote import DaemonStuckError
+
+    dep = json.loads((local_device / "deployments" / "current.json").read_text())
+    other = AgentClient.connect_unix(local_device / "agent.sock", timeout_s=120)
+    other.hello()
+    from edgeq.device.client import query_status
+
+    failed: list[BaseException] = []
+
+    held: list[Any] = []
+
+    def hold() -> None:
+        t = time.monotonic()
+        try:
+            res = other.call("bench", model=dep["int8"], run_s_min=12.0, runs_max=10**6,
+                             timeout_s=60)
+            held.append((time.monotonic() - t, res["timing"].get("timed_s")))
+        except BaseException as exc:  # reported below
+            failed.append(exc)
+            held.append((time.monotonic() - t, exc))
+
+    threading.Thread(target=hold, daemon=True).start()
+    deadline = time.monotonic() + 20
+    while not query_status(local_device / "agent.sock")["busy"]:  # its worker runs
+        assert not failed and time.monotonic() < deadline, failed
+        time.sleep(0.1)
+    try:
+        t0 = time.monotonic()
+        with LocalConnection() as conn, pytest.raises(DaemonStuckError) as info:
+            bench_remote(conn, device_dir=str(local_device), rounds=1, timeout_s=1.0,
+                         margin_s=1.0, **TINY)
+        took = time.monotonic() - t0
+    finally:
+        other.close()
+    print(f"\nqueued behind a 12 s bench: gave up after {took:.2f} s (read bound 2x1+1 s, plus "
+          f"starting the bridge and asking the status); {info.value.message}")
+    assert took < 15 and not held, (took, held)  # ended while the long one still ran
+    assert "busy" in info.value.message
+
+
+def test_a_killed_daemon_is_restarted_and_said(local_device: Path, tiny_artifacts: Path) -> None:
+    layout = Layout(str(local_device))
+    with LocalConnection() as conn:
+        started = conn.run(layout.agent_argv("serve", "--detach"), timeout_s=60)
+        assert started.ok, started.stderr
+        pid = int((local_device / "agent.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.3)
+        assert (local_device / "agent.pid").exists()  # left behind: it was killed
+        events: list[tuple[str, dict]] = []
+        try:
+            doc = bench_remote(conn, artifacts_dir=tiny_artifacts, device_dir=str(local_device),
+                               rounds=1, eval_limit=50, events=lambda n, d: events.append((n, d)),
+                               **TINY)
+        finally:
+            conn.run(layout.agent_argv("stop"), timeout_s=60)
+    restarted = [d for n, d in events if n == "daemon_restarted"]
+    assert restarted and "killed" in restarted[0]["reason"], events
+    assert doc["settings"]["path"] == "daemon" and doc["settings"]["daemon_error"] is None
+
+
+def test_two_runs_at_once_queue_without_overlap(local_device: Path, tiny_artifacts: Path,
+                                                daemon: subprocess.Popen) -> None:
+    intervals: dict[int, list[tuple[float, float]]] = {0: [], 1: []}
+    docs: dict[int, dict] = {}
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        def on_event(name: str, d: dict) -> None:
+            if name == "measured":
+                intervals[i].append((d["worker_started_unix_s"], d["worker_finished_unix_s"]))
+        try:
+            with LocalConnection() as conn:
+                docs[i] = bench_remote(conn, artifacts_dir=tiny_artifacts,
+                                       device_dir=str(local_device), rounds=2, eval_limit=50,
+                                       events=on_event, **FAST)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not errors, errors
+    for i in (0, 1):
+        assert docs[i]["settings"]["path"] == "daemon" and len(intervals[i]) == 4
+        assert docs[i]["models"]["int8"]["latency_ms_p50"] > 0
+    spans = sorted(intervals[0] + intervals[1])
+    for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
+        assert e1 <= s2, f"measurements overlap: {s1}-{e1} and {s2}-{e2}"
+    # and they did interleave (both ran at once), not one after the other
+    firsts = {i: min(s for s, _ in intervals[i]) for i in (0, 1)}
+    lasts = {i: max(e for _, e in intervals[i]) for i in (0, 1)}
+    assert firsts[0] < lasts[1] and firsts[1] < lasts[0]
+
+
+def test_deployment_changed_during_the_run_says_so(local_device: Path,
+                                                   tiny_artifacts: Path) -> None:
+    from edgeq.host.bench_remote import DeploymentChangedError
+
+    current = local_device / "deployments" / "current.json"
+    saved = current.read_bytes()
+    dep = json.loads(saved)
+    moved: list[tuple[Path, Path]] = []
+
+    def deploy_meanwhile(name: str, d: dict) -> None:
+        if name == "measured" and not moved:  # a deploy replaces both models
+            for kind in ("float32", "int8"):
+                src = local_device / "models" / f"{dep[kind]}.tflite"
+                dst = local_device.parent / src.name
+                src.rename(dst)
+                moved.append((dst, src))
+            current.write_text(json.dumps(dict(dep, float32="1" * 64, int8="2" * 64,
+                                               model_name="other")))
+
+    try:
+        with LocalConnection() as conn, pytest.raises(DeploymentChangedError) as info:
+            bench_remote(conn, device_dir=str(local_device), rounds=2, use_daemon=False,
+                         eval_limit=50, events=deploy_meanwhile, **TINY)
+    finally:
+        current.write_bytes(saved)
+        for dst, src in moved:
+            dst.rename(src)
+    assert "the deployment on local changed during the run" in info.value.message
+    assert "other replaced" in info.value.message and "bench-remote again" in info.value.hint
+
+
+def test_history_checked_before_measuring_and_a_run_never_lost(
+        local_device: Path, tiny_artifacts: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from edgeq.host.history import HistoryError
+
+    db_path = tmp_path / "h.sqlite3"
+    History(db_path).count()  # an existing, good history
+    locker = sqlite3.connect(str(db_path), isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    events: list[tuple[str, dict]] = []
+    t0 = time.monotonic()
+    with LocalConnection() as conn, pytest.raises(HistoryError, match="locked") as info:
+        bench_remote(conn, device_dir=str(local_device), rounds=1, use_daemon=False,
+                     history=History(db_path, busy_timeout_s=0.5),
+                     events=lambda n, d: events.append((n, d)), **TINY)
+    print(f"\nlocked history refused after {time.monotonic() - t0:.2f} s, before measuring")
+    assert "--no-history" in info.value.hint
+    assert not [n for n, _ in events if n in ("deployment", "measure")]
+    locker.execute("ROLLBACK")
+
+    # the lock is taken while measuring: the result is kept in a file, and returned
+    monkeypatch.chdir(tmp_path)
+
+    def lock_at_the_end(name: str, d: dict) -> None:
+        events.append((name, d))
+        if name == "measured" and d["round"] == 0 and d["kind"] == "int8":
+            locker.execute("BEGIN EXCLUSIVE")
+
+    events.clear()
+    with LocalConnection() as conn:
+        doc = bench_remote(conn, device_dir=str(local_device), rounds=1, use_daemon=False,
+                           history=History(db_path, busy_timeout_s=0.5), eval_limit=50,
+                           events=lock_at_the_end, **TINY)
+    locker.execute("ROLLBACK")
+    assert doc["run_id"] is None and doc["models"]["int8"]["latency_ms_p50"] > 0
+    unstored = [d for n, d in events if n == "unstored"]
+    assert unstored and "locked" in unstored[0]["error"]
+    saved = Path(unstored[0]["path"])
+    assert saved.parent == tmp_path and json.loads(saved.read_text()) == doc
+    assert not list(tmp_path.glob(".edgeq-run-*"))  # no temp file left
+
+
+def test_cli_history_locked_and_outside_text_with_brackets(
+        local_device: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    db_path = tmp_path / "h.sqlite3"
+    History(db_path).count()
+    env = dict(os.environ, EDGEQ_HISTORY_DB=str(db_path), COLUMNS="200")
+    locker = sqlite3.connect(str(db_path), isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        out = _edgeq("bench-remote", "--host", "local", "--device-dir", str(local_device),
+                     "--rounds", "1", "--json", env=env)
+    finally:
+        locker.execute("ROLLBACK")
+    assert out.returncode == 1 and out.stdout == ""
+    assert f"error: history database {db_path} stayed locked" in out.stderr
+    assert "--no-history" in out.stderr and "Traceback" not in out.stderr
+    # host names and device text with brackets print intact, and [/] never crashes
+    for host, expect in (("root@[fe80::1]:2222", "[fe80::1]:2222"), ("x[/]y", "x[/]y"),
+                         ("pi[/]", "pi[/]")):
+        bad = _edgeq("bench-remote", "--host", host, "--connect-timeout", "1",
+                     "--no-history", env=env, timeout=60)
+        assert bad.returncode == 1 and expect in bad.stderr, bad.stderr
+        assert "MarkupError" not in bad.stderr and "Traceback" not in bad.stderr
+    # a model name (from a file name) with markup in it, through the deployment and tables
+    copy = tmp_path / "device[/]"
+    shutil.copytree(local_device, copy, symlinks=True, ignore=shutil.ignore_patterns(
+        "agent.sock", "agent.pid", "agent.lock"))
+    current = copy / "deployments" / "current.json"
+    current.write_text(json.dumps(dict(json.loads(current.read_text()),
+                                       model_name="net[/][bold]v2")))
+    ok = _edgeq("bench-remote", "--host", "local", "--device-dir", str(copy), "--rounds", "1",
+                "--eval-limit", "50", "--runs-min", "3", "--run-s-min", "0.01", "--no-daemon",
+                "--no-history", env=env)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "net[/][bold]v2" in ok.stderr + ok.stdout and "Traceback" not in ok.stderr
