@@ -302,6 +302,12 @@ def bench_events(task: Task) -> EventHandler:
         elif name == "measure":
             what = " + evaluation" if details.get("evaluate") else ""
             task.describe(f"round {details['round']}: {details['kind']}{what}")
+        elif name == "daemon_restarted":
+            task.note(f"restarted the agent daemon ({details['how']}): {details['reason']}")
+        elif name == "unstored":
+            where = details.get("path") or "nowhere (no writable place)"
+            task.note(f"warning: the run was NOT stored in the history: {details['error']}; "
+                      f"the result is saved in {where} (hint: {details.get('hint')})")
     return on_event
 
 
@@ -340,7 +346,7 @@ def _environment_panel(doc: dict[str, Any], emulated: bool) -> Panel:
 
 
 def stored(doc: dict[str, Any], history_path: Optional[Path], extra: str = "") -> None:
-    if history_path is not None:
+    if history_path is not None and doc.get("run_id") is not None:
         say(f"stored as run {doc['run_id']} in {history_path}{extra}")
 
 
