@@ -163,7 +163,7 @@ def evaluation_data(
 
 def _class_names(art: Artifacts, num_classes: int) -> list[str]:
     """The manifest's class names, padded with the index for classes it does not name."""
-    names = [str(n) for n in (getattr(art, "class_names", None) or [])][:num_classes]
+    names = [str(n) for n in art.class_names][:num_classes]
     return names + [str(i) for i in range(len(names), num_classes)]
 
 

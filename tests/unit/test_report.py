@@ -276,6 +276,31 @@ def test_gallery_draws_colour_and_float_images_of_any_size() -> None:
     assert png.startswith(b"\x89PNG")
 
 
+def test_a_model_that_crashes_the_interpreter_leaves_a_note(real_run: dict[str, Any],
+                                                            tiny_artifacts: Path,
+                                                            tmp_path: Path) -> None:
+    """The per-layer analysis loads both models in this process; a damaged file that
+    segfaults LiteRT (test_device_runtime.damaged_model) is opened in a child first, so the
+    report is still written, with a note naming the file instead of the layer section."""
+    from edgeq.device.fileutil import sha256_file
+    from test_device_runtime import damaged_model
+
+    art = tmp_path / "art"
+    shutil.copytree(tiny_artifacts, art)
+    bad = damaged_model(tiny_artifacts / "model_int8.tflite", art / "model_int8.tflite")
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["models"]["int8"]["sha256"] = sha256_file(bad)
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    run = json.loads(json.dumps(real_run))
+    run["models"]["int8"]["sha256"] = sha256_file(bad)
+    paths = report.build_report(run, artifacts_dir=art, out_dir=tmp_path / "out")
+    text = paths.html.read_text(encoding="utf-8")
+    assert ("per-layer analysis not available: model_int8.tflite crashed the TFLite "
+            "interpreter (SIGSEGV)") in text
+    assert 'id="comparison"' in text and not any(p.stem.startswith("weights_")
+                                                 for p in paths.figures)
+
+
 def test_an_emulated_run_says_so_loudly(real_run: dict[str, Any], tiny_artifacts: Path,
                                         tmp_path: Path) -> None:
     run = json.loads(json.dumps(real_run))
