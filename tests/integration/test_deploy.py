@@ -219,6 +219,8 @@ def test_ssh_second_deploy_sends_no_model_bytes(ssh_device: tuple[str, dict],
                                                 tiny_artifacts: Path,
                                                 sshd_device: SSHDevice) -> None:
     d, first = ssh_device
+    stale = Path(d, "wheels", "stale_pkg-0.1-py3-none-any.whl")
+    stale.write_bytes(b"a wheel an earlier deploy pushed")
     with _ssh(sshd_device) as conn:
         t = time.perf_counter()
         second = deploy(conn, tiny_artifacts, device_dir=d, offline_wheels=True,
@@ -228,6 +230,10 @@ def test_ssh_second_deploy_sends_no_model_bytes(ssh_device: tuple[str, dict],
     assert second["skipped_bytes"] == first["sent_bytes"] + first["skipped_bytes"]
     assert second["venv"] == "reused"
     assert second["daemon"].startswith("running")
+    # old wheels are pruned; those this deploy installs from stay
+    assert not stale.exists()
+    needed = {Path(f["path"]).name for f in second["files"] if f["category"] == "wheel"}
+    assert needed and needed == {p.name for p in Path(d, "wheels").glob("*.whl")}
     print(f"\nssh second deploy: {t2:.1f} s, 0 B sent, {second['skipped_bytes']} B unchanged")
 
 
@@ -372,3 +378,38 @@ def test_cli_deploy_end_to_end(ssh_device: tuple[str, dict], tiny_artifacts: Pat
     unknown = _edgeq("deploy", str(tiny_artifacts), "--host", sshd_device.alias,
                      "--ssh-config", str(cfg), "--device-dir", d)
     assert unknown.returncode != 0 and "--accept-new-host-key" in unknown.stderr
+
+
+def test_ssh_failed_venv_rebuild_keeps_the_previous_venv(ssh_device: tuple[str, dict],
+                                                         sshd_device: SSHDevice,
+                                                         tmp_path: Path) -> None:
+    """A venv rebuild that fails (here: tflite-runtime asked for, no wheels for it) leaves the
+    venv the daemon runs on untouched (before, deploy.sh deleted it first, even when its pip
+    was merely broken)."""
+    d, _ = ssh_device
+    venv = Path(d, "venv")
+    assert (venv / ".edgeq-venv").is_file()  # edgeq's own venv, marked
+    # a venv whose pip is gone (what an interrupted upgrade can leave)
+    for pip in venv.glob("lib/python*/site-packages/pip"):
+        shutil.move(str(pip), str(tmp_path / "pip-saved"))
+    empty = Path(d, "wheels-empty")
+    empty.mkdir(exist_ok=True)
+    probe = ["bash", "-c", "exec \"$0\" -c 'import ai_edge_litert.interpreter'",
+             str(venv / "bin" / "python")]
+    try:
+        with _ssh(sshd_device) as conn:
+            res = conn.run(["bash", Layout(d).deploy_script, "--home", d, "--runtime",
+                            "tflite-runtime", "--wheels", str(empty), "--no-daemon"],
+                           timeout_s=600)
+            assert res.exit_status == 1 and b"error: installing tflite-runtime failed" \
+                in res.stderr, res.stderr[-2000:]
+            assert conn.run(probe).ok, "the previous venv was damaged by a failed rebuild"
+            assert Path(d, "venv", ".edgeq-venv").is_file()
+    finally:
+        for saved in [tmp_path / "pip-saved"]:
+            if saved.exists():
+                dest = next(venv.glob("lib/python*/site-packages"))
+                shutil.move(str(saved), str(dest / "pip"))
+        shutil.rmtree(empty, ignore_errors=True)
+        with _ssh(sshd_device) as conn:
+            conn.run(agent_argv(d, "serve", "--detach"), timeout_s=60)
