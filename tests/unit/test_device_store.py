@@ -159,3 +159,71 @@ def test_store_needs_only_the_standard_library() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(["edgeq", "edgeq.device", "edgeq.device.errors",
                                       "edgeq.device.fileutil", "edgeq.device.store"])
+
+
+def test_claim_home_only_takes_new_empty_marked_or_earlier_edgeq_dirs(tmp_path: Path) -> None:
+    from edgeq.device.store import STORE_MARKER, claim_home, home_facts, home_problem
+
+    new = tmp_path / "a" / "new"
+    assert claim_home(new) == {"state": "created"}
+    assert stat.S_IMODE(new.stat().st_mode) == 0o700
+    assert json.loads((new / STORE_MARKER).read_text()) == {"format": 1}
+    assert claim_home(new) == {"state": "ours"}
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o755)
+    assert claim_home(empty) == {"state": "marked"}
+    assert stat.S_IMODE(empty.stat().st_mode) == 0o700
+    # an earlier edgeq's layout: adopted, its venv marked as edgeq's
+    old = tmp_path / "old"
+    (old / "agent-releases" / "r1").mkdir(parents=True)
+    (old / "agent").symlink_to("agent-releases/r1")
+    (old / "deployments").mkdir()
+    (old / "deployments" / "current.json").write_text("{}")
+    (old / "venv").mkdir()
+    (old / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    assert claim_home(old) == {"state": "adopted"}
+    assert (old / "venv" / ".edgeq-venv").is_file()
+    # a user's directory: refused, untouched
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not empty and is not edgeq's"):
+        claim_home(user)
+    assert os.listdir(user) == ["notes.txt"]
+    (user / STORE_MARKER).write_text("not json")
+    assert "damaged" in home_problem(home_facts(str(user))).message
+    (user / STORE_MARKER).write_text('{"format": 7}')
+    assert "newer edgeq" in home_problem(home_facts(str(user))).message
+    facts = home_facts(str(new))
+    assert home_problem({**facts, "owner_uid": facts["uid"] + 1}).message.startswith(
+        f"the device directory {new} belongs to user id")
+
+
+def test_the_host_bootstrap_sees_the_device_dir_as_the_store_does(tmp_path: Path) -> None:
+    """deploy's bootstrap gathers the facts before any edgeq code is on the device; they must
+    be the store's own (home_problem decides on them on both sides)."""
+    from edgeq.device.store import STORE_MARKER, claim_home, home_facts
+    from edgeq.host.deploy import _BOOTSTRAP
+
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "x").write_text("x")
+    claim_home(tmp_path / "ours")
+    for name in ("user", "ours", "missing"):
+        d = str(tmp_path / name)
+        r = subprocess.run([sys.executable, "-c", _BOOTSTRAP, "probe", d, STORE_MARKER,
+                            str(tmp_path)], capture_output=True, text=True, check=True)
+        assert json.loads(r.stdout)["device_dir"] == home_facts(d), name
+
+
+def test_systemd_unit_keeps_odd_paths_whole() -> None:
+    from edgeq.device.install import render_unit
+
+    template = ('Environment="PYTHONPATH=%h/.edgeq/agent"\n'
+                'ExecStart="%h/.edgeq/bin/python" -m edgeq.device --home "%h/.edgeq" serve\n'
+                "MemoryMax=75%\n")
+    out = render_unit(template, '/srv/a&b#c d%e"f\\g')
+    assert out.splitlines() == [
+        'Environment="PYTHONPATH=/srv/a&b#c d%%e\\"f\\\\g/agent"',
+        'ExecStart="/srv/a&b#c d%%e\\"f\\\\g/bin/python" -m edgeq.device --home '
+        '"/srv/a&b#c d%%e\\"f\\\\g" serve',
+        "MemoryMax=75%"]
