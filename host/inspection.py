@@ -494,3 +494,39 @@ def layer_analysis(artifacts_dir: PathLike, *, images: Optional[np.ndarray] = No
         "stretch = calibrated range / width of the central 99.8 % of the values seen, flagged "
         f"above {STRETCH_FLAG:g}." + result.debug_note)
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# the range a calibration method chose next to Min-Max's
+
+
+def range_comparison(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per activation tensor of a quantized variant, the Min-Max range next to the range its
+    calibration method chose (the manifest's calibration.ranges, edgeq.host.calibration).
+
+    Rows: tensor, minmax_min, minmax_max, min, max (the chosen range), clipped (the chosen
+    range is narrower), clipped_fraction (share of calibration values outside it), p999_abs,
+    outliers (the one outlier rule, OUTLIER_RULE, on the activations: max|x| >
+    OUTLIER_RATIO x P99.9(|x|)), io (the model's input/output: kept at Min-Max), float
+    (the layer was left in float by --float-fallback). [] when no ranges were recorded (the
+    converter's own Min-Max records none)."""
+    cal = manifest.get("calibration") or {}
+    ranges = cal.get("ranges") or []
+    floats = set((manifest.get("precision") or {}).get("float_layers") or [])
+    rows = []
+    for r in ranges:
+        mm_abs = max(abs(float(r["minmax_min"])), abs(float(r["minmax_max"])))
+        p999 = float(r.get("p999_abs") or 0.0)
+        rows.append({
+            "tensor": r["tensor"],
+            "minmax_min": float(r["minmax_min"]), "minmax_max": float(r["minmax_max"]),
+            "min": float(r["min"]), "max": float(r["max"]),
+            "clipped": float(r["max"]) < float(r["minmax_max"]) - 1e-9
+            or float(r["min"]) > float(r["minmax_min"]) + 1e-9,
+            "clipped_fraction": float(r.get("clipped_fraction") or 0.0),
+            "p999_abs": p999,
+            "outliers": bool(p999 > 0 and mm_abs > OUTLIER_RATIO * p999),
+            "io": bool(r.get("io")),
+            "float": r["tensor"] in floats,
+        })
+    return rows

@@ -56,6 +56,7 @@ from edgeq.host.preprocess import (
 )
 from edgeq.host.tflite_file import (
     TfliteFile,
+    declared_exception_problems,
     full_integer_problems,
     parse_tflite,
     weight_tensors,
@@ -360,8 +361,19 @@ def quantize(
     eval_limit: Optional[int] = None,
     progress: Optional[ProgressCallback] = None,
     model_name: Optional[str] = None,
+    calibration_method: str = "minmax",
+    float_fallback: int = 0,
+    activations: str = "int8",
 ) -> dict[str, Any]:
     """Convert the float model to float32 and full-integer int8 TFLite; returns the manifest.
+
+    `calibration_method` (edgeq.host.calibration.parse_method): "minmax" is the converter's
+    own Min-Max (the reference); the others ("aeq-minmax", "percentile:P", "mse",
+    "moving-average") set every activation range from the calibration activations and are
+    quantized by ai-edge-quantizer. `float_fallback` N keeps the N layers with the largest
+    normalised quantization error in float and `activations="int16"` makes a 16x8 file (both
+    with ai-edge-quantizer): the declared exceptions to full-integer, recorded in the
+    manifest's `precision` and checked exactly (tflite_file.declared_exception_problems).
 
     The model is `model_path` (alias `keras_model_path`: .keras, .h5, SavedModel directory or
     float32 .tflite), else `artifacts_dir`/model.keras; outputs go to `out_dir` (default:
@@ -397,6 +409,7 @@ def quantize(
     if calibration_size < 1:
         raise CalibrationError(f"calibration size must be at least 1, got {calibration_size}",
                                hint="pass --calibration-size 100 or more")
+    method = _method_for(calibration_method, float_fallback, activations)
     trained = _train_record(src, source_path)
     pre = _trained_preprocessing(preprocessing, trained, calibration_file, eval_file)
     source = load_model_source(source_path)
@@ -424,7 +437,13 @@ def quantize(
                 progress(i + 1, n)
 
     t2 = time.perf_counter()
-    if source.format == "tflite":
+    method_info: dict[str, Any] = {"quantizer": "tflite-converter", "ranges": None,
+                                   "float_layers": []}
+    if method.quantizer == "ai-edge-quantizer":
+        int8_bytes, method_info = quantize_with_method(
+            float_bytes, images, method, per_channel=per_channel, float_fallback=float_fallback,
+            activations=activations, progress=progress)
+    elif source.format == "tflite":
         int8_bytes = _calibrate_tflite(float_bytes, representative_dataset,
                                        per_channel=per_channel, name=source_path.name)
     else:
@@ -434,7 +453,12 @@ def quantize(
     t3 = time.perf_counter()
     float_path, int8_path = out / model_file_name("float32"), out / model_file_name("int8")
     # Check the int8 bytes before they replace anything.
-    _verify_int8(int8_bytes, int8_path, per_channel)
+    exceptions = bool(method_info["float_layers"]) or activations != "int8"
+    if exceptions:
+        _verify_exceptions(int8_bytes, int8_path, method_info["float_layers"], activations)
+    else:
+        _verify_int8(int8_bytes, int8_path, per_channel)
+    full_integer = full_integer_problems(parse_tflite(int8_bytes, int8_path))
     eval_bytes = eval_npz_bytes(evalset, model_in.num_classes)
 
     name = model_name or _model_name(src, source_path, source.keras_model)
@@ -445,14 +469,17 @@ def quantize(
         "tensorflow_version": tf.__version__,
         "made_by": "quantize",
         "converter": {
-            "api": source.api,
+            "api": (source.api if method_info["quantizer"] == "tflite-converter"
+                    else "ai_edge_quantizer.Quantizer"),
+            "quantizer": method_info["quantizer"],
+            "quantizer_version": method_info.get("quantizer_version", tf.__version__),
             "version": tf.__version__,
             "optimizations": ["DEFAULT"],
             "supported_ops": ["TFLITE_BUILTINS_INT8"],
-            "inference_input_type": "int8",
-            "inference_output_type": "int8",
+            "inference_input_type": activations,
+            "inference_output_type": activations,
             "weights": "per-channel" if per_channel else "per-tensor",
-            "activations": "per-tensor, min-max calibration",
+            "activations": f"per-tensor {activations}, {method.label} calibration",
             "float32_convert_s": round(t1 - t0, 3),
             "int8_convert_s": round(t3 - t2, 3),
         },
@@ -461,13 +488,22 @@ def quantize(
             "seed": seed,
             "source": cal_source,
             "per_channel": per_channel,
-            "method": "min-max",
+            "method": method.label,
+            "parameters": method.parameters(),
+            "ranges": method_info["ranges"],
+        },
+        "precision": {
+            "activations": activations,
+            "weights": "int8",
+            "float_fallback": float_fallback,
+            "float_layers": method_info["float_layers"],
+            "exceptions_ok": True,
         },
         "eval_data": eval_data_entry(evalset, eval_bytes),
         "preprocessing": pre.to_dict(),
         "num_classes": model_in.num_classes,
         "class_names": class_names,
-        "full_integer": {"ok": True, "problems": []},
+        "full_integer": {"ok": not full_integer, "problems": full_integer},
         "imported_from": None,
         "source_model": {"file": source_path.name, "sha256": source.sha256(),
                          "format": source.format},
@@ -561,6 +597,36 @@ def _class_names(trained_record: dict[str, Any], evalset: PreparedData,
     return class_names_for(evalset.data, model_in.num_classes)
 
 
+def _method_for(text: str, float_fallback: int, activations: str) -> Any:
+    """The calibration method, checked with the mixed-precision options before any work;
+    minmax with a fallback or int16 becomes aeq-minmax (those files come from
+    ai-edge-quantizer)."""
+    from edgeq.host.calibration import Method, parse_method
+
+    method = parse_method(text)
+    if activations not in ("int8", "int16"):
+        raise QuantizeError(f"unknown activation type {activations!r}",
+                            hint="pass --activations int8 or --activations int16")
+    if float_fallback < 0:
+        raise QuantizeError(f"--float-fallback must be 0 or more, got {float_fallback}",
+                            hint="e.g. --float-fallback 2")
+    if method.name == "minmax" and (float_fallback or activations != "int8"):
+        return Method("aeq-minmax")
+    return method
+
+
+def _verify_exceptions(data: bytes, path: Path, float_layers: list[str], activations: str
+                       ) -> None:
+    """QuantizeError unless the file is exactly its declared exceptions to full-integer."""
+    problems = declared_exception_problems(parse_tflite(data, path), float_layers=float_layers,
+                                           activations=activations)
+    if problems:
+        raise QuantizeError(
+            "the mixed-precision model is not what was declared: " + "; ".join(problems),
+            hint="report this with the model; --float-fallback 0 and --activations int8 give "
+                 "a full-integer file")
+
+
 def _verify_int8(int8_bytes: bytes, path: Path, per_channel: bool) -> None:
     """QuantizeError unless the converted bytes are full-integer (and per-tensor if asked)."""
     parsed = parse_tflite(int8_bytes, path)
@@ -594,3 +660,149 @@ def _model_name(src: Path, keras_path: Path, model: Any = None) -> str:
     if stem == "model" and keras_path.suffix == ".tflite":
         stem = keras_path.resolve().parent.name
     return stem if stem != "model" else str(getattr(model, "name", "model"))
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration methods, float fallback and 16x8 through ai-edge-quantizer
+
+
+def activation_stats(float_bytes: bytes, images: np.ndarray,
+                     progress: Optional[ProgressCallback] = None) -> dict[str, Any]:
+    """Per float activation tensor (by name) its edgeq.host.calibration.TensorStats: the float32
+    model run by LiteRT (no delegate, every tensor kept) on each calibration sample, twice
+    (min/max per sample, then the histograms over [min, max])."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from edgeq.host.calibration import TensorStats
+
+    f = parse_tflite(float_bytes)
+    it = Interpreter(model_content=float_bytes, experimental_preserve_all_tensors=True,
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    names = {t.index: t.name for t in f.tensors if t.dtype == "FLOAT32" and not t.is_constant}
+    stats = {name: TensorStats() for name in names.values()}
+    n = len(images)
+    for pass_no in (0, 1):
+        for i in range(n):
+            it.set_tensor(f.inputs[0], images[i:i + 1])
+            it.invoke()
+            for index, name in names.items():
+                try:
+                    values = it.get_tensor(index)
+                except ValueError:  # a tensor LiteRT does not keep (e.g. scratch)
+                    continue
+                if pass_no == 0:
+                    stats[name].observe_batch(values)
+                elif stats[name].count:
+                    stats[name].observe_histogram(values)
+            if progress is not None:
+                progress(pass_no * n + i + 1, 2 * n)
+    return {name: s for name, s in stats.items() if s.count}
+
+
+def quantize_with_method(
+    float_bytes: bytes,
+    images: np.ndarray,
+    method: Any,
+    *,
+    per_channel: bool = True,
+    float_fallback: int = 0,
+    activations: str = "int8",
+    progress: Optional[ProgressCallback] = None,
+) -> tuple[bytes, dict[str, Any]]:
+    """The quantized bytes of `float_bytes` made by ai-edge-quantizer (recipe static_wi8_ai8,
+    or static_wi8_ai16 for `activations="int16"`), with each activation's range chosen by
+    `method` (edgeq.host.calibration.Method) from the calibration activations, and the
+    `float_fallback` layers with the largest normalised quantization error left in float.
+
+    Returns the bytes and what was done: {"ranges": [{tensor, minmax_min, minmax_max, min,
+    max, clipped_fraction, noise, p999_abs}], "float_layers": [tensor names], "quantizer"}.
+    The model's input and output tensors keep their Min-Max range (raw pixels stay lossless).
+    """
+    import contextlib
+    import warnings
+
+    from edgeq.host import calibration as cal
+
+    try:
+        from ai_edge_quantizer import quantizer as aeq_quantizer
+        from ai_edge_quantizer import recipe as aeq_recipe
+        from ai_edge_quantizer.algorithm_manager import AlgorithmName
+        from ai_edge_quantizer.qtyping import QuantGranularity, TFLOperationName
+    except ImportError:
+        raise QuantizeError(
+            f"calibration method {method.label} needs ai-edge-quantizer, which is not installed",
+            hint="pip install 'ai-edge-quantizer>=0.10' (Python 3.10 or newer)") from None
+    import importlib.metadata
+
+    f = parse_tflite(float_bytes)
+    io_names = {f.tensors[i].name for i in (*f.inputs, *f.outputs)}
+    stats = activation_stats(float_bytes, images, progress)
+    ranges: list[dict[str, Any]] = []
+    chosen: dict[str, tuple[float, float]] = {}
+    for t in f.tensors:
+        s = stats.get(t.name)
+        if s is None:
+            continue
+        mm = cal.minmax_range(s)
+        lo, hi = mm if t.name in io_names else cal.choose_range(method, s)
+        chosen[t.name] = (lo, hi)
+        q_lo = cal.percentile_from_histogram(s.hist, s.edges, 100.0 - 99.9)
+        q_hi = cal.percentile_from_histogram(s.hist, s.edges, 99.9)
+        ranges.append({
+            "tensor": t.name, "minmax_min": mm[0], "minmax_max": mm[1], "min": lo, "max": hi,
+            "clipped_fraction": cal.clipped_fraction(s, lo, hi),
+            "noise": cal.quantization_noise(s, lo, hi),
+            "p999_abs": max(abs(q_lo), abs(q_hi)), "io": t.name in io_names})
+    producers = {out: op for op in f.operators for out in op.outputs}
+    candidates = [r for r in ranges if not r["io"]
+                  and f.tensors[[t.name for t in f.tensors].index(r["tensor"])].index in producers]
+    if float_fallback < 0 or float_fallback > len(candidates):
+        raise QuantizeError(
+            f"--float-fallback {float_fallback}: the model has {len(candidates)} layers that "
+            "can stay in float", hint=f"pass a number from 0 to {len(candidates)}")
+    worst = sorted(candidates, key=lambda r: r["noise"], reverse=True)[:float_fallback]
+    float_layers = [r["tensor"] for r in worst]
+
+    bits = 16 if activations == "int16" else 8
+    rp = aeq_recipe.recipe_manager.RecipeManager()
+    rp.add_static_config(
+        regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, activation_num_bits=bits,
+        weight_num_bits=8, weight_granularity=(QuantGranularity.CHANNELWISE if per_channel
+                                               else QuantGranularity.TENSORWISE))
+    import re
+
+    for name in float_layers:
+        rp.add_quantization_config(regex=f"^{re.escape(name)};$",  # AEQ scope: "out;"
+                                   operation_name=TFLOperationName.ALL_SUPPORTED,
+                                   algorithm_key=AlgorithmName.NO_QUANTIZE)
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            q = aeq_quantizer.Quantizer(float_bytes, rp.get_quantization_recipe())
+            from ai_edge_litert.interpreter import Interpreter
+
+            sigs = Interpreter(model_content=float_bytes).get_signature_list()
+            key = next(iter(sigs))
+            in_name = sigs[key]["inputs"][0]
+            qsv = q.calibrate({key: [{in_name: images[i:i + 1]} for i in range(len(images))]},
+                              num_threads=1)
+            if method.name != "aeq-minmax":
+                for name, (lo, hi) in chosen.items():
+                    if name in qsv and "min" in qsv[name] and "max" in qsv[name]:
+                        qsv[name]["min"] = np.array([lo], dtype=np.float32)
+                        qsv[name]["max"] = np.array([hi], dtype=np.float32)
+            result = q.quantize(qsv, enable_progress_report=False)
+    except Exception as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise QuantizeError(
+            f"ai-edge-quantizer failed ({(lines[0] if lines else type(exc).__name__)[:200]})",
+            hint="use --calibration-method minmax (the TFLite converter) for this model") from None
+    return bytes(result.quantized_model), {
+        "quantizer": "ai-edge-quantizer",
+        "quantizer_version": importlib.metadata.version("ai-edge-quantizer"),
+        "recipe": "static_wi8_ai16" if bits == 16 else "static_wi8_ai8",
+        "ranges": ranges,
+        "float_layers": float_layers,
+    }

@@ -1,15 +1,29 @@
 """`edgeq sweep`: the paper's future-work comparisons, on the host.
 
-Re-quantizes the same trained Keras model (ARTIFACTS/model.keras) once per calibration-set
-size x weight granularity (per-channel / per-tensor), each into its own directory
-ARTIFACTS/sweep/<granularity>-cal<N>/ through edgeq.host.quantize.quantize, evaluates every
+Re-quantizes the same trained Keras model (ARTIFACTS/model.keras) once per calibration
+method x weight granularity (per-channel / per-tensor) x calibration-set size x float
+fallback, each into its own directory ARTIFACTS/sweep/<name>/ (name: `<granularity>-cal<N>`
+for the converter's Min-Max without fallback, as before; else `<method>-<granularity>-cal<N>`
+plus `-fb<K>` for a fallback of K layers) through edgeq.host.quantize.quantize, evaluates every
 variant on the host with edgeq.host.evaluate.evaluate (LiteRT, the runtime the board uses), and
 records top-1 and size per variant in ARTIFACTS/sweep.json (`"schema": "edgeq.sweep/1"`):
 
     {"schema", "created_utc", "artifacts_dir", "path", "seed", "eval_limit", "eval_count",
-     "runtime", "points": [{"granularity", "per_channel", "calibration_size", "dir",
+     "runtime", "methods", "fallbacks",
+     "points": [{"granularity", "per_channel", "calibration_size", "dir",
      "int8_top1", "float32_top1", "agreement", "int8_size_bytes", "float32_size_bytes",
-     "int8_sha256", "seconds"}]}
+     "int8_sha256", "seconds",
+     "method", "method_parameters", "quantizer", "float_fallback", "float_layers",
+     "drop_points", "ranges", "int8_predictions"}],
+     "labels", "float32_predictions"}
+
+`int8_predictions` / `float32_predictions` / `labels`: per evaluated image, in eval.npz order
+(the report's McNemar test of each variant against Min-Max, edgeq.host.stats).
+
+`ranges` (edgeq.host.inspection.range_comparison): per activation tensor the Min-Max range next
+to the range the method chose, the share of calibration values clipped and whether the
+tensor has outliers by inspection's one rule ([] for the converter's Min-Max, which records
+no ranges). `methods` lists the method labels swept, `fallbacks` the fallback counts.
 
 `edgeq report` adds the file to the report when it is present.
 Imports: standard library, edgeq.device (errors, fileutil, store), edgeq.host.artifacts;
@@ -51,6 +65,19 @@ def parse_granularities(text: str) -> tuple[str, ...]:
     return values
 
 
+def parse_fallbacks(text: str) -> tuple[int, ...]:
+    """"0,2" -> (0, 2): float-fallback layer counts, whole numbers >= 0."""
+    try:
+        values = tuple(int(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"--fallback takes comma-separated whole numbers, not {text!r}",
+                         hint="for example --fallback 0,2") from None
+    if not values or any(v < 0 for v in values):
+        raise UsageError("--fallback needs at least one number >= 0",
+                         hint="for example --fallback 0,2")
+    return values
+
+
 def _model_entry(result: dict[str, Any], kind: str) -> dict[str, Any]:
     models = result.get("models") if isinstance(result.get("models"), dict) else result
     entry = models.get(kind) if isinstance(models, dict) else None
@@ -84,13 +111,19 @@ def sweep(
     *,
     calibration_sizes: Sequence[int] = (10, 100, 1000),
     granularities: Sequence[str] = GRANULARITIES,
+    methods: Sequence[str] = ("minmax",),
+    fallbacks: Sequence[int] = (0,),
     eval_limit: Optional[int] = None,
     seed: int = 0,
     threads: int = 1,
     progress: Optional[ProgressCallback] = None,
 ) -> dict[str, Any]:
-    """Quantize + evaluate every (calibration size, granularity); save and return sweep.json."""
-    from edgeq.host.evaluate import evaluate
+    """Quantize + evaluate every (method, granularity, calibration size, fallback); save and
+    return sweep.json."""
+    from edgeq.host.artifacts import load_artifacts
+    from edgeq.host.calibration import parse_methods
+    from edgeq.host.evaluate import evaluate, evaluation_data
+    from edgeq.host.inspection import range_comparison
     from edgeq.host.quantize import quantize
 
     artifacts_dir = Path(artifacts_dir)
@@ -106,17 +139,26 @@ def sweep(
     if not grans or bad:
         raise UsageError(f"unknown granularity {', '.join(bad)}",
                          hint=f"choose from {', '.join(GRANULARITIES)}")
-    combos = [(g, s) for g in grans for s in sizes]
+    labels = [m.label for m in parse_methods(",".join(methods))]
+    fbs = [int(k) for k in fallbacks]
+    if not fbs or any(k < 0 for k in fbs):
+        raise UsageError("fallback counts must be whole numbers >= 0",
+                         hint="for example --fallback 0,2")
+    combos = [(m, g, s, k) for m in labels for g in grans for s in sizes for k in fbs]
     points: list[dict[str, Any]] = []
     eval_count: Optional[int] = None
     runtime: Optional[str] = None
-    for done, (gran, size) in enumerate(combos):
-        out = artifacts_dir / SWEEP_DIR / f"{gran}-cal{size}"
+    float32_predictions: list[int] = []  # the report's McNemar pairs (edgeq.host.stats)
+    labels: list[int] = []
+    for done, (method, gran, size, fb) in enumerate(combos):
+        out = artifacts_dir / SWEEP_DIR / variant_name(method, gran, size, fb)
         out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        logger.info("sweep: quantizing %s with %d calibration images", gran, size)
+        logger.info("sweep: quantizing %s %s with %d calibration images, fallback %d",
+                    method, gran, size, fb)
         manifest = quantize(artifacts_dir, out_dir=out, calibration_size=size, seed=seed,
-                            per_channel=(gran == "per-channel"), eval_limit=eval_limit)
+                            per_channel=(gran == "per-channel"), eval_limit=eval_limit,
+                            calibration_method=method, float_fallback=fb)
         result = evaluate(out, limit=eval_limit, threads=threads)
         f32, i8 = _model_entry(result, "float32"), _model_entry(result, "int8")
         agreement = result.get("agreement")
@@ -136,7 +178,19 @@ def sweep(
             "float32_size_bytes": int(manifest["models"]["float32"]["size_bytes"]),
             "int8_sha256": manifest["models"]["int8"]["sha256"],
             "seconds": round(time.perf_counter() - t0, 3),
+            "method": manifest["calibration"]["method"],
+            "method_parameters": manifest["calibration"].get("parameters") or {},
+            "quantizer": manifest["converter"].get("quantizer", "tflite-converter"),
+            "float_fallback": fb,
+            "float_layers": list((manifest.get("precision") or {}).get("float_layers") or []),
+            "drop_points": round(100.0 * (_top1(f32) - _top1(i8)), 4),
+            "ranges": range_comparison(manifest),
+            "int8_predictions": [int(v) for v in i8.get("predictions") or []],
         })
+        float32_predictions = float32_predictions or [int(v) for v in
+                                                      f32.get("predictions") or []]
+        if not labels:  # the images evaluate used, in the same order
+            labels = [int(v) for v in evaluation_data(load_artifacts(out), limit=eval_limit)[1]]
         if progress:
             progress(done + 1, len(combos))
     path = artifacts_dir / SWEEP_FILE
@@ -149,10 +203,23 @@ def sweep(
         "eval_limit": eval_limit,
         "eval_count": eval_count,
         "runtime": runtime or "LiteRT",
+        "methods": labels,
+        "fallbacks": fbs,
         "points": points,
+        "labels": labels,
+        "float32_predictions": float32_predictions,
     }
     atomic_write_json(path, doc, mode=None, sort_keys=False)  # like the other artifacts: umask
     return doc
+
+
+def variant_name(method: str, granularity: str, size: int, fallback: int = 0) -> str:
+    """The sweep directory name of one variant ("per-channel-cal100" for the converter's
+    Min-Max without fallback, "percentile99.99-per-tensor-cal500-fb2" ...)."""
+    base = f"{granularity}-cal{size}"
+    if method != "minmax":
+        base = method.replace(":", "") + "-" + base
+    return base + (f"-fb{fallback}" if fallback else "")
 
 
 def load_sweep(artifacts_dir: Path) -> Optional[dict[str, Any]]:

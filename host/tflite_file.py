@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 from edgeq.device.errors import EdgeqError
@@ -354,6 +354,59 @@ def full_integer_problems(tf_file: TfliteFile) -> list[str]:
     return problems
 
 
+
+def declared_exception_problems(tf_file: TfliteFile, *, float_layers: Sequence[str] = (),
+                                activations: str = "int8") -> list[str]:
+    """Why a mixed-precision file is not exactly what was declared (empty list if it is).
+
+    Declared: the ops producing the tensors named in `float_layers` run in float (their
+    outputs are float32, QUANTIZE/DEQUANTIZE ops at their borders), and activations are
+    `activations` ("int8", or "int16" for 16x8: int16 activations, int8 weights, int64 or
+    int32 biases). Everything else must be as full_integer_problems wants it: the model's
+    input and output of the activation type, no other float tensor, no other DEQUANTIZE.
+    """
+    act = {"int8": "INT8", "int16": "INT16"}.get(activations)
+    if act is None:
+        return [f"unknown activation type {activations!r}"]
+    problems: list[str] = []
+    for kind, indices in (("input", tf_file.inputs), ("output", tf_file.outputs)):
+        for i in indices:
+            t = tf_file.tensors[i]
+            if t.dtype != act:
+                problems.append(f"{kind} {t.name!r} is {t.dtype.lower()}, not {act.lower()}")
+    by_name = {t.name: t for t in tf_file.tensors}
+    declared = set(float_layers)
+    allowed: set[int] = set()
+    float_ops: set[int] = set()
+    for name in float_layers:
+        t = by_name.get(name)
+        if t is None:
+            problems.append(f"declared float layer {name!r} is not in the file")
+        elif t.dtype != "FLOAT32":
+            problems.append(f"declared float layer {name!r} is {t.dtype.lower()}, not float32")
+    for op in tf_file.operators:
+        if any(tf_file.tensors[o].name in declared for o in op.outputs if o >= 0):
+            float_ops.add(op.index)
+            allowed.update(i for i in (*op.inputs, *op.outputs) if i >= 0)
+    for op in tf_file.operators:  # the borders: DEQUANTIZE into, QUANTIZE out of float ops
+        if op.name in ("DEQUANTIZE", "QUANTIZE") and any(i in allowed for i in
+                                                          (*op.inputs, *op.outputs)):
+            float_ops.add(op.index)
+            allowed.update(i for i in (*op.inputs, *op.outputs) if i >= 0)
+    stray = [t for t in tf_file.tensors if t.dtype in FLOAT_TYPES and t.index not in allowed]
+    if stray:
+        names = ", ".join(repr(t.name) for t in stray[:3])
+        problems.append(f"{len(stray)} undeclared float tensor(s) (e.g. {names})")
+    for op in tf_file.operators:
+        if op.name == "DEQUANTIZE" and op.index not in float_ops:
+            problems.append(f"op {op.index} is an undeclared DEQUANTIZE")
+    if act == "INT16":
+        wrong = [t for t in tf_file.tensors if not t.is_constant and t.index not in allowed
+                 and t.dtype not in ("INT16", "INT32", "INT64") and t.scales]
+        if wrong:
+            problems.append(f"{len(wrong)} activation(s) are not int16 (e.g. {wrong[0].name!r} "
+                            f"is {wrong[0].dtype.lower()})")
+    return problems
 
 
 @dataclass

@@ -47,6 +47,17 @@ EvalLimitOption = Annotated[Optional[int], typer.Option(
     "--eval-limit", min=1, help="Keep only the first N evaluation samples in eval.npz "
                                 "(default all; MNIST: 10,000).")]
 
+CalibrationMethodOption = Annotated[str, typer.Option(
+    "--calibration-method", help="How activation ranges are set: minmax (the converter's "
+                                 "Min-Max, default), aeq-minmax, percentile:P (e.g. "
+                                 "percentile:99.99), mse, moving-average.")]
+FloatFallbackOption = Annotated[int, typer.Option(
+    "--float-fallback", min=0, help="Keep the N layers with the largest quantization error "
+                                    "in float (mixed precision; default 0).")]
+ActivationsOption = Annotated[str, typer.Option(
+    "--activations", help="Activation type: int8 (default) or int16 (16x8: int16 "
+                          "activations, int8 weights).")]
+
 
 @app.command("models")
 def models_command(as_json: JsonOption = False) -> None:
@@ -120,10 +131,11 @@ def quantize_command(
     eval_limit: EvalLimitOption = None,
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Write the outputs here instead of DIR."),
-    data_dir: DataDirOption = None,
-    as_json: JsonOption = False,
+    calibration_method: CalibrationMethodOption = "minmax",
+    float_fallback: FloatFallbackOption = 0, activations: ActivationsOption = "int8",
+    data_dir: DataDirOption = None, as_json: JsonOption = False,
 ) -> None:
-    """Convert to float32 and full-integer int8 TFLite (Min-Max calibration); writes the manifest.
+    """Convert to float32 and int8 TFLite (full-integer unless --float-fallback/int16).
 
     With --json: the manifest.
     """
@@ -132,12 +144,13 @@ def quantize_command(
 
     pre = Preprocessing.from_options(input_scale, input_offset, input_mean, input_std)
     with ui.task("calibrating") as progress:
-        manifest = quantize(artifacts_dir, out_dir=out, model_path=model,
-                            keras_model_path=keras_model, calibration_size=calibration_size,
-                            seed=seed, per_channel=not per_tensor,
-                            calibration_file=calibration_data, eval_file=eval_data,
-                            preprocessing=None if pre.identity else pre, data_dir=data_dir,
-                            eval_limit=eval_limit, progress=progress)
+        manifest = quantize(
+            artifacts_dir, out_dir=out, model_path=model, keras_model_path=keras_model,
+            calibration_size=calibration_size, seed=seed, per_channel=not per_tensor,
+            calibration_file=calibration_data, eval_file=eval_data,
+            preprocessing=None if pre.identity else pre, data_dir=data_dir, eval_limit=eval_limit,
+            progress=progress, calibration_method=calibration_method,
+            float_fallback=float_fallback, activations=activations)
     ui.print_json(manifest) if as_json else render.quantized(manifest, out or artifacts_dir)
 
 

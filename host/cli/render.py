@@ -477,9 +477,27 @@ def sweep_points(doc: dict[str, Any], artifacts_dir: Path) -> None:
                        "weights", "calib. images", "int8 top-1 %", "f32 top-1 %", "agree %",
                        "int8 KB")])
     for p in doc["points"]:
-        table.add_row(p["granularity"], str(p["calibration_size"]),
+        extra = "" if p.get("method", "minmax") == "minmax" else f"{p['method']} "
+        extra += f"fb{p['float_fallback']} " if p.get("float_fallback") else ""
+        table.add_row(escape(extra) + p["granularity"], str(p["calibration_size"]),
                       f"{p['int8_top1'] * 100:.2f}", f"{p['float32_top1'] * 100:.2f}",
                       "n/a" if p.get("agreement") is None else f"{p['agreement'] * 100:.2f}",
                       f"{p['int8_size_bytes'] / 1024:.1f}")
     console.print(table)
     say(f"saved {doc['path']}; `edgeq report` includes it")
+
+
+def robustness_table(doc: dict[str, Any]) -> None:
+    """edgeq.robustness/1: top-1 per model and corruption (mean over severities), the gap."""
+    cols = [("model", "left"), ("clean %", "right")] + [
+        (c, "right") for c in doc["corruptions"]] + [("mean %", "right"), ("gap pts", "right")]
+    table = _table(f"robustness ({doc['count']} images, severities "
+                   f"{','.join(map(str, doc['severities']))}, seed {doc['seed']})", cols)
+    for m in doc["models"]:
+        per = [sum(m["top1"][c].values()) / len(m["top1"][c]) * 100 for c in doc["corruptions"]]
+        gap = m.get("mean_gap_points")
+        table.add_row(escape(m["name"]), f"{m['clean_top1'] * 100:.2f}",
+                      *[f"{v:.2f}" for v in per], f"{m['mean_corrupted_top1'] * 100:.2f}",
+                      "" if gap is None else f"{gap:+.2f}")
+    console.print(table)
+    say(f"saved {doc['path']}")

@@ -119,29 +119,65 @@ GranularitiesOption = Annotated[str, typer.Option(
     "--granularities",
     help="Weight granularities to try: per-channel, per-tensor (comma-separated).")]
 
+MethodsOption = Annotated[str, typer.Option(
+    "--methods", help="Calibration methods to try, comma-separated: minmax, aeq-minmax, "
+                      "percentile:P, mse, moving-average.")]
+FallbackOption = Annotated[str, typer.Option(
+    "--fallback", help="Float-fallback layer counts to try, comma-separated (0 = none).")]
+
 
 @app.command("sweep")
 def sweep_command(
     artifacts_dir: Path = typer.Argument(..., help="Artifacts directory with model.keras."),
     calibration_sizes: CalibrationSizesOption = "10,100,1000",
     granularities: GranularitiesOption = "per-channel,per-tensor",
+    methods: MethodsOption = "minmax", fallback: FallbackOption = "0",
     eval_limit: Optional[int] = typer.Option(
         None, "--eval-limit", help="Evaluate each model on the first N test images only."),
     seed: int = typer.Option(0, "--seed", help="Seed for drawing the calibration images."),
     threads: int = typer.Option(1, "--threads", help="Interpreter threads for evaluation."),
     as_json: JsonOption = False,
 ) -> None:
-    """Re-quantize the same Keras model per calibration-set size and granularity; top-1 and size.
+    """Re-quantize the same Keras model per method, granularity, calibration size, fallback.
 
     The paper's future-work comparisons, run on this machine. Each variant goes to
-    ARTIFACTS/sweep/<granularity>-cal<N>/; the results go to ARTIFACTS/sweep.json, which
+    ARTIFACTS/sweep/<name>/; the results go to ARTIFACTS/sweep.json, which
     `edgeq report` adds to the report. With --json: the sweep document.
     """
-    from edgeq.host.sweep import parse_granularities, sweep
+    from edgeq.host.sweep import parse_fallbacks, parse_granularities, sweep
 
     sizes = _int_list(calibration_sizes, "--calibration-sizes")
-    grans = parse_granularities(granularities)
+    grans, fbs = parse_granularities(granularities), parse_fallbacks(fallback)
     with ui.task("sweeping") as progress:
         doc = sweep(artifacts_dir, calibration_sizes=sizes, granularities=grans,
-                    eval_limit=eval_limit, seed=seed, threads=threads, progress=progress)
+                    methods=methods.split(","), fallbacks=fbs, eval_limit=eval_limit, seed=seed,
+                    threads=threads, progress=progress)
     ui.print_json(doc) if as_json else render.sweep_points(doc, artifacts_dir)
+
+
+@app.command("robustness")
+def robustness_command(
+    artifacts_dir: Path = typer.Argument(..., help="Artifacts directory from `edgeq quantize`."),
+    variants: Optional[list[Path]] = typer.Option(
+        None, "--variant", help="Another artifacts directory (e.g. a sweep variant) whose int8 "
+                                "model is evaluated too; repeatable."),
+    sweep_variants: bool = typer.Option(
+        False, "--sweep", help="Also every variant of ARTIFACTS/sweep.json."),
+    corruptions: str = typer.Option(
+        "gaussian_noise,blur,rotation,contrast,brightness", "--corruptions",
+        help="Corruptions, comma-separated."),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", min=1, help="Use only the first N evaluation images."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random corruptions."),
+    threads: int = typer.Option(1, "--threads", min=1, help="LiteRT interpreter threads."),
+    as_json: JsonOption = False,
+) -> None:
+    """Float32 and int8 on corrupted copies of the evaluation data (noise, blur, rotation,
+    contrast, brightness at severities 1-3); saves ARTIFACTS/robustness.json."""
+    from edgeq.host.robustness import parse_corruptions, robustness, sweep_variant_dirs
+
+    dirs = list(variants or []) + (sweep_variant_dirs(artifacts_dir) if sweep_variants else [])
+    with ui.task("corrupting and evaluating") as progress:
+        doc = robustness(artifacts_dir, variants=dirs, corruptions=parse_corruptions(corruptions),
+                         seed=seed, limit=limit, threads=threads, progress=progress)
+    ui.print_json(doc) if as_json else render.robustness_table(doc)

@@ -86,8 +86,13 @@ def test_manifest(tiny_artifacts: Path) -> None:
         "seed": 0,
         "source": "mnist-train",
         "per_channel": True,
-        "method": "min-max",
+        "method": "minmax",  # the converter's own Min-Max, the default
+        "parameters": {},
+        "ranges": None,
     }
+    assert m["converter"]["quantizer"] == "tflite-converter"
+    assert m["precision"] == {"activations": "int8", "weights": "int8", "float_fallback": 0,
+                              "float_layers": [], "exceptions_ok": True}
     for kind in ("float32", "int8"):
         e = m["models"][kind]
         path = tiny_artifacts / e["file"]
