@@ -120,14 +120,10 @@ def quantize_command(
     seed: SeedOption = 0,
     per_tensor: bool = typer.Option(
         False, "--per-tensor", help="One scale per weight tensor instead of per output channel."),
-    model: ModelPathOption = None,
-    keras_model: KerasModelOption = None,
-    calibration_data: CalibrationDataOption = None,
-    eval_data: EvalDataOption = None,
-    input_scale: InputScaleOption = 1.0,
-    input_offset: InputOffsetOption = 0.0,
-    input_mean: InputMeanOption = None,
-    input_std: InputStdOption = None,
+    model: ModelPathOption = None, keras_model: KerasModelOption = None,
+    calibration_data: CalibrationDataOption = None, eval_data: EvalDataOption = None,
+    input_scale: InputScaleOption = 1.0, input_offset: InputOffsetOption = 0.0,
+    input_mean: InputMeanOption = None, input_std: InputStdOption = None,
     eval_limit: EvalLimitOption = None,
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Write the outputs here instead of DIR."),
