@@ -63,7 +63,12 @@ from edgeq.device.store import (
     home_problem,
 )
 from edgeq.host.artifacts import ArtifactsError, load_artifacts
-from edgeq.host.link import Connection, ProgressCallback, resolve_device_dir
+from edgeq.host.link import (
+    Connection,
+    ConnectionLostError,
+    ProgressCallback,
+    resolve_device_dir,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +192,7 @@ def _device_call(conn: Connection, argv: Sequence[str], what: str, *,
                  ) -> dict[str, Any]:
     """Run `argv` on the device; the JSON object on the last line of its stdout."""
     result = conn.run(argv, stdin=stdin, timeout_s=HELPER_TIMEOUT_S, env=env)
+    _check_link(conn, result, what)
     if result.exit_status == 127:
         raise DeviceProbeError(
             f"python3 is not installed on {conn.name}",
@@ -205,6 +211,15 @@ def _device_call(conn: Connection, argv: Sequence[str], what: str, *,
         raise DeviceProbeError(f"{what} on {conn.name} answered no JSON ({exc})",
                                hint="check the device's python3") from None
     return out if isinstance(out, dict) else {}
+
+
+def _check_link(conn: Connection, result: Any, what: str) -> None:
+    """ConnectionLostError when the command ended without an exit status (sshd or the link
+    died under it: the status reads -1), rather than blaming the command."""
+    if result.exit_status < 0 and not result.stdout.strip():
+        raise ConnectionLostError(
+            f"the connection to {conn.name} dropped while {what} ran (no exit status)",
+            hint="reconnect and deploy again; the previous deployment is still in place")
 
 
 def _error_lines(stderr: bytes) -> tuple[str, str]:
@@ -607,6 +622,7 @@ def _push_release(conn: Connection, lay: Layout, release: str, files: list[FileS
 def _run_script(conn: Connection, lay: Layout, argv: list[str]) -> dict[str, Any]:
     """Run deploy.sh; its EDGEQ_DEPLOY summary, or DeployScriptError with its error line."""
     result = conn.run(argv, timeout_s=SCRIPT_TIMEOUT_S)
+    _check_link(conn, result, "deploy.sh")
     script = _parse_script(result.stdout)
     if result.ok and script is not None:
         return script
