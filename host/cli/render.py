@@ -21,6 +21,11 @@ from rich.table import Table
 EventHandler = Callable[[str, dict], None]
 
 
+def signed_points(x: float) -> str:
+    """A difference in percentage points, signed ("+0.12 points"); zero never shows as -0.00."""
+    return f"{x + 0.0:+.2f} points" if round(x, 2) != 0 else "+0.00 points"
+
+
 def pct(x: float) -> str:
     return f"{100.0 * x:.2f} %"
 
@@ -134,10 +139,10 @@ def evaluated(result: dict[str, Any]) -> None:
     table.add_row("size (KB)", f"{f32['size_kb']:.1f}", f"{i8['size_kb']:.1f}",
                   f"{100 * result['size_ratio']:.1f} %")
     table.add_row("top-1", pct(f32["top1"]), pct(i8["top1"]),
-                  f"{-result['drop_points']:+.2f} points")
+                  signed_points(-result["drop_points"]))
     if f32.get("top5") is not None and i8.get("top5") is not None:  # more than 5 classes
         table.add_row("top-5", pct(f32["top5"]), pct(i8["top5"]),
-                      f"{(i8['top5'] - f32['top5']) * 100:+.2f} points")
+                      signed_points((i8["top5"] - f32["top5"]) * 100))
     table.add_row("correct", f"{f32['correct']}/{f32['count']}",
                   f"{i8['correct']}/{i8['count']}", "")
     table.add_row("agreement", "", "", pct(result["agreement"]))

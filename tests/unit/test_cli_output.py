@@ -106,3 +106,11 @@ def test_fd2_text_is_captured_and_replayed_when_the_call_fails(debug: bool) -> N
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "the runtime fell over" in bad.stderr
     assert "native: hello from fd 2" in bad.stderr  # replayed (or, with --debug, never hidden)
+
+
+def test_signed_points_never_show_minus_zero() -> None:
+    from edgeq.host.cli.render import signed_points
+
+    assert signed_points(-0.0) == "+0.00 points"
+    assert signed_points(-0.001) == "+0.00 points"  # rounds to zero
+    assert signed_points(0.25) == "+0.25 points" and signed_points(-1.5) == "-1.50 points"
