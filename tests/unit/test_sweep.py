@@ -105,3 +105,37 @@ def test_bad_sweep_options(tmp_path: Path) -> None:
                           "--calibration-sizes", "10,ten"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 2 and "--calibration-sizes" in bad.stderr
+
+
+def test_sweep_of_methods_and_fallback(tiny_artifacts: Path,
+                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+    """methods x fallback: every variant a real quantization, its top-1 a real LiteRT run."""
+    from edgeq.host.evaluate import evaluate
+    from edgeq.host.sweep import parse_fallbacks
+
+    copy = tmp_path_factory.mktemp("sweep-methods") / "artifacts"
+    shutil.copytree(tiny_artifacts, copy)
+    doc = sweep(copy, calibration_sizes=(40,), granularities=("per-tensor",),
+                methods=("minmax", "percentile:99.9"), fallbacks=(0, 1), eval_limit=200)
+    assert doc["methods"] == ["minmax", "percentile:99.9"] and doc["fallbacks"] == [0, 1]
+    got = {(p["method"], p["float_fallback"]): p for p in doc["points"]}
+    assert set(got) == {("minmax", 0), ("percentile:99.9", 0), ("aeq-minmax", 1),
+                        ("percentile:99.9", 1)}
+    assert got[("minmax", 0)]["dir"] == "sweep/per-tensor-cal40"  # the old name
+    assert got[("percentile:99.9", 1)]["dir"] == "sweep/percentile99.9-per-tensor-cal40-fb1"
+    assert got[("minmax", 0)]["quantizer"] == "tflite-converter"
+    assert got[("minmax", 0)]["ranges"] == []
+    pct = got[("percentile:99.9", 0)]
+    assert pct["quantizer"] == "ai-edge-quantizer"
+    assert pct["method_parameters"]["percentile"] == 99.9
+    assert any(r["clipped"] for r in pct["ranges"])
+    assert {"tensor", "minmax_min", "minmax_max", "min", "max", "outliers"} <= set(pct["ranges"][0])
+    assert len(got[("percentile:99.9", 1)]["float_layers"]) == 1
+    for p in doc["points"]:
+        again = evaluate(copy / p["dir"], limit=200)
+        assert again["models"]["int8"]["top1"] == p["int8_top1"]
+        assert p["drop_points"] == pytest.approx(100 * (p["float32_top1"] - p["int8_top1"]))
+    assert parse_fallbacks("0, 2") == (0, 2)
+    for bad in ("", "-1", "two"):
+        with pytest.raises(UsageError):
+            parse_fallbacks(bad)
