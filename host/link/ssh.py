@@ -15,7 +15,8 @@ No wait is unbounded: channel opens, exec requests and each SFTP reply are bound
 `io_timeout_s`; `run` by its `timeout_s`; stream reads by `set_timeout`. `run` starts the
 command in a tiny `sh` wrapper that reports its process group, so when the host gives up
 (time-out, Ctrl-C) the group is stopped on the device (TERM, then KILL): closing an SSH
-channel alone leaves a non-pty command running.
+channel alone leaves a non-pty command running. When the link itself is lost, the wrapper's
+watchdog stops the group on the device once sshd notices (the session process exits).
 Imports: standard library, paramiko (at use), edgeq.host.link.{base,known_hosts},
 edgeq.device.errors.
 """
@@ -69,9 +70,20 @@ STOP_TIMEOUT_S = 15.0
 _RECV_BYTES = 1 << 16
 _CHUNK_BYTES = 1 << 15
 # Runs "$@" after reporting its process group on stderr (field 5 of /proc/self/stat; sshd
-# made the command a session leader, so the group holds everything the command starts).
-_GROUP_WRAPPER = ('read -r _p _c _s _pp g _r 2>/dev/null </proc/$$/stat; '
-                  'printf "EDGEQ_PGID %s\\n" "$g" >&2; exec "$@"')
+# made the command a session leader, so the group holds everything the command starts), with
+# a watchdog: when the sshd session that started it goes away (the link dropped, sshd was
+# killed), the wrapper is re-parented and the watchdog stops the group, as the host would.
+# stdin goes through fd 3 (a background job's own stdin is /dev/null); the watchdog polls
+# field 4 (ppid) of the wrapper's own /proc entry every WATCHDOG_S seconds.
+WATCHDOG_S = 1
+_GROUP_WRAPPER = ('read -r _p _c _s pp g _r 2>/dev/null </proc/$$/stat; '
+                  'printf "EDGEQ_PGID %s\\n" "$g" >&2; '
+                  'exec 3<&0; "$@" <&3 3<&- & c=$!; exec 3<&-; '
+                  '( while kill -0 "$c" 2>/dev/null; do '
+                  f'sleep {WATCHDOG_S}; read -r _p _c _s now _r 2>/dev/null </proc/$$/stat; '
+                  'if [ "$now" != "$pp" ]; then kill -TERM "-$g" 2>/dev/null; exit 0; fi; '
+                  'done ) </dev/null >/dev/null 2>&1 & '
+                  'wait "$c"')
 _PGID_MARK = b"EDGEQ_PGID "
 # TERM the group, wait up to ~5 s, then KILL it.
 # (no `--`: dash's kill does not take it; a negative pid after the signal is a group)

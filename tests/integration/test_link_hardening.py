@@ -90,6 +90,46 @@ def test_ctrl_c_stops_the_remote_command(link: Connection) -> None:
         assert _procs_with(marker) == [] or _gone(marker)
 
 
+def test_a_dropped_link_stops_the_remote_command(sshd_device: SSHDevice) -> None:
+    """The host cannot send a kill over a link that is gone; when the sshd session serving a
+    command dies (the link dropped and sshd noticed, or it was killed), the command goes with
+    it, and the host sees no exit status (which deploy reports as a lost connection)."""
+    marker = f"6{os.getpid() % 1000}.{time.monotonic_ns() % 10**6}"
+    conn = open_connection(sshd_device.alias, ssh_config=sshd_device.ssh_config)
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(conn.run(["sh", "-c", f"sleep {marker} & sleep {marker}; wait"],
+                                    timeout_s=120))
+        except BaseException as exc:  # the link drops under it
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 20
+    while len(_procs_with(marker)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sleeps = _procs_with(marker)
+    assert sleeps, "the remote command did not start"
+    # the sshd process holding this connection: the child of the per-connection monitor,
+    # whose title still shows the listener's `-D -e -f CONFIG`
+    chain = sleeps[0].parents()
+    listener = next(i for i, p in enumerate(chain) if str(sshd_device.dir) in " ".join(
+        p.cmdline()))
+    assert listener >= 1, [p.cmdline() for p in chain]
+    session = chain[listener - 1]
+    t0 = time.monotonic()
+    session.kill()
+    assert _gone(marker, within_s=15), [p.info["cmdline"] for p in _procs_with(marker)]
+    took = time.monotonic() - t0
+    print(f"\nsshd session killed: the remote command was gone after {took:.2f} s")
+    worker.join(timeout=60)
+    print(f"the host saw: {outcome!r}")
+    assert outcome and (isinstance(outcome[0], Exception) or outcome[0].exit_status == -1)
+    conn.close()
+
+
 def test_stream_reads_time_out(link: Connection) -> None:
     with link as conn:
         stream = conn.open_stream(["sleep", "30"])
