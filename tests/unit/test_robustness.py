@@ -54,3 +54,30 @@ def test_bad_names_and_severities() -> None:
     with pytest.raises(rb.RobustnessError, match="unknown corruption fog"):
         rb.parse_corruptions("blur,fog")
     assert rb.parse_corruptions(" blur , rotation") == ("blur", "rotation")
+
+
+def test_robustness_of_the_session_model(tiny_artifacts, tmp_path) -> None:
+    """Real LiteRT on real corrupted copies: the JSON's numbers, and clean top-1 = evaluate's."""
+    import json
+    import shutil
+
+    from edgeq.host.evaluate import evaluate
+
+    d = tmp_path / "art"
+    shutil.copytree(tiny_artifacts, d)
+    doc = rb.robustness(d, corruptions=("blur", "brightness"), severities=(1, 3), limit=200)
+    assert doc["schema"] == "edgeq.robustness/1" and doc["count"] == 200
+    assert json.loads((d / "robustness.json").read_text()) == doc
+    f32, i8 = doc["models"]
+    assert (f32["kind"], i8["kind"]) == ("float32", "int8") and f32["gap_points"] is None
+    ev = evaluate(d, limit=200)
+    assert f32["clean_top1"] == ev["models"]["float32"]["top1"]
+    assert i8["clean_top1"] == ev["models"]["int8"]["top1"]
+    for c in ("blur", "brightness"):
+        assert set(i8["top1"][c]) == {"1", "3"}
+        want = 100 * ((f32["top1"][c]["1"] - i8["top1"][c]["1"])
+                      + (f32["top1"][c]["3"] - i8["top1"][c]["3"])) / 2
+        assert i8["gap_points"][c] == pytest.approx(want, abs=1e-3)
+    # a stronger corruption does not help: severity 3 is no better than clean on average
+    assert np.mean([f32["top1"][c]["3"] for c in ("blur", "brightness")]) <= f32["clean_top1"]
+    assert i8["method"] == "minmax" and i8["granularity"] == "per-channel"
