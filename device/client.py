@@ -10,6 +10,9 @@ Every read is bounded where the stream allows it (`set_timeout`): the handshake 
 `hello_timeout_s`, a measurement (bench, evaluate) by `measure_budget_s(its timeout_s)` =
 twice its time-out plus a margin (its own run, and as long again queued behind another
 client's measurement: the daemon runs one at a time), any other op by `timeout_s`.
+`measure(op, args, alive=...)` waits for a measurement in slices of `poll_s` and asks
+`alive()` (the daemon's status on another connection) between slices, so a daemon that
+stopped answering (SIGSTOP, a hung board) is reported within a slice, not at the budget.
 Imports: standard library and edgeq.device (protocol, errors).
 """
 from __future__ import annotations
@@ -19,6 +22,7 @@ import itertools
 import logging
 import os
 import socket
+import time
 from typing import Any, Callable, Optional, Union
 
 from edgeq.device.errors import (
@@ -48,6 +52,8 @@ HELLO_TIMEOUT_S = 30.0
 OP_TIMEOUT_S = 60.0
 #: added to a measurement's own time-out (worker start, result transfer)
 MEASURE_MARGIN_S = 60.0
+#: while a measurement runs, how often the host checks that the daemon still answers
+LIVENESS_POLL_S = 20.0
 
 
 def measure_budget_s(timeout_s: float, margin_s: float = MEASURE_MARGIN_S) -> float:
@@ -84,8 +90,10 @@ class AgentClient:
         hello_timeout_s: float = HELLO_TIMEOUT_S,
         op_timeout_s: Optional[float] = None,
         margin_s: float = MEASURE_MARGIN_S,
+        timeout_errors: tuple[type[BaseException], ...] = (socket.timeout,),
     ) -> None:
         self._write = write
+        self._timeout_errors = timeout_errors
         self._readline = readline
         self._readline_takes_limit = _takes_limit(readline)
         self._close = close
@@ -170,10 +178,36 @@ class AgentClient:
             raise AgentConnectionError(f"cannot send to {self.name}: {exc}",
                                        hint="is the agent daemon still running?") from None
 
-    def _receive(self) -> Response:
+    def _read_line(self) -> bytes:
+        limit = self.max_response_bytes
+        return self._readline(limit + 1) if self._readline_takes_limit else self._readline()
+
+    def _read_line_watched(self, budget_s: float, poll_s: float,
+                           alive: Callable[[], bool]) -> bytes:
+        """A line within `budget_s`, read in slices of `poll_s`; between slices `alive()`
+        must say the daemon still answers (the stream keeps what it read of a line)."""
+        assert self._set_timeout is not None
+        deadline = time.monotonic() + budget_s
+        while True:
+            left = deadline - time.monotonic()
+            self._set_timeout(max(0.01, min(poll_s, left)))
+            try:
+                return self._read_line()
+            except self._timeout_errors:
+                if time.monotonic() >= deadline:
+                    raise
+                if not alive():
+                    self._broken = "daemon not answering"
+                    raise AgentConnectionError(
+                        f"{self.name} stopped answering during the measurement (not even its "
+                        "status: the daemon is stopped or the board hangs)",
+                        hint="check the board (is the agent SIGSTOPped or out of memory?), "
+                             "restart the daemon with edgeq deploy, or use --no-daemon") from None
+
+    def _receive(self, read: Optional[Callable[[], bytes]] = None) -> Response:
         limit = self.max_response_bytes
         try:
-            line = self._readline(limit + 1) if self._readline_takes_limit else self._readline()
+            line = read() if read is not None else self._read_line()
         except socket.timeout:
             self._broken = "timeout"
             raise AgentConnectionError(f"{self.name} did not answer in time",
@@ -200,14 +234,16 @@ class AgentClient:
                                        hint="see $EDGEQ_HOME/logs/agent.log on the device")
         return decode_response(line)
 
-    def request(self, op: str, args: dict[str, Any], req_id: Optional[int] = None) -> Response:
-        """Send one request and return its response (errors not raised)."""
+    def request(self, op: str, args: dict[str, Any], req_id: Optional[int] = None,
+                read: Optional[Callable[[], bytes]] = None) -> Response:
+        """Send one request and return its response (errors not raised); `read` reads the
+        response line (default: one bounded readline)."""
         if self._broken is not None:
             raise AgentConnectionError(f"the connection to {self.name} is unusable "
                                        f"({self._broken})", hint="open a new connection")
         rid = next(self._ids) if req_id is None else req_id
         self._send(Request(rid, op, args))
-        resp = self._receive()
+        resp = self._receive(read)
         if resp.id is not None and resp.id != rid:
             self._broken = "id mismatch"
             raise ProtocolError(f"response id {resp.id} does not match request id {rid}",
@@ -238,6 +274,25 @@ class AgentClient:
             if isinstance(raw, (int, float)) and not isinstance(raw, bool):
                 budget = measure_budget_s(raw, self.margin_s)
         resp = self._bounded_request(op, args, budget)
+        if not resp.ok:
+            raise_from_wire(resp.error or {})
+        assert resp.result is not None
+        return resp.result
+
+    def measure(self, op: str, args: dict[str, Any], *, alive: Callable[[], bool],
+                poll_s: Optional[float] = None) -> dict[str, Any]:
+        """A measurement op (bench, evaluate) bounded by `measure_budget_s` like `call`, but
+        waited for in slices of `poll_s` with `alive()` asked between them (see the module
+        docstring); its result, or the error it returned raised."""
+        if op not in MEASURE_OPS or self._set_timeout is None:
+            return self.call(op, **args)
+        budget = measure_budget_s(args.get("timeout_s", DEFAULT_BENCH_TIMEOUT_S), self.margin_s)
+        try:
+            slice_s = LIVENESS_POLL_S if poll_s is None else poll_s
+            resp = self.request(op, args, read=lambda: self._read_line_watched(
+                budget, slice_s, alive))
+        finally:
+            self._set_timeout(self.timeout_s)
         if not resp.ok:
             raise_from_wire(resp.error or {})
         assert resp.result is not None

@@ -151,6 +151,12 @@ def check_against_artifacts(dep: Deployment, artifacts_dir: Path, host: str) -> 
     return manifest
 
 
+#: exit 0 when process $1 exists and is neither stopped nor a zombie (field 3 of its stat)
+_RUNNING = ('read -r _p _c st _r 2>/dev/null </proc/"$1"/stat || exit 1; '
+            'case "$st" in T|t|Z|X|x) exit 1;; esac')
+LIVENESS_CHECK_TIMEOUT_S = 15.0
+
+
 class _Daemon:
     """The daemon, reached through `agent bridge` on a stream; every read bounded."""
 
@@ -169,6 +175,7 @@ class _Daemon:
             self.client = AgentClient(self.stream.write,
                                       lambda: self.stream.readline(RESPONSE_LIMIT_BYTES),
                                       set_timeout=self.stream.set_timeout,
+                                      timeout_errors=(LinkTimeoutError,),
                                       name=f"the daemon on {conn.name}",
                                       hello_timeout_s=hello_timeout_s,
                                       op_timeout_s=OP_TIMEOUT_S, margin_s=margin_s)
@@ -189,7 +196,7 @@ class _Daemon:
         if data_sha256 is not None:
             args["data"] = data_sha256
         try:
-            return self.client.call("bench", **args)
+            return self.client.measure("bench", args, alive=self.running)
         except LinkTimeoutError:
             waited = measure_budget_s(self.timeout_s, self.client.margin_s)
             raise DaemonStuckError(
@@ -197,6 +204,18 @@ class _Daemon:
                 f"{waited:g} s ({_status_note(self.conn, self.layout)})",
                 hint="raise --timeout if the board is that slow; otherwise restart the daemon "
                      f"(edgeq deploy --host {self.conn.name} ...) or use --no-daemon") from None
+
+    def running(self) -> bool:
+        """Whether the daemon process is there and not stopped (state T/t) or dead, asked with
+        a few-millisecond `sh` on the device (no Python started beside the measurement)."""
+        pid = self.hello.get("pid")
+        if not isinstance(pid, int) or pid <= 1:
+            return True  # unknown: wait for the budget
+        try:
+            return self.conn.run(["sh", "-c", _RUNNING, "edgeq-alive", str(pid)],
+                                 timeout_s=LIVENESS_CHECK_TIMEOUT_S).ok
+        except LinkError:
+            return False  # the board does not answer a shell either
 
     def close(self) -> None:
         try:

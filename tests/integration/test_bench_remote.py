@@ -318,6 +318,44 @@ def test_a_stuck_daemon_ends_the_hello_in_bounded_time(local_device: Path,
     assert took < 8 and "--no-daemon" in info.value.hint
 
 
+def test_a_daemon_stopped_mid_measurement_is_reported_within_a_poll(
+        local_device: Path, daemon: subprocess.Popen, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGSTOP while a measurement runs: the host notices between two read slices (the
+    daemon's process state is checked with a tiny `sh`), not at the measurement's budget."""
+    import edgeq.device.client as client_module
+    from edgeq.device.client import query_status
+    from edgeq.device.errors import AgentConnectionError
+
+    monkeypatch.setattr(client_module, "LIVENESS_POLL_S", 2.0)
+    outcome: list[BaseException] = []
+
+    def measure() -> None:
+        try:
+            with LocalConnection() as conn:
+                bench_remote(conn, device_dir=str(local_device), rounds=1, timeout_s=120.0,
+                             runs_min=3, run_s_min=30.0, warmup_runs_min=1, warmup_s_min=0.0)
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=measure, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not query_status(local_device / "agent.sock")["busy"]:
+        assert not outcome and time.monotonic() < deadline, outcome
+        time.sleep(0.1)
+    os.kill(daemon.pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        worker.join(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    assert outcome and isinstance(outcome[0], AgentConnectionError), outcome
+    print(f"\nSIGSTOPped mid-measurement: reported after {took:.2f} s (poll 2 s, budget "
+          f"{2 * 120 + 60} s): {outcome[0].message}")
+    assert "stopped answering" in outcome[0].message and took < 15
+
+
 def test_a_bench_queued_behind_a_long_one_ends(local_device: Path,
                                                daemon: subprocess.Popen) -> None:
     """Another client's long measurement holds the daemon: ours ends at its bound and the
@@ -337,15 +375,17 @@ def test_a_bench_queued_behind_a_long_one_ends(local_device: Path,
     def hold() -> None:
         t = time.monotonic()
         try:
-            res = other.call("bench", model=dep["int8"], run_s_min=12.0, runs_max=10**6,
-                             timeout_s=60)
+            # long enough to still run when ours gives up, even on a loaded machine; closing
+            # `other` below stops it (the daemon stops a departed client's worker)
+            res = other.call("bench", model=dep["int8"], run_s_min=45.0, runs_max=10**6,
+                             timeout_s=120)
             held.append((time.monotonic() - t, res["timing"].get("timed_s")))
         except BaseException as exc:  # reported below
             failed.append(exc)
             held.append((time.monotonic() - t, exc))
 
     threading.Thread(target=hold, daemon=True).start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while not query_status(local_device / "agent.sock")["busy"]:  # its worker runs
         assert not failed and time.monotonic() < deadline, failed
         time.sleep(0.1)
@@ -357,7 +397,7 @@ def test_a_bench_queued_behind_a_long_one_ends(local_device: Path,
         took = time.monotonic() - t0
     finally:
         other.close()
-    print(f"\nqueued behind a 12 s bench: gave up after {took:.2f} s (read bound 2x1+1 s, plus "
+    print(f"\nqueued behind a 45 s bench: gave up after {took:.2f} s (read bound 2x1+1 s, plus "
           f"starting the bridge and asking the status); {info.value.message}")
     assert took < 15 and not held, (took, held)  # ended while the long one still ran
     assert "busy" in info.value.message
