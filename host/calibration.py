@@ -5,7 +5,14 @@ range from the same calibration activations (the float32 model run by LiteRT on 
 calibration samples, see edgeq.host.quantize) and hand it to ai-edge-quantizer:
 
 - `minmax`: [min(x), max(x)] over all calibration values (the paper's Min-Max). Done by the
-  TFLite converter itself; `aeq-minmax` is the same formula applied by ai-edge-quantizer.
+  TFLite converter itself (its calibrator keeps the global min and max).
+- `aeq-minmax`: ai-edge-quantizer's own calibration, left as it is. Despite its name
+  (MIN_MAX_UNIFORM_QUANT) it is not the global min/max: Calibrator's default update,
+  qsv_utils.moving_average_update, keeps m_k = 0.95 m_{k-1} + 0.05 min(sample k) (same for
+  max) over the calibration samples, one per step. So on data with outliers it gives
+  narrower ranges than the converter (measured: README, "Calibration methods"). The
+  `ranges` recorded for it are the global Min-Max ones (min = minmax_min); the file's
+  scales are ai-edge-quantizer's.
 - `percentile:P` (0 < P < 100, e.g. 99.99): [Q(100 - P), Q(P)] where Q(p) is the p-th
   percentile of all calibration values of that tensor, read from a histogram of HIST_BINS
   equal bins over [min, max] (linear inside the bin); values beyond are clipped (outlier

@@ -788,7 +788,16 @@ def quantize_with_method(
             in_name = sigs[key]["inputs"][0]
             qsv = q.calibrate({key: [{in_name: images[i:i + 1]} for i in range(len(images))]},
                               num_threads=1)
-            if method.name != "aeq-minmax":
+            if method.name == "aeq-minmax":  # record the ranges its own calibration chose
+                for r in ranges:
+                    q_r = qsv.get(r["tensor"]) or {}
+                    if r["io"] or "min" not in q_r or "max" not in q_r:
+                        continue
+                    lo, hi = float(np.min(q_r["min"])), float(np.max(q_r["max"]))
+                    s = stats[r["tensor"]]
+                    r.update(min=lo, max=hi, clipped_fraction=cal.clipped_fraction(s, lo, hi),
+                             noise=cal.quantization_noise(s, lo, hi))
+            else:
                 for name, (lo, hi) in chosen.items():
                     if name in qsv and "min" in qsv[name] and "max" in qsv[name]:
                         qsv[name]["min"] = np.array([lo], dtype=np.float32)

@@ -57,8 +57,10 @@ def test_recorded_ranges_are_the_methods_choice(variants: dict[str, Any]) -> Non
     aeq = {r["tensor"]: r for r in variants["aeq-minmax"]["manifest"]["calibration"]["ranges"]}
     pct = {r["tensor"]: r for r in variants["percentile:99.9"]["manifest"]["calibration"]["ranges"]}
     assert aeq.keys() == pct.keys() and len(aeq) >= 5
-    for name, r in aeq.items():
-        assert (r["min"], r["max"]) == (r["minmax_min"], r["minmax_max"])
+    # ai-edge-quantizer's own calibration: a moving average of per-sample min/max, inside the
+    # global Min-Max range and narrower for most tensors
+    assert all(r["max"] <= r["minmax_max"] + 1e-6 for r in aeq.values())
+    assert sum(r["max"] < r["minmax_max"] - 1e-6 for r in aeq.values() if not r["io"]) >= 3
     inner = [r for r in pct.values() if not r["io"]]
     assert all(r["max"] <= r["minmax_max"] + 1e-9 for r in inner)
     assert sum(r["max"] < r["minmax_max"] - 1e-6 for r in inner) >= len(inner) // 2
