@@ -335,13 +335,29 @@ else
     fi
   fi
 fi
-case "$DAEMON" in running*)
-  ok=0
+answers() {  # the daemon answers its status within ~10 s
   for _ in $(seq 1 50); do
-    if agent status >/dev/null 2>&1; then ok=1; break; fi
+    if agent status >/dev/null 2>&1; then return 0; fi
     sleep 0.2
   done
-  [ $ok = 1 ] || DAEMON="not answering; see $HOME_DIR/logs/agent.log" ;;
+  return 1
+}
+case "$DAEMON" in
+  running*) answers || DAEMON="not answering; see $HOME_DIR/logs/agent.log" ;;
+esac
+case "$START_DAEMON:$UNIT:$DAEMON" in 1:?*:failed*|1:?*:not\ answering*)
+  # the unit did not give an answering daemon (e.g. a kernel without the namespaces its
+  # sandboxing needs): run the same daemon with a pidfile instead, and disable the unit so
+  # that nothing (a reboot, bench-remote's restart) starts it again
+  log "the systemd unit $UNIT gave no answering daemon (journalctl --user -u $UNIT);" \
+      "running it with a pidfile instead"
+  systemctl --user stop "$UNIT" >/dev/null 2>&1 || true
+  systemctl --user disable "$UNIT" >/dev/null 2>&1 || true
+  if agent serve --detach >&2 && answers; then
+    DAEMON="running (pid $(cat "$HOME_DIR/agent.pid" 2>/dev/null || echo '?'); systemd unit $UNIT failed, disabled)"
+  else
+    DAEMON="failed; see $HOME_DIR/logs/agent.log and journalctl --user -u $UNIT"
+  fi ;;
 esac
 
 # ---- the machine-readable summary ---------------------------------------------------------

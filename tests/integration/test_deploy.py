@@ -413,3 +413,42 @@ def test_ssh_failed_venv_rebuild_keeps_the_previous_venv(ssh_device: tuple[str, 
         shutil.rmtree(empty, ignore_errors=True)
         with _ssh(sshd_device) as conn:
             conn.run(agent_argv(d, "serve", "--detach"), timeout_s=60)
+
+
+_BROKEN_SYSTEMD = """#!/bin/sh
+# a user manager that accepts every request but whose unit never gives a daemon (like a
+# kernel without the namespaces the unit's sandboxing needs: the unit fails at exec)
+echo "$*" >> "$EDGEQ_FAKE_SYSTEMCTL_LOG"
+case "$2" in is-active|is-enabled) exit 3;; esac
+exit 0
+"""
+
+
+def test_a_systemd_unit_that_gives_no_daemon_falls_back_to_a_pidfile_daemon(
+        tiny_artifacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """systemd cannot run here (no user manager), so a stand-in `systemctl` on PATH plays the
+    failure seen on boards whose kernel refuses the unit's sandboxing: deploy.sh must notice
+    that no daemon answers, disable the unit and run the daemon with a pidfile."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "systemctl"
+    fake.write_text(_BROKEN_SYSTEMD)
+    fake.chmod(0o755)
+    calls = tmp_path / "systemctl.log"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("EDGEQ_FAKE_SYSTEMCTL_LOG", str(calls))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    d = tmp_path / "device"
+    with LocalConnection() as conn:
+        try:
+            doc = deploy(conn, tiny_artifacts, device_dir=str(d))
+            assert doc["daemon"].startswith("running (pid "), doc["daemon"]
+            assert "failed, disabled" in doc["daemon"]
+            assert _status(conn, str(d))["pid"] == int((d / "agent.pid").read_text())
+        finally:
+            _stop_daemon(conn, str(d))
+    said = calls.read_text().splitlines()
+    assert any(line.startswith("--user restart edgeq-agent-") for line in said), said
+    assert any(line.startswith("--user disable edgeq-agent-") for line in said), said
+    units = list((tmp_path / "config" / "systemd" / "user").glob("edgeq-agent-*.service"))
+    assert len(units) == 1 and str(d) in units[0].read_text()
