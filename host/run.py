@@ -130,6 +130,8 @@ def run(
     from edgeq.host.quantize import quantize
     from edgeq.host.train import train
 
+    if history is not None:  # a history that cannot take the run fails now, not after training
+        history.check_writable()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stages = _Stages(events)

@@ -251,3 +251,26 @@ def test_save_unstored_writes_the_document_in_the_current_directory(
     assert saved is not None and saved.parent == tmp_path
     assert json.loads(saved.read_text()) == doc
     assert [p.name for p in tmp_path.iterdir()] == [saved.name]  # no temp file left
+
+
+def test_run_checks_the_history_before_training(tmp_path: Path) -> None:
+    """`edgeq run` with a locked history fails at once, before minutes of training."""
+    import time
+
+    from edgeq.host.run import run
+
+    path = tmp_path / "h.sqlite3"
+    History(path).add(_doc(2.0, 1.0))
+    holder = sqlite3.connect(str(path), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    stages: list[str] = []
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(HistoryError, match="locked"):
+            run(tmp_path / "out", history=History(path, busy_timeout_s=0.3),
+                events=lambda name, details: stages.append(name))
+        assert time.monotonic() - t0 < 5
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert stages == [] and not (tmp_path / "out").exists()
