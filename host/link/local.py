@@ -14,6 +14,7 @@ Imports: standard library and edgeq.host.link.base only.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -260,6 +261,9 @@ class LocalConnection(Connection):
                 hint="redeploy: the device directory is incomplete",
             ) from exc
         except OSError as exc:
+            if exc.errno == errno.ENOSPC:  # worded as the SSH connection words it
+                raise LinkError(f"the device's disk is full writing {target}",
+                                hint="free space on the board and rerun") from exc
             raise LinkError(
                 f"cannot copy {local_path} to {target}: {exc.strerror or exc}",
                 hint="check that the directory exists and is writable",

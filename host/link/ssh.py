@@ -27,6 +27,7 @@ import base64
 import hashlib
 import logging
 import os
+import posixpath
 import select
 import socket
 import threading
@@ -731,6 +732,15 @@ class SSHConnection(Connection):
                 raise self._lost("finding the home directory", exc) from exc
         return self._home
 
+    def _free_bytes(self, remote_dir: str) -> int:
+        """Bytes free for this user in `remote_dir`'s file system (`df -Pk`); a large number
+        when that cannot be told."""
+        try:
+            res = self.run(["df", "-Pk", remote_dir], timeout_s=30)
+            return int(res.stdout.decode().splitlines()[1].split()[3]) * 1024
+        except (EdgeqError, IndexError, ValueError):
+            return 1 << 62
+
     def put_file(
         self, local_path: Path, remote_path: str, *, progress: Optional[ProgressCallback] = None
     ) -> None:
@@ -753,7 +763,10 @@ class SSHConnection(Connection):
                         progress(done, total)
                 remote.close()  # waits for every write's acknowledgement
             size = sftp.stat(remote_path).st_size
-            if size != total:
+            if size != total:  # OpenSSH's sftp-server can drop pipelined writes on ENOSPC
+                if self._free_bytes(posixpath.dirname(remote_path)) < total - size:
+                    raise LinkError(f"the device's disk is full writing {remote_path}",
+                                    hint="free space on the board and rerun")
                 raise LinkError(f"{remote_path} on {self.name} has {size} bytes, not {total}",
                                 hint="the device's disk may be full; free space and rerun")
         except EdgeqError:

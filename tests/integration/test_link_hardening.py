@@ -18,6 +18,7 @@ from edgeq.host.link import (
     LOCAL_HOST,
     Connection,
     HostKeyMismatchError,
+    LinkError,
     LinkTimeoutError,
     RevokedHostKeyError,
     UnknownHostKeyError,
@@ -328,3 +329,21 @@ def test_identity_file_is_used_for_the_jump_host(sshd_device: SSHDevice, tmp_pat
             assert conn.run(["true"]).ok and _depth(conn) == 1
     finally:
         os.environ["HOME"] = old or "/root"
+
+
+def test_a_full_device_disk_is_said_alike_over_both(link: Connection, tmp_path: Path) -> None:
+    """put_file onto a full disk (a 256 KiB tmpfs of our own; root only) is one clear
+    LinkError naming the full disk, over SSH and local alike."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(1 << 20))
+    try:
+        with link as conn, pytest.raises(LinkError, match="disk is full") as info:
+            conn.put_file(big, str(mnt / "big.bin"))
+        assert "free space" in info.value.hint
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
