@@ -355,5 +355,129 @@ def sweep_accuracy(points: Sequence[Mapping[str, Any]]) -> bytes:
     return to_png(fig)
 
 
+def _method_colors(methods: Sequence[str]) -> dict[str, str]:
+    palette = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2", "#937860", "#da8bc3",
+               "#8c8c8c", "#ccb974", "#64b5cd"]
+    return {m: palette[k % len(palette)] for k, m in enumerate(dict.fromkeys(methods))}
+
+
+def method_drops(rows: Sequence[Mapping[str, Any]]) -> bytes:
+    """Horizontal bars: each variant's top-1 drop vs float32 (points) with its 95% interval,
+    coloured by method; * marks a McNemar p < 0.05 against the Min-Max baseline.
+
+    Each row: variant, method, drop_pp, drop_ci_low_pp / drop_ci_high_pp (may be None),
+    mcnemar_p (may be None)."""
+    n = len(rows)
+    fig = new_figure(9.0, max(2.2, 0.34 * n + 1.3))
+    ax = fig.subplots()
+    y = np.arange(n)[::-1]
+    colors = _method_colors([str(r["method"]) for r in rows])
+    for yi, r in zip(y, rows):
+        ax.barh(yi, r["drop_pp"], color=colors[str(r["method"])], height=0.7)
+        if r.get("drop_ci_low_pp") is not None:
+            ax.plot([r["drop_ci_low_pp"], r["drop_ci_high_pp"]], [yi, yi], color="k", lw=1.2)
+        ax.plot([r["drop_pp"]], [yi], "o", color="k", ms=3)
+        if r.get("mcnemar_p") is not None and r["mcnemar_p"] < 0.05:
+            ax.text(max(r["drop_pp"], r.get("drop_ci_high_pp") or r["drop_pp"]), yi, " *",
+                    va="center", fontsize=11, fontweight="bold")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(y)
+    ax.set_yticklabels([_short(str(r["variant"]), 40) for r in rows], fontsize=8)
+    ax.set_xlabel("top-1 drop vs float32 (points; black: paired 95% interval)")
+    ax.grid(axis="x", alpha=0.3)
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color=c, label=m) for m, c in colors.items()], fontsize=8,
+              loc="upper left", bbox_to_anchor=(1.0, 1.0), title="method", title_fontsize=8)
+    ax.set_title("Accuracy drop per variant (* McNemar p < 0.05 vs Min-Max)")
+    return to_png(fig)
+
+
+def clipped_ranges(tensors: Sequence[str], outliers: Sequence[bool],
+                   minmax: Sequence[tuple[float, float]],
+                   chosen: Mapping[str, Sequence[Optional[tuple[float, float]]]]) -> bytes:
+    """Per activation tensor (rows), the Min-Max range (grey band) and each method's chosen
+    range (coloured bars), both divided by the Min-Max max |x| so tensors share one axis;
+    tensors with outliers are labelled in orange with a *."""
+    n = len(tensors)
+    methods = list(chosen)
+    fig = new_figure(9.0, max(2.4, 0.42 * n + 1.4))
+    ax = fig.subplots()
+    if n == 0:
+        ax.text(0.5, 0.5, "no recorded ranges", ha="center", va="center")
+        ax.set_axis_off()
+        return to_png(fig)
+    colors = _method_colors(methods)
+    y = np.arange(n)[::-1].astype(float)
+    k = max(1, len(methods))
+    for i, (yi, (lo, hi)) in enumerate(zip(y, minmax)):
+        m = max(abs(lo), abs(hi)) or 1.0
+        ax.barh(yi, (hi - lo) / m, left=lo / m, height=0.86, color="#dddddd",
+                edgecolor="#888888", lw=0.6)
+        for j, meth in enumerate(methods):
+            r = chosen[meth][i]
+            if r is None:
+                continue
+            off = 0.35 - 0.7 * (j + 0.5) / k
+            ax.plot([r[0] / m, r[1] / m], [yi + off, yi + off], color=colors[meth],
+                    lw=max(1.5, 6.0 / k), solid_capstyle="butt")
+    ax.axvline(0, color="k", lw=0.6)
+    ax.set_yticks(y)
+    ax.set_yticklabels([("* " if o else "") + _short(t, 36) for t, o in zip(tensors, outliers)],
+                       fontsize=7)
+    for lab, o in zip(ax.get_yticklabels(), outliers):
+        if o:
+            lab.set_color(OUTLIER_COLOR)
+    ax.set_xlabel("range / Min-Max max|x| (grey: Min-Max; bars: the method's clipped range)")
+    ax.grid(axis="x", alpha=0.3)
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color="#dddddd", label="Min-Max")]
+              + [Patch(color=c, label=m_) for m_, c in colors.items()], fontsize=8,
+              loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title("Activation ranges: Min-Max vs the clipped range (orange *: outliers)")
+    return to_png(fig)
+
+
+def robustness_curves(corruptions: Sequence[str], severities: Sequence[int],
+                      models: Sequence[Mapping[str, Any]]) -> bytes:
+    """Per corruption (columns): top-1 (%) vs severity (0 = clean) per model, float32 dashed
+    (top row), and each int8 model's gap, float32 top-1 - its top-1 in points (bottom row).
+
+    Each model: name, kind, clean_top1, top1 {corruption: {"severity": top1}}; the first
+    float32 model is the gap's reference."""
+    cols = max(1, len(corruptions))
+    fig = new_figure(2.2 * cols + 1.0, 5.4)
+    axes = fig.subplots(2, cols, sharey="row", squeeze=False)
+    x = [0] + [int(s) for s in severities]
+    ref = next((m for m in models if m.get("kind") == "float32"), None)
+
+    def curve(m: Mapping[str, Any], corr: str) -> np.ndarray:
+        return 100.0 * np.asarray([m["clean_top1"]] + [m["top1"][corr][str(s)]
+                                                         for s in severities], dtype=float)
+
+    for k, corr in enumerate(corruptions):
+        top, gap = axes[0][k], axes[1][k]
+        for j, m in enumerate(models):
+            is_f = m.get("kind") == "float32"
+            color = _color("float32") if is_f else f"C{(j % 9) + 1}"
+            top.plot(x, curve(m, corr), "--" if is_f else "o-", ms=3, lw=1.6 if is_f else 1.0,
+                     color=color, label=m["name"])
+            if ref is not None and not is_f:
+                gap.plot(x, curve(ref, corr) - curve(m, corr), "o-", ms=3, lw=1.0, color=color)
+        top.set_title(corr.replace("_", " "), fontsize=9)
+        gap.axhline(0, color=_color("float32"), ls="--", lw=1)
+        for ax in (top, gap):
+            ax.set_xticks(x)
+            ax.grid(alpha=0.3)
+        gap.set_xlabel("severity (0 = clean)", fontsize=8)
+    axes[0][0].set_ylabel("top-1 (%)")
+    axes[1][0].set_ylabel("float32 - int8 (points)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="outside lower center",
+               ncols=min(3, max(1, len(labels))))
+    return to_png(fig)
+
+
 def _short(name: str, width: int = 48) -> str:
     return name if len(name) <= width else "..." + name[-(width - 3):]

@@ -13,7 +13,10 @@ agreement, latency p50/p90/p99, throughput, init, peak memory, int8/float32), Mc
 the paired predictions, bootstrap intervals for the latency medians, the figures, the per-layer
 analysis (weights vs the Min-Max range and int8 grid, per-channel ranges, activation ranges
 from calibration, outliers, per-layer error), the device environment (EMULATED shown loudly)
-and, when `sweep.json` is present, the sweep.
+and, when ARTIFACTS/sweep.json / robustness.json are present, the sweep: for a sweep of
+calibration methods, the method table and figure (drop vs float32 with intervals, McNemar
+against Min-Max), the Min-Max vs clipped range per layer and the converter's vs
+ai-edge-quantizer's Min-Max; and the robustness table and figure (edgeq.host.report_sections).
 
 This module only lays out and renders. The numbers come from edgeq.host.stats
 (`run_statistics`), edgeq.host.inspection (`layer_analysis`), edgeq.host.compare and the sweep;
@@ -26,8 +29,8 @@ Markdown tables carry the metric key in a column and the value in the unit of th
 The report also embeds its summary as
 `<script type="application/json" id="edgeq-report-data">` (data, never executed).
 Imports: standard library, numpy, edgeq.device (errors, fileutil, store, evaldata),
-edgeq.host.{artifacts, stats, compare, sweep, report_figures}; edgeq.host.inspection and
-edgeq.host.evaluate (probe_models) lazily.
+edgeq.host.{artifacts, stats, compare, sweep, robustness, report_figures, report_tables,
+report_sections}; edgeq.host.inspection and edgeq.host.evaluate (probe_models) lazily.
 """
 from __future__ import annotations
 
@@ -35,8 +38,7 @@ import base64
 import html
 import json
 import logging
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
@@ -49,6 +51,26 @@ from edgeq.device.store import atomic_write_bytes
 from edgeq.host import stats
 from edgeq.host.artifacts import MODEL_KINDS, ArtifactsError, load_artifacts
 from edgeq.host.report_figures import Figure, layer_figures, run_figures, sweep_figure
+from edgeq.host.report_sections import (
+    SWEEP_HEADER,
+    Section,
+    methods_section,
+    plain_sweep,
+    ranges_section,
+    robustness_section,
+    sweep_note,
+    sweep_rows,
+)
+from edgeq.host.report_tables import (
+    Cell,
+    Part,
+    dict_table,
+    fmt_num,
+    get_path,
+    md_dict_table,
+    num_cell,
+    text_cell,
+)
 from edgeq.host.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -100,77 +122,6 @@ METRICS: tuple[Metric, ...] = (
     Metric("peak_rss_bytes", "Peak memory (MiB)", _MIB),
 )
 
-# ------------------------------------------------------------------ small helpers
-
-
-def fmt_num(value: Optional[float], sig: int = 4) -> str:
-    """A number with `sig` significant digits, never in exponent notation ("n/a" for None)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return str(int(value))
-    v = float(value)
-    if v == 0:
-        return "0"
-    decimals = max(0, min(12, sig - 1 - int(math.floor(math.log10(abs(v))))))
-    return f"{v:.{decimals}f}"
-
-
-def _get(d: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(key)
-    return d
-
-
-@dataclass(frozen=True)
-class Part:
-    """One machine-readable number (or a plain text) inside a table cell."""
-
-    text: str
-    metric: Optional[str] = None
-    model: Optional[str] = None
-    value: Optional[float] = None
-
-
-@dataclass
-class Cell:
-    parts: list[Part] = field(default_factory=list)
-    sep: str = " "
-
-    def markdown(self) -> str:
-        return self.sep.join(p.text for p in self.parts).replace("|", "\\|")
-
-    def html(self, tag: str = "td", attrs: str = "") -> str:
-        if len(self.parts) == 1:
-            p = self.parts[0]
-            return f"<{tag}{_data_attrs(p)}{attrs}>{html.escape(p.text)}</{tag}>"
-        inner = html.escape(self.sep).join(
-            f"<span{_data_attrs(p)}>{html.escape(p.text)}</span>" if p.metric
-            else html.escape(p.text) for p in self.parts)
-        return f"<{tag}{attrs}>{inner}</{tag}>"
-
-
-def _data_attrs(p: Part) -> str:
-    if p.metric is None:
-        return ""
-    value = "" if p.value is None else repr(float(p.value))
-    return (f' data-metric="{html.escape(p.metric)}" data-model="{html.escape(p.model or "")}"'
-            f' data-value="{value}"')
-
-
-def _num_cell(metric: str, model: str, value: Optional[float], scale: float = 1.0,
-              suffix: str = "") -> Cell:
-    shown = None if value is None else (value if scale == 1.0 else float(value) / scale)
-    return Cell([Part(fmt_num(shown) + (suffix if shown is not None else ""), metric, model,
-                      None if value is None else float(value))])
-
-
-def _text_cell(text: str) -> Cell:
-    return Cell([Part(text)])
-
-
 # ------------------------------------------------------------------ tables
 
 
@@ -184,7 +135,7 @@ def comparison_rows(summary: dict[str, Any]) -> list[tuple[str, str, Cell, Cell,
     for k in METRICS:
         if k.key == "accuracy_top5" and not top5:
             continue
-        ratio = _num_cell(k.key, "ratio", rat.get(k.key, _ratio(f32.get(k.key), i8.get(k.key))),
+        ratio = num_cell(k.key, "ratio", rat.get(k.key, _ratio(f32.get(k.key), i8.get(k.key))),
                           suffix="x")
         if k.key in ("accuracy", "accuracy_top5"):
             delta = (summary.get("accuracy_delta_pp") if k.key == "accuracy"
@@ -192,8 +143,8 @@ def comparison_rows(summary: dict[str, Any]) -> list[tuple[str, str, Cell, Cell,
             if delta is not None:
                 name = "accuracy_delta_pp" if k.key == "accuracy" else "accuracy_top5_delta_pp"
                 ratio.parts.append(Part(f"({delta:+.2f} pp)", name, "ratio", delta))
-        rows.append((k.label, k.key, _num_cell(k.key, "float32", f32.get(k.key), k.scale),
-                     _num_cell(k.key, "int8", i8.get(k.key), k.scale), ratio))
+        rows.append((k.label, k.key, num_cell(k.key, "float32", f32.get(k.key), k.scale),
+                     num_cell(k.key, "int8", i8.get(k.key), k.scale), ratio))
         if k.key == "accuracy":
             cells = []
             for m, e in (("float32", f32), ("int8", i8)):
@@ -202,15 +153,15 @@ def comparison_rows(summary: dict[str, Any]) -> list[tuple[str, str, Cell, Cell,
                     Part(fmt_num(ci[0] / pct), "accuracy_ci_low", m, ci[0]),
                     Part("–"),
                     Part(fmt_num(ci[1] / pct), "accuracy_ci_high", m, ci[1])]) if ci
-                    else _text_cell("n/a"))
+                    else text_cell("n/a"))
             rows.append(("Top-1 95% CI (%, Wilson)", "accuracy_ci", cells[0], cells[1],
-                         _text_cell("")))
+                         text_cell("")))
         if k.key == ("accuracy_top5" if top5 else "accuracy"):  # after the last accuracy row
-            rows.append(("Float/int8 agreement (%)", "agreement", _text_cell(""), _text_cell(""),
-                         _num_cell("agreement", "both", summary.get("agreement"), pct)))
+            rows.append(("Float/int8 agreement (%)", "agreement", text_cell(""), text_cell(""),
+                         num_cell("agreement", "both", summary.get("agreement"), pct)))
             rows.append(("Evaluated images", "count",
-                         _num_cell("count", "float32", f32.get("count")),
-                         _num_cell("count", "int8", i8.get("count")), _text_cell("")))
+                         num_cell("count", "float32", f32.get("count")),
+                         num_cell("count", "int8", i8.get("count")), text_cell("")))
         if k.key == "latency_ms_p50":
             cells = []
             for m, e in (("float32", f32), ("int8", i8)):
@@ -218,16 +169,16 @@ def comparison_rows(summary: dict[str, Any]) -> list[tuple[str, str, Cell, Cell,
                 cells.append(Cell([
                     Part(fmt_num(ci[0]), "latency_ms_p50_ci_low", m, ci[0]), Part("–"),
                     Part(fmt_num(ci[1]), "latency_ms_p50_ci_high", m, ci[1])]) if ci
-                    else _text_cell("n/a"))
+                    else text_cell("n/a"))
             rci = summary.get("latency_ms_p50_ratio_ci")
             ratio = (Cell([Part(fmt_num(rci[0]), "latency_ms_p50_ci_low", "ratio", rci[0]),
                            Part("–"),
                            Part(fmt_num(rci[1]), "latency_ms_p50_ci_high", "ratio", rci[1])])
-                     if rci else _text_cell("n/a"))
+                     if rci else text_cell("n/a"))
             rows.append(("Latency p50 95% CI (ms, bootstrap)", "latency_ms_p50_ci",
                          cells[0], cells[1], ratio))
-    rows.append(("Timed runs", "runs", _num_cell("runs", "float32", f32.get("runs")),
-                 _num_cell("runs", "int8", i8.get("runs")), _text_cell("")))
+    rows.append(("Timed runs", "runs", num_cell("runs", "float32", f32.get("runs")),
+                 num_cell("runs", "int8", i8.get("runs")), text_cell("")))
     return rows
 
 
@@ -256,10 +207,10 @@ def per_class_rows(summary: dict[str, Any], names: Sequence[str]
         name = names[c] if c < len(names) else str(c)
         fa = a["correct"] / a["total"] if a["total"] else None
         qa = b["correct"] / b["total"] if b["total"] else None
-        rows.append((_text_cell(name), _num_cell("per_class_count", name, a["total"]),
-                     _num_cell("per_class_top1", f"float32:{name}", fa, 0.01),
-                     _num_cell("per_class_top1", f"int8:{name}", qa, 0.01),
-                     _num_cell("per_class_delta_pp", name, _delta_pp(fa, qa))))
+        rows.append((text_cell(name), num_cell("per_class_count", name, a["total"]),
+                     num_cell("per_class_top1", f"float32:{name}", fa, 0.01),
+                     num_cell("per_class_top1", f"int8:{name}", qa, 0.01),
+                     num_cell("per_class_delta_pp", name, _delta_pp(fa, qa))))
     return rows
 
 
@@ -285,14 +236,14 @@ def mcnemar_cells(mc: Optional[dict[str, Any]]) -> list[tuple[str, Cell]]:
     if not mc:
         return []
     return [
-        ("both right", _num_cell("mcnemar_both_correct", "both", mc["both_correct"])),
-        ("float32 right, int8 wrong (b)", _num_cell("mcnemar_b", "both", mc["a_only"])),
-        ("float32 wrong, int8 right (c)", _num_cell("mcnemar_c", "both", mc["b_only"])),
-        ("both wrong", _num_cell("mcnemar_both_wrong", "both", mc["both_wrong"])),
-        ("test", _text_cell(mc["method"])),
-        ("statistic", _num_cell("mcnemar_statistic", "both", mc["statistic"])),
-        ("p-value", _num_cell("mcnemar_p_value", "both", mc["p_value"])),
-        ("significant at 0.05", _text_cell("yes" if mc["p_value"] < 0.05 else "no")),
+        ("both right", num_cell("mcnemar_both_correct", "both", mc["both_correct"])),
+        ("float32 right, int8 wrong (b)", num_cell("mcnemar_b", "both", mc["a_only"])),
+        ("float32 wrong, int8 right (c)", num_cell("mcnemar_c", "both", mc["b_only"])),
+        ("both wrong", num_cell("mcnemar_both_wrong", "both", mc["both_wrong"])),
+        ("test", text_cell(mc["method"])),
+        ("statistic", num_cell("mcnemar_statistic", "both", mc["statistic"])),
+        ("p-value", num_cell("mcnemar_p_value", "both", mc["p_value"])),
+        ("significant at 0.05", text_cell("yes" if mc["p_value"] < 0.05 else "no")),
     ]
 
 
@@ -302,8 +253,8 @@ def environment_rows(run: dict[str, Any], manifest: Optional[dict[str, Any]]
     from edgeq.host.compare import environment_rows as compare_env_rows
 
     rows = list(compare_env_rows(run))
-    res = _get(run, "models", "int8", "result") or {}
-    rows.append(("batch size (throughput)", str(_get(res, "settings", "batch_size") or "?")))
+    res = get_path(run, "models", "int8", "result") or {}
+    rows.append(("batch size (throughput)", str(get_path(res, "settings", "batch_size") or "?")))
     rows.append(("edgeq (device / report)", f"{res.get('edgeq_version', '?')} / {__version__}"))
     if manifest:
         cal = manifest.get("calibration") or {}
@@ -314,7 +265,7 @@ def environment_rows(run: dict[str, Any], manifest: Optional[dict[str, Any]]
         rows.append(("model", str(manifest.get("model_name", "?"))))
         rows += _model_io_rows(manifest)
     for m in MODEL_KINDS:
-        rows.append((f"{m} sha256", str(_get(run, "models", m, "sha256") or "?")))
+        rows.append((f"{m} sha256", str(get_path(run, "models", m, "sha256") or "?")))
     rows.append(("run", f"{run.get('run_id') if run.get('run_id') is not None else '(not stored)'}"
                         f" at {run.get('time_utc', '?')}"))
     return rows
@@ -323,12 +274,12 @@ def environment_rows(run: dict[str, Any], manifest: Optional[dict[str, Any]]
 def _model_io_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     """What the model takes and gives: input shape and type, classes, preprocessing."""
     rows = []
-    inp = _get(manifest, "models", "int8", "input") or {}
+    inp = get_path(manifest, "models", "int8", "input") or {}
     if inp.get("shape"):
         rows.append(("input (int8 model, per image)",
                      f"{'x'.join(str(d) for d in inp['shape'][1:])} {inp.get('dtype', '?')}, "
                      f"scale {fmt_num(inp.get('scale'))}, zero point {inp.get('zero_point')}"))
-    out = _get(manifest, "models", "float32", "output") or {}
+    out = get_path(manifest, "models", "float32", "output") or {}
     classes = manifest.get("num_classes") or ((out.get("shape") or [None])[-1])
     if classes:
         names = class_names_for(manifest, int(classes))
@@ -341,26 +292,6 @@ def _model_io_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
                           if pre.get(k) is not None))
         rows.append(("preprocessing", f"{pre.get('formula', '')}: {text}".strip(": ")))
     return rows
-
-
-def sweep_rows(sweep: dict[str, Any]) -> list[tuple[Cell, ...]]:
-    out: list[tuple[Cell, ...]] = []
-    for p in sorted(sweep.get("points") or [],
-                    key=lambda p: (str(p.get("granularity")), int(p.get("calibration_size", 0)))):
-        tag = f"{p.get('granularity')}@{p.get('calibration_size')}"
-        out.append((
-            _text_cell(str(p.get("granularity"))),
-            _num_cell("sweep_calibration_size", tag, p.get("calibration_size")),
-            _num_cell("sweep_int8_top1", tag, p.get("int8_top1"), 0.01),
-            _num_cell("sweep_float32_top1", tag, p.get("float32_top1"), 0.01),
-            _num_cell("sweep_agreement", tag, p.get("agreement"), 0.01),
-            _num_cell("sweep_int8_size_bytes", tag, p.get("int8_size_bytes"), _KIB),
-        ))
-    return out
-
-
-SWEEP_HEADER = ("weights", "calibration images", "int8 top-1 (%)", "float32 top-1 (%)",
-                "agreement (%)", "int8 size (KB)")
 
 
 # ------------------------------------------------------------------ rendering
@@ -379,6 +310,8 @@ border-radius:4px;margin:1em 0}
 figure{margin:1.2em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em}
 .scroll{overflow-x:auto;max-width:100%}td{overflow-wrap:anywhere}
+#methods-table td,#ranges-table td,#robustness-table td,#minmax-quantizers td,
+#robustness-summary td{white-space:nowrap;overflow-wrap:normal}
 """
 
 
@@ -407,7 +340,8 @@ def _title(run: dict[str, Any], manifest: Optional[dict[str, Any]]) -> str:
 def render_html(run: dict[str, Any], summary: dict[str, Any], manifest: Optional[dict[str, Any]],
                 figures: Sequence[Figure], layers: Optional[LayerAnalysis],
                 layer_figs: Sequence[Figure],
-                sweep: Optional[dict[str, Any]], sweep_fig: Optional[Figure]) -> str:
+                sweep: Optional[dict[str, Any]], sweep_fig: Optional[Figure],
+                sections: Sequence[Section] = ()) -> str:
     e = html.escape
     out: list[str] = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -465,13 +399,15 @@ def render_html(run: dict[str, Any], summary: dict[str, Any], manifest: Optional
         out.extend(_img(f) for f in layer_figs)
         if layers.weight_rows:
             out.append("<h3>Weights per layer</h3>")
-            out.append(_dict_table("weights", layers.weight_rows))
+            out.append(dict_table("weights", layers.weight_rows))
         if layers.tensor_rows:
             out.append("<h3>Activations per layer: int8 range, values seen, error</h3>")
-            out.append(_dict_table("activations", layers.tensor_rows))
+            out.append(dict_table("activations", layers.tensor_rows))
         if layers.error_rows:
             out.append("<h3>Per-layer quantization error</h3>")
-            out.append(_dict_table("layer-errors", layers.error_rows))
+            out.append(dict_table("layer-errors", layers.error_rows))
+    for sec in sections:
+        out.extend(_section_html(sec))
     if sweep:
         out.append('<h2 id="sweep">Sweep: calibration-set size and granularity</h2>')
         out.append('<table id="sweep-table"><thead><tr>'
@@ -479,57 +415,22 @@ def render_html(run: dict[str, Any], summary: dict[str, Any], manifest: Optional
         for row in sweep_rows(sweep):
             out.append("<tr>" + "".join(c.html(attrs=' class="num"') for c in row) + "</tr>")
         out.append("</tbody></table>")
-        out.append(f'<p class="note">{e(_sweep_note(sweep))}</p>')
+        out.append(f'<p class="note">{e(sweep_note(sweep))}</p>')
         if sweep_fig:
             out.append(_img(sweep_fig))
     out.append('<h2 id="reproduce">Reproduce</h2><pre>'
                + e(reproduce_text(run)) + "</pre>")
-    data = json.dumps(_embedded(run, summary, sweep), sort_keys=True).replace("</", "<\\/")
+    data = json.dumps(_embedded(run, summary, sweep, sections), sort_keys=True)
+    data = data.replace("</", "<\\/")
     out.append(f'<script type="application/json" id="edgeq-report-data">{data}</script>')
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
 
-def _sweep_note(sweep: dict[str, Any]) -> str:
-    return (f"Re-quantized on the host ({sweep.get('runtime', 'LiteRT')}), evaluated on "
-            f"{sweep.get('eval_count', '?')} images; calibration images drawn with seed "
-            f"{sweep.get('seed', '?')}; created {sweep.get('created_utc', '?')}.")
-
-
-def _dict_table(table_id: str, rows: Sequence[dict[str, Any]]) -> str:
-    e = html.escape
-    cols = list(rows[0])
-    out = [f'<div class="scroll"><table id="{e(table_id)}"><thead><tr>'
-           + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr></thead><tbody>"]
-    for r in rows:
-        cells = []
-        for c in cols:
-            v = r.get(c)
-            if isinstance(v, float):
-                cells.append(f'<td class="num" data-metric="{e(table_id)}.{e(c)}" '
-                             f'data-model="{e(str(r.get(cols[0])))}" data-value="{v!r}">'
-                             f"{e(fmt_num(v))}</td>")
-            else:
-                cells.append(f"<td>{e('' if v is None else str(v))}</td>")
-        out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table></div>")
-    return "\n".join(out)
-
-
-def _md_dict_table(rows: Sequence[dict[str, Any]]) -> list[str]:
-    cols = list(rows[0])
-    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for r in rows:
-        out.append("| " + " | ".join(
-            fmt_num(v) if isinstance(v, float)
-            else ("" if v is None else str(v).replace("|", "\\|"))
-            for v in (r.get(c) for c in cols)) + " |")
-    return out
-
-
 def render_markdown(run: dict[str, Any], summary: dict[str, Any],
                     manifest: Optional[dict[str, Any]], figure_files: Sequence[tuple[Figure, str]],
-                    layers: Optional[LayerAnalysis], sweep: Optional[dict[str, Any]]) -> str:
+                    layers: Optional[LayerAnalysis], sweep: Optional[dict[str, Any]],
+                    sections: Sequence[Section] = ()) -> str:
     out: list[str] = [f"# {_title(run, manifest)}", ""]
     emu = _emulated_text(run)
     if emu:
@@ -559,21 +460,23 @@ def render_markdown(run: dict[str, Any], summary: dict[str, Any],
     if layers is not None and (layers.error_rows or layers.tensor_rows or layers.note):
         out += ["## Per-layer analysis", ""]
         if layers.weight_rows:
-            out += ["Weights:", ""] + _md_dict_table(
+            out += ["Weights:", ""] + md_dict_table(
                 [{k: v for k, v in r.items() if k != "tensor"} for r in layers.weight_rows]) + [""]
         if layers.tensor_rows:
-            out += ["Activations:", ""] + _md_dict_table(
+            out += ["Activations:", ""] + md_dict_table(
                 [{k: v for k, v in r.items() if k != "tensor"} for r in layers.tensor_rows]) + [""]
         if layers.error_rows:
-            out += ["Per-layer error:", ""] + _md_dict_table(layers.error_rows) + [""]
+            out += ["Per-layer error:", ""] + md_dict_table(layers.error_rows) + [""]
         if layers.note:
             out += [layers.note, ""]
+    for sec in sections:
+        out += _section_markdown(sec)
     if sweep:
         out += ["## Sweep: calibration-set size and granularity", "",
                 "| " + " | ".join(SWEEP_HEADER) + " |", "|---|" + "---:|" * (len(SWEEP_HEADER) - 1)]
         for row in sweep_rows(sweep):
             out.append("| " + " | ".join(c.markdown() for c in row) + " |")
-        out += ["", _sweep_note(sweep), ""]
+        out += ["", sweep_note(sweep), ""]
     out += ["## Reproduce", "", "```", reproduce_text(run), "```", ""]
     return "\n".join(out)
 
@@ -590,13 +493,37 @@ def reproduce_text(run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _embedded(run: dict[str, Any], summary: dict[str, Any],
-              sweep: Optional[dict[str, Any]]) -> dict[str, Any]:
+def _embedded(run: dict[str, Any], summary: dict[str, Any], sweep: Optional[dict[str, Any]],
+              sections: Sequence[Section] = ()) -> dict[str, Any]:
     small = {k: v for k, v in summary.items() if k != "changed_indices"}
     small["changed_count"] = len(summary.get("changed_indices") or [])
     return {"schema": REPORT_SCHEMA, "run_id": run.get("run_id"), "time_utc": run.get("time_utc"),
             "host": run.get("host"), "summary": small,
-            "sweep_points": (sweep or {}).get("points")}
+            "sweep_points": [{k: v for k, v in p.items() if k != "int8_predictions"}
+                             for p in (sweep or {}).get("points") or []] or None,
+            **({"sections": {sec.id: {t.id: t.rows for t in sec.tables} for sec in sections}}
+               if sections else {})}
+
+
+def _section_html(sec: Section) -> list[str]:
+    """A Section (edgeq.host.report_sections) as HTML: title, notes, tables, figures."""
+    e = html.escape
+    out = [f'<h2 id="{e(sec.id)}">{e(sec.title)}</h2>']
+    out += [f'<p class="note">{e(par)}</p>' for par in sec.paragraphs]
+    for t in (t for t in sec.tables if t.rows):
+        out += ([f"<h3>{e(t.title)}</h3>"] if t.title else []) + [dict_table(t.id, t.rows, t.key)]
+    return out + [_img(f) for f in sec.figures]
+
+
+def _section_markdown(sec: Section) -> list[str]:
+    out = [f"## {sec.title}", ""]
+    for par in sec.paragraphs:
+        out += [par, ""]
+    for t in (t for t in sec.tables if t.rows):
+        out += ([f"{t.title}:", ""] if t.title else []) + md_dict_table(t.rows) + [""]
+    for f in sec.figures:
+        out += [f"![{f.title}](figures/{f.name}.png)", "", f.caption, ""]
+    return out
 
 
 
@@ -608,7 +535,7 @@ def _check_artifacts(run: dict[str, Any], artifacts_dir: Path) -> Any:
     art = load_artifacts(artifacts_dir)
     for m in MODEL_KINDS:
         want = art.models[m].sha256
-        got = _get(run, "models", m, "sha256")
+        got = get_path(run, "models", m, "sha256")
         if want and got and want != got:
             raise ReportError(
                 f"the run's {m} model ({got[:12]}) is not the one in {artifacts_dir} "
@@ -652,14 +579,17 @@ def build_report(
     artifacts_dir: Path,
     out_dir: Path,
     sweep: Optional[dict[str, Any]] = None,
+    robustness: Optional[dict[str, Any]] = None,
     progress: Optional[ProgressCallback] = None,
     layers: bool = True,
 ) -> ReportPaths:
     """Write OUT/report.html (self-contained), OUT/report.md and OUT/figures/*.png for `run`.
 
-    `sweep` defaults to ARTIFACTS/sweep.json when that file exists. `layers=False` leaves out
+    `sweep` defaults to ARTIFACTS/sweep.json and `robustness` to ARTIFACTS/robustness.json
+    when those files exist (edgeq.host.report_sections lays them out). `layers=False` leaves out
     the per-layer analysis (it needs TensorFlow and takes a few seconds).
     """
+    from edgeq.host.robustness import load_robustness
     from edgeq.host.sweep import load_sweep
 
     stats.check_run(run)
@@ -678,6 +608,8 @@ def build_report(
     images, labels = load_eval_data(art.eval_data.path)
     if sweep is None:
         sweep = load_sweep(artifacts_dir)
+    if robustness is None:
+        robustness = load_robustness(artifacts_dir)
     summary = stats.run_statistics(run, labels)
     summary["generated_utc"] = utc_now()
     classes = max(len(summary["models"][m].get("per_class") or []) for m in MODEL_KINDS)
@@ -687,8 +619,12 @@ def build_report(
     tick()
     la, layer_figs = _layers(artifacts_dir, images, layers)
     tick()
-    sfig = sweep_figure(sweep) if sweep else None
-    all_figs = list(figures) + layer_figs + ([sfig] if sfig else [])
+    plain = plain_sweep(sweep)  # the converter's Min-Max points: size x granularity
+    sections = [sec for sec in (methods_section(sweep), ranges_section(sweep),
+                                robustness_section(robustness)) if sec is not None]
+    sfig = sweep_figure(plain) if plain else None
+    all_figs = (list(figures) + layer_figs + ([sfig] if sfig else [])
+                + [f for sec in sections for f in sec.figures])
     written: list[Path] = []
     rels: list[tuple[Figure, str]] = []
     for fig in all_figs:
@@ -699,9 +635,10 @@ def build_report(
     tick()
     html_path = out_dir / "report.html"
     md_path = out_dir / "report.md"
-    html_doc = render_html(run, summary, art.manifest, figures, la, layer_figs, sweep, sfig)
+    html_doc = render_html(run, summary, art.manifest, figures, la, layer_figs, plain, sfig,
+                           sections)
     atomic_write_bytes(html_path, html_doc.encode("utf-8"), mode=None)
-    md_doc = render_markdown(run, summary, art.manifest, rels, la, sweep)
+    md_doc = render_markdown(run, summary, art.manifest, rels, la, plain, sections)
     atomic_write_bytes(md_path, md_doc.encode("utf-8"), mode=None)
     tick()
     logger.info("report written to %s", html_path)

@@ -143,3 +143,47 @@ def sweep_figure(sweep: dict[str, Any]) -> Optional[Figure]:
                   "int8 top-1 after re-quantizing the same Keras model with each calibration-set "
                   "size and per-channel / per-tensor weights; dashed: float32.",
                   plots.sweep_accuracy(points))
+
+
+def methods_figure(rows: Sequence[dict[str, Any]]) -> Optional[Figure]:
+    """The drop vs float32 per sweep variant (edgeq.host.stats.method_comparison rows)."""
+    from edgeq.host import plots
+
+    if not rows:
+        return None
+    return Figure("methods", "Accuracy drop per calibration method and variant",
+                  "Top-1 of float32 minus top-1 of each int8 variant, in points, on the same "
+                  "evaluation images; black: the paired 95% interval (Newcombe, from Wilson "
+                  "intervals); *: McNemar's test against the converter's Min-Max of the same "
+                  "granularity and calibration size gives p < 0.05.",
+                  plots.method_drops(rows))
+
+
+def ranges_figure(tensors: Sequence[str], outliers: Sequence[bool],
+                  minmax: Sequence[tuple[float, float]],
+                  chosen: dict[str, Sequence[Optional[tuple[float, float]]]]) -> Optional[Figure]:
+    """Min-Max vs each method's clipped range per activation tensor (one compact figure)."""
+    from edgeq.host import plots
+    from edgeq.host.inspection import OUTLIER_PERCENTILE, OUTLIER_RATIO
+
+    if not tensors or not chosen:
+        return None
+    return Figure("clipped_ranges", "Min-Max range vs the clipped range per layer",
+                  "Per activation tensor: the Min-Max range of the calibration values (grey) "
+                  "and the range each method chose (bars), divided by the Min-Max max|x|. "
+                  f"Orange *: the tensor has outliers (max|x| > {OUTLIER_RATIO:g} x "
+                  f"P{OUTLIER_PERCENTILE:g}(|x|), inspection's rule).",
+                  plots.clipped_ranges(tensors, outliers, minmax, chosen))
+
+
+def robustness_figure(doc: dict[str, Any]) -> Optional[Figure]:
+    """Top-1 vs severity per corruption for float32 and every int8 variant."""
+    from edgeq.host import plots
+
+    if not doc.get("models") or not doc.get("corruptions"):
+        return None
+    return Figure("robustness", "Robustness under corruptions",
+                  f"Top-1 on {doc.get('count', '?')} evaluation images corrupted at each "
+                  f"severity (0 = clean; seed {doc.get('seed', '?')}); dashed: float32.",
+                  plots.robustness_curves(doc["corruptions"], doc.get("severities") or [],
+                                          doc["models"]))

@@ -12,6 +12,11 @@
   for a latency median and for the ratio of two medians, seeded so reports are reproducible.
 - `run_statistics(run, labels)`: all of the above for an `edgeq.compare/1` run, checked
   against the labels of its evaluation set (what the report lays out).
+- `paired_difference_interval`: Newcombe's (1998, method 10) interval for the difference of
+  two accuracies on the same images, built from Wilson intervals.
+- `method_comparison(sweep)`: per `edgeq.sweep/1` variant, top-1 with its Wilson interval, the
+  drop vs float32 with the paired interval and McNemar against the converter's Min-Max
+  (`minmax_baseline`); `robustness_rows(doc)`: an `edgeq.robustness/1` document as rows.
 
 Pure standard library + numpy (no SciPy): normal quantiles come from statistics.NormalDist,
 binomial tails from exact integer arithmetic (math.comb), chi-square(1) tails from math.erfc.
@@ -332,3 +337,123 @@ def run_statistics(run: dict[str, Any], labels: Optional[np.ndarray]) -> dict[st
         if out["agreement"] is None:
             out["agreement"] = float(np.mean(pf == pq))
     return out
+
+
+# ------------------------------------------------------------------ calibration methods (sweep)
+
+
+def paired_difference_interval(both_correct: int, a_only: int, b_only: int, both_wrong: int,
+                               confidence: float = 0.95) -> tuple[float, float]:
+    """Interval for acc(A) - acc(B) on paired images (Newcombe 1998, method 10).
+
+    Built from the Wilson intervals (l1, u1) of acc(A) = (n11 + n10) / n and (l2, u2) of
+    acc(B) = (n11 + n01) / n, corrected for the pairing by phi, the correlation of the 2x2
+    table (0 when a margin is empty): with d = acc(A) - acc(B),
+        low  = d - sqrt((p1 - l1)^2 - 2 phi (p1 - l1)(u2 - p2) + (u2 - p2)^2)
+        high = d + sqrt((u1 - p1)^2 - 2 phi (u1 - p1)(p2 - l2) + (p2 - l2)^2).
+    n11 = both_correct, n10 = a_only (A right, B wrong), n01 = b_only, n00 = both_wrong.
+    """
+    a, b, c, d = both_correct, a_only, b_only, both_wrong
+    if min(a, b, c, d) < 0:
+        raise ValueError("the 2x2 counts must be >= 0")
+    n = a + b + c + d
+    if n == 0:
+        return (-1.0, 1.0)
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = wilson_interval(a + b, n, confidence)
+    l2, u2 = wilson_interval(a + c, n, confidence)
+    denom = (a + b) * (c + d) * (a + c) * (b + d)
+    phi = (a * d - b * c) / math.sqrt(denom) if denom else 0.0
+    diff = p1 - p2
+    lo = diff - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2)
+                              + (u2 - p2) ** 2))
+    hi = diff + math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2)
+                              + (p2 - l2) ** 2))
+    return (max(-1.0, lo), min(1.0, hi))
+
+
+def _is_minmax(p: dict[str, Any]) -> bool:
+    return p.get("method", "minmax") == "minmax" and not p.get("float_fallback")
+
+
+def minmax_baseline(point: dict[str, Any], points: Sequence[dict[str, Any]]
+                    ) -> Optional[dict[str, Any]]:
+    """The converter's Min-Max variant a sweep point is tested against: same weight
+    granularity and calibration size, else same granularity (largest size), else any."""
+    mm = [p for p in points if _is_minmax(p)]
+    for same in (lambda p: (p.get("granularity"), p.get("calibration_size"))
+                 == (point.get("granularity"), point.get("calibration_size")),
+                 lambda p: p.get("granularity") == point.get("granularity"),
+                 lambda p: True):
+        found = sorted((p for p in mm if same(p)), key=lambda p: -int(p.get("calibration_size")
+                                                                        or 0))
+        if found:
+            return found[0]
+    return None
+
+
+def variant_name(p: dict[str, Any]) -> str:
+    """A sweep point's name: its directory's last part ("per-channel-cal100", ...)."""
+    return str(p.get("dir") or "?").replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+
+
+def method_comparison(sweep: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per sweep variant: int8 top-1 (%) with its Wilson 95% interval, the drop vs
+    float32 in points with a paired (Newcombe) 95% interval, and McNemar's test against the
+    converter's Min-Max variant of the same granularity and calibration size (`minmax_baseline`;
+    b = images Min-Max gets right and the variant wrong, c = the reverse). Without stored
+    predictions (a sweep.json older than issue 12) the paired numbers are None and the
+    intervals use the recorded top-1 over `eval_count` images."""
+    points = list(sweep.get("points") or [])
+    labels = np.asarray(sweep.get("labels") or [], dtype=np.int64)
+    pf = np.asarray(sweep.get("float32_predictions") or [], dtype=np.int64)
+    rows = []
+    for p in points:
+        pq = np.asarray(p.get("int8_predictions") or [], dtype=np.int64)
+        paired = labels.size > 0 and pq.size == labels.size
+        n = int(labels.size if paired else sweep.get("eval_count") or 0)
+        correct = int(np.sum(pq == labels)) if paired else round(float(p["int8_top1"]) * n)
+        ci = wilson_interval(correct, n) if n else (None, None)
+        drop_ci: tuple[Optional[float], Optional[float]] = (None, None)
+        if paired and pf.size == labels.size:
+            m = mcnemar(pf, pq, labels)
+            lo, hi = paired_difference_interval(m.both_correct, m.a_only, m.b_only,
+                                                m.both_wrong)
+            drop_ci = (100.0 * lo, 100.0 * hi)
+        base = minmax_baseline(p, points)
+        row: dict[str, Any] = {
+            "variant": variant_name(p), "method": p.get("method", "minmax"),
+            "weights": p.get("granularity"), "calibration": p.get("calibration_size"),
+            "fallback": int(p.get("float_fallback") or 0),
+            "quantizer": p.get("quantizer", "tflite-converter"),
+            "int8_top1_pct": 100.0 * float(p["int8_top1"]),
+            "int8_top1_ci_low_pct": None if ci[0] is None else 100.0 * ci[0],
+            "int8_top1_ci_high_pct": None if ci[1] is None else 100.0 * ci[1],
+            "drop_pp": 100.0 * (float(p["float32_top1"]) - float(p["int8_top1"])),
+            "drop_ci_low_pp": drop_ci[0], "drop_ci_high_pp": drop_ci[1],
+            "baseline": None if base is None else variant_name(base),
+            "mcnemar_b": None, "mcnemar_c": None, "mcnemar_p": None,
+        }
+        bq = np.asarray((base or {}).get("int8_predictions") or [], dtype=np.int64)
+        if base is not None and base is not p and paired and bq.size == labels.size:
+            m = mcnemar(bq, pq, labels)
+            row.update(mcnemar_b=m.a_only, mcnemar_c=m.b_only, mcnemar_p=m.p_value)
+        rows.append(row)
+    return rows
+
+
+def robustness_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """edgeq.robustness/1 as rows: per model and corruption, the clean top-1 (%), top-1 (%) per
+    severity and the float32 - model gap in points (mean over the severities; None for
+    float32)."""
+    rows = []
+    sevs = [str(s) for s in doc.get("severities") or []]
+    for m in doc.get("models") or []:
+        for c in doc.get("corruptions") or []:
+            top = (m.get("top1") or {}).get(c) or {}
+            rows.append({"model": m["name"], "corruption": c,
+                         "clean (%)": 100.0 * float(m["clean_top1"]),
+                         **{f"severity {s} (%)": None if top.get(s) is None
+                            else 100.0 * float(top[s]) for s in sevs},
+                         "gap vs float32 (pp)": (m.get("gap_points") or {}).get(c)})
+    return rows

@@ -149,7 +149,7 @@ def sweep(
     eval_count: Optional[int] = None
     runtime: Optional[str] = None
     float32_predictions: list[int] = []  # the report's McNemar pairs (edgeq.host.stats)
-    labels: list[int] = []
+    eval_labels: list[int] = []
     for done, (method, gran, size, fb) in enumerate(combos):
         out = artifacts_dir / SWEEP_DIR / variant_name(method, gran, size, fb)
         out.mkdir(parents=True, exist_ok=True)
@@ -189,8 +189,9 @@ def sweep(
         })
         float32_predictions = float32_predictions or [int(v) for v in
                                                       f32.get("predictions") or []]
-        if not labels:  # the images evaluate used, in the same order
-            labels = [int(v) for v in evaluation_data(load_artifacts(out), limit=eval_limit)[1]]
+        if not eval_labels:  # the images evaluate used, in the same order
+            eval_labels = [int(v) for v in
+                           evaluation_data(load_artifacts(out), limit=eval_limit)[1]]
         if progress:
             progress(done + 1, len(combos))
     path = artifacts_dir / SWEEP_FILE
@@ -206,7 +207,7 @@ def sweep(
         "methods": labels,
         "fallbacks": fbs,
         "points": points,
-        "labels": labels,
+        "labels": eval_labels,
         "float32_predictions": float32_predictions,
     }
     atomic_write_json(path, doc, mode=None, sort_keys=False)  # like the other artifacts: umask

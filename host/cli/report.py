@@ -74,24 +74,26 @@ def report_command(
     sweep_file: Optional[Path] = typer.Option(
         None, "--sweep", help="A sweep.json to include (default: ARTIFACTS/sweep.json when "
                               "present)."),
+    robustness_file: Optional[Path] = typer.Option(None, "--robustness", help=(
+        "A robustness.json to include (default: ARTIFACTS/robustness.json when present).")),
     no_layers: bool = typer.Option(
         False, "--no-layers", help="Leave out the per-layer analysis (it needs TensorFlow)."),
     as_json: JsonOption = False,
 ) -> None:
     """Write the paper's report of a run: one self-contained HTML page and a Markdown summary.
 
-    The side-by-side table, McNemar's test, bootstrap intervals, latency / per-class /
-    changed-image figures, the per-layer quantization analysis, the environment and, when
-    present, the sweep. Opens offline. With --json: the written paths.
-    """
+    The side-by-side table, McNemar, intervals, figures, the per-layer analysis, the
+    environment and, when present, the sweep (calibration methods vs Min-Max, clipped ranges)
+    and robustness under corruptions. Opens offline. With --json: the written paths."""
     from edgeq.host.report import build_report
 
     doc, default_out = _the_run(run, result, db)
-    sweep = _load_result(sweep_file) if sweep_file is not None else None
+    sweep, rob = (_load_result(f) if f is not None else None for f in (sweep_file,
+                                                                       robustness_file))
     with ui.task("writing the report") as progress:
         paths = build_report(doc, artifacts_dir=_artifacts_of(doc, artifacts),
-                             out_dir=out or default_out, sweep=sweep, layers=not no_layers,
-                             progress=progress)
+                             out_dir=out or default_out, sweep=sweep, robustness=rob,
+                             layers=not no_layers, progress=progress)
     if as_json:
         ui.print_json({"html": str(paths.html), "markdown": str(paths.markdown),
                        "figures": [str(p) for p in paths.figures]})

@@ -131,3 +131,89 @@ def test_run_statistics_of_a_small_run() -> None:
         stats.check_run({"schema": "edgeq.bench/1"})
     with pytest.raises(stats.RunError, match="no int8 model entry"):
         stats.check_run({"schema": "edgeq.compare/1", "models": {"float32": {}}})
+
+
+# ------------------------------------------------------------------ calibration methods (sweep)
+
+
+def test_paired_difference_interval_by_hand() -> None:
+    # 2x2: both right 4, A only 2, B only 2, both wrong 1 (n = 9). ad - bc = 4 - 4 = 0, so
+    # phi = 0. p1 = p2 = 6/9. Wilson(6, 9): z^2/n = .426829, denominator 1.426829,
+    # centre (.666667 + .213415) / 1.426829 = .616810,
+    # half 1.959964 * sqrt(.0246914 + .0118564) / 1.426829 = .262609 -> (.354201, .879419).
+    # low = 0 - sqrt(.312466^2 + .212752^2) = -.378019, high = +.378019 (symmetric).
+    lo, hi = stats.paired_difference_interval(4, 2, 2, 1)
+    assert stats.wilson_interval(6, 9) == pytest.approx((0.354201, 0.879419), abs=2e-5)
+    assert (lo, hi) == pytest.approx((-0.378019, 0.378019), abs=2e-5)
+    # with a correlation: 40 / 6 / 2 / 2 (n = 50):
+    # phi = (80 - 12) / sqrt(46 * 4 * 42 * 8) = 68 / 248.644 = .273483
+    a, b, c, d = 40, 6, 2, 2
+    phi = (a * d - b * c) / math.sqrt((a + b) * (c + d) * (a + c) * (b + d))
+    assert phi == pytest.approx(0.273483, abs=1e-6)
+    p1, p2 = 46 / 50, 42 / 50
+    l1, u1 = stats.wilson_interval(46, 50)
+    l2, u2 = stats.wilson_interval(42, 50)
+    want_lo = 0.08 - math.sqrt((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2)
+    want_hi = 0.08 + math.sqrt((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2)
+    got = stats.paired_difference_interval(a, b, c, d)
+    assert got == pytest.approx((want_lo, want_hi), rel=1e-12)
+    assert got[0] < 0.08 < got[1]
+    # swapping A and B mirrors the interval; no images: no information
+    assert stats.paired_difference_interval(a, c, b, d) == pytest.approx((-got[1], -got[0]))
+    assert stats.paired_difference_interval(0, 0, 0, 0) == (-1.0, 1.0)
+    with pytest.raises(ValueError):
+        stats.paired_difference_interval(1, -1, 0, 0)
+
+
+def _point(method: str, gran: str, preds: list[int], **kw: object) -> dict[str, object]:
+    labels = list(range(10))
+    return {"dir": f"sweep/{method}-{gran}", "method": method, "granularity": gran,
+            "calibration_size": 100, "float_fallback": 0, "int8_predictions": preds,
+            "int8_top1": float(np.mean(np.asarray(preds) == labels)), "float32_top1": 0.9,
+            "int8_size_bytes": 1000, **kw}
+
+
+def test_method_comparison_by_hand() -> None:
+    # labels 0..9; float32 wrong on image 9 only (top-1 .9).
+    # Min-Max per-tensor: wrong on 8, 9 (.8). percentile: wrong on 0, 1, 2, 9 (.6).
+    # Against Min-Max: b = Min-Max right & percentile wrong = {0, 1, 2} = 3,
+    # c = Min-Max wrong & percentile right = {8} = 1: exact binomial, 2 * (1 + 4) / 16 = .625.
+    labels = list(range(10))
+    mm = _point("minmax", "per-tensor", [0, 1, 2, 3, 4, 5, 6, 7, 0, 0])
+    pc = _point("percentile:99.9", "per-tensor", [9, 9, 9, 3, 4, 5, 6, 7, 8, 0])
+    other = _point("minmax", "per-channel", labels[:9] + [0])
+    doc = {"labels": labels, "float32_predictions": labels[:9] + [0], "eval_count": 10,
+           "points": [mm, pc, other]}
+    rows = {r["variant"]: r for r in stats.method_comparison(doc)}
+    r = rows["percentile:99.9-per-tensor"]
+    assert r["baseline"] == "minmax-per-tensor"  # same granularity, not the per-channel one
+    assert (r["mcnemar_b"], r["mcnemar_c"]) == (3, 1)
+    assert r["mcnemar_p"] == pytest.approx(0.625)
+    assert r["int8_top1_pct"] == pytest.approx(60.0)
+    assert (r["int8_top1_ci_low_pct"], r["int8_top1_ci_high_pct"]) == pytest.approx(
+        tuple(100 * v for v in stats.wilson_interval(6, 10)))
+    assert r["drop_pp"] == pytest.approx(30.0)
+    # float32 vs percentile: both right 6 (3..8), float only 3 (0, 1, 2), int8 only 0,
+    # both wrong 1 (9)
+    lo, hi = stats.paired_difference_interval(6, 3, 0, 1)
+    assert (r["drop_ci_low_pp"], r["drop_ci_high_pp"]) == pytest.approx((100 * lo, 100 * hi))
+    base = rows["minmax-per-tensor"]
+    assert base["mcnemar_p"] is None and base["baseline"] == "minmax-per-tensor"
+    # a sweep without predictions (before issue 12): Wilson from top-1 x eval_count only
+    old = stats.method_comparison({"eval_count": 10, "points": [
+        {k: v for k, v in pc.items() if k != "int8_predictions"}]})[0]
+    assert old["mcnemar_p"] is None and old["drop_ci_low_pp"] is None
+    assert old["int8_top1_ci_low_pct"] == pytest.approx(100 * stats.wilson_interval(6, 10)[0])
+
+
+def test_robustness_rows() -> None:
+    doc = {"corruptions": ["blur"], "severities": [1, 2], "models": [
+        {"name": "float32", "clean_top1": 0.9, "top1": {"blur": {"1": 0.8, "2": 0.5}},
+         "gap_points": None},
+        {"name": "int8", "clean_top1": 0.85, "top1": {"blur": {"1": 0.7, "2": 0.4}},
+         "gap_points": {"blur": 10.0}}]}
+    rows = stats.robustness_rows(doc)
+    assert rows[1] == {"model": "int8", "corruption": "blur", "clean (%)": 85.0,
+                       "severity 1 (%)": 70.0, "severity 2 (%)": 40.0,
+                       "gap vs float32 (pp)": 10.0}
+    assert rows[0]["gap vs float32 (pp)"] is None
