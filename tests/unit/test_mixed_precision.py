@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from edgeq.host.tflite_file import declared_exception_problems, full_integer_problems, read_tflite
 
+pytestmark = pytest.mark.slow  # converts real models (getfixturevalue hides it from conftest)
+
 
 @pytest.fixture(scope="module")
 def fallback(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
