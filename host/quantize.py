@@ -795,8 +795,8 @@ def quantize_with_method(
                         continue
                     lo, hi = float(np.min(q_r["min"])), float(np.max(q_r["max"]))
                     s = stats[r["tensor"]]
-                    r.update(min=lo, max=hi, clipped_fraction=cal.clipped_fraction(s, lo, hi),
-                             noise=cal.quantization_noise(s, lo, hi))
+                    # `noise` stays the Min-Max one: it ranked the --float-fallback layers
+                    r.update(min=lo, max=hi, clipped_fraction=cal.clipped_fraction(s, lo, hi))
             else:
                 for name, (lo, hi) in chosen.items():
                     if name in qsv and "min" in qsv[name] and "max" in qsv[name]:
