@@ -95,7 +95,8 @@ def test_keras_model_with_image_folders_and_a_scale(colour: dict[str, Any],
     assert m["class_names"] == list(CLASSES) and m["num_classes"] == 3
     assert m["preprocessing"]["scale"] == SCALE and m["preprocessing"]["identity"] is False
     assert m["calibration"] == {"size": 24, "seed": 0, "source": "folder:calib",
-                                "per_channel": True, "method": "min-max"}
+                                "per_channel": True, "method": "minmax",
+                                "parameters": {}, "ranges": None}
     ev = m["eval_data"]
     assert (ev["source"], ev["count"], ev["dtype"], ev["shape"]) == (
         "folder:eval", 30, "float32", [24, 24, 3])
