@@ -779,21 +779,53 @@ def format_status(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: how long `bridge` waits for the daemon to accept its connection
+BRIDGE_CONNECT_TIMEOUT_S = 10.0
+
+
+def _connect_unix(path: Path, timeout_s: float) -> Optional[socket.socket]:
+    """A connected socket to `path`; None when the daemon's backlog stayed full for
+    `timeout_s` (a stopped daemon: Linux answers EAGAIN at once, so retry until then);
+    DaemonNotRunningError when nothing listens there."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            sock.connect(str(path))
+            sock.settimeout(None)
+            return sock
+        except (BlockingIOError, socket.timeout):
+            sock.close()
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EAGAIN and time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            if exc.errno == errno.EAGAIN:
+                return None
+            raise DaemonNotRunningError(
+                f"no edgeq agent daemon is listening on {path} ({exc.strerror or exc})",
+                hint="start it with: python -m edgeq.device serve --detach "
+                     "(or use the one-shot agent)",
+            ) from None
+
+
 def bridge(*, home: Optional[str] = None, socket_path: Optional[str] = None,
            stdin_fd: int = 0, stdout_fd: int = 1) -> int:
     """`bridge`: relay stdin -> socket and socket -> stdout until the daemon closes."""
     store = Store(home)
     path = Path(socket_path) if socket_path else store.socket_path
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(str(path))
-    except OSError as exc:
-        sock.close()
-        raise DaemonNotRunningError(
-            f"no edgeq agent daemon is listening on {path} ({exc.strerror or exc})",
-            hint="start it with: python -m edgeq.device serve --detach "
-                 "(or use the one-shot agent)",
-        ) from None
+    sock = _connect_unix(path, BRIDGE_CONNECT_TIMEOUT_S)
+    if sock is None:
+        raise AgentConnectionError(
+            f"the edgeq agent daemon on {path} did not accept the connection within "
+            f"{BRIDGE_CONNECT_TIMEOUT_S:g} s",
+            hint="it may be stopped or stuck: restart it (edgeq deploy) or use the one-shot "
+                 "agent")
 
     def pump_in() -> None:
         try:

@@ -619,3 +619,39 @@ def test_current_json_must_name_sha256s(daemon: Daemon) -> None:
     finally:
         current.write_bytes(good)
     _still_serving(daemon)
+
+
+def test_bridge_gives_up_on_a_stopped_daemon_with_a_full_backlog(
+        dev_models: dict[str, Path], tmp_path: Path) -> None:
+    """A SIGSTOPped daemon accepts nothing: once its listen backlog is full, connect blocks;
+    `bridge` gives up after BRIDGE_CONNECT_TIMEOUT_S with a one-line error."""
+    import socket as socket_module
+
+    from edgeq.device.daemon import BRIDGE_CONNECT_TIMEOUT_S
+
+    proc = _own_daemon(tmp_path / "home", dev_models)
+    held: list[socket_module.socket] = []
+    try:
+        proc.send_signal(signal.SIGSTOP)
+        while True:  # fill the backlog: the first connect that would block ends it
+            s = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
+            s.setblocking(False)
+            held.append(s)
+            try:
+                s.connect(str(tmp_path / "home" / "agent.sock"))
+            except BlockingIOError:
+                break
+            assert len(held) < 1000
+        t0 = time.monotonic()
+        bridge = subprocess.run(_agent_argv(tmp_path / "home", "bridge"), input=b"",
+                                capture_output=True, timeout=BRIDGE_CONNECT_TIMEOUT_S + 30)
+        took = time.monotonic() - t0
+    finally:
+        for s in held:
+            s.close()
+        proc.send_signal(signal.SIGCONT)
+        _end(proc)
+    err = bridge.stderr.decode()
+    print(f"\nbridge to a stopped daemon gave up after {took:.1f} s: {err.strip()[:120]}")
+    assert bridge.returncode != 0 and "did not accept the connection" in err
+    assert took < BRIDGE_CONNECT_TIMEOUT_S + 15 and "Traceback" not in err
