@@ -40,7 +40,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 from edgeq.device.errors import EdgeqError
@@ -265,24 +265,17 @@ def _load_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     sums = _load_sha256sums(path.parent)
     if path.name in sums:
         _verify_sha256(path, path.read_bytes(), sums)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            keys = set(npz.files)
-            if x_key not in keys or y_key not in keys:
-                raise DataError(
-                    f"{path}: no {x_key}/{y_key} arrays "
-                    f"(it has: {', '.join(sorted(keys)) or 'none'})",
-                    hint="a Keras mnist.npz holds x_train, y_train, x_test, y_test",
-                )
-            images = npz[x_key]
-            labels = npz[y_key]
-    except DataError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise DataError(
-            f"{path}: cannot be read as .npz ({type(exc).__name__}: {exc})",
-            hint="the file is corrupt or not a numpy .npz archive; replace it with a good copy",
-        ) from None
+
+    def pick(keys: list[str]) -> dict[str, str]:
+        if x_key not in keys or y_key not in keys:
+            raise DataError(
+                f"{path}: no {x_key}/{y_key} arrays (it has: {', '.join(sorted(keys)) or 'none'})",
+                hint="a Keras mnist.npz holds x_train, y_train, x_test, y_test",
+            )
+        return {"images": x_key, "labels": y_key}
+
+    arrays, _ = _read_npz(path, pick)
+    images, labels = arrays["images"], arrays["labels"]
     images = _as_uint8(images, path, x_key)
     labels = _as_uint8(labels, path, y_key)
     _check_arrays(images, labels, path, path)
@@ -420,28 +413,42 @@ def _read_npy(path: Path) -> np.ndarray:
                         hint="the file is corrupt or not a numpy file") from None
 
 
-def _load_user_npz(path: Path, labels_required: bool, what: str) -> Dataset:
+NpzPick = Callable[[list[str]], dict[str, str]]
+
+
+def _read_npz(path: Path, pick: NpzPick) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The arrays that `pick(keys)` names ({role: key}) in the .npz at `path`, by role, and
+    that choice; DataError for a file numpy cannot read as one (corrupt, not a zip, object
+    arrays)."""
     try:
         with np.load(path, allow_pickle=False) as npz:
-            keys = list(npz.files)
-            key = "images" if "images" in keys else None
-            if key is None and not labels_required:
-                key = next((k for k in _CALIBRATION_KEYS if k in keys),
-                           keys[0] if len(keys) == 1 else None)
-            if key is None:
-                raise DataError(
-                    f"{path}: no 'images' array (it has: {', '.join(keys) or 'nothing'})",
-                    hint="save it with numpy.savez(path, images=..., labels=...)")
-            images = npz[key]
-            labels = npz["labels"] if "labels" in keys else None
-            names = npz["class_names"] if "class_names" in keys else None
+            chosen = pick(list(npz.files))
+            return {role: npz[key] for role, key in chosen.items()}, chosen
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise DataError(
             f"{path}: cannot be read as .npz ({type(exc).__name__}: {str(exc)[:160]})",
-            hint="the file is corrupt or not a numpy .npz archive (object arrays are refused)",
+            hint="the file is corrupt or not a numpy .npz archive (object arrays are refused); "
+                 "replace it with a good copy",
         ) from None
+
+
+def _load_user_npz(path: Path, labels_required: bool, what: str) -> Dataset:
+    def pick(keys: list[str]) -> dict[str, str]:
+        key = "images" if "images" in keys else None
+        if key is None and not labels_required:
+            key = next((k for k in _CALIBRATION_KEYS if k in keys),
+                       keys[0] if len(keys) == 1 else None)
+        if key is None:
+            raise DataError(
+                f"{path}: no 'images' array (it has: {', '.join(keys) or 'nothing'})",
+                hint="save it with numpy.savez(path, images=..., labels=...)")
+        return {"images": key, **{k: k for k in ("labels", "class_names") if k in keys}}
+
+    arrays, chosen = _read_npz(path, pick)
+    images, key = arrays["images"], chosen["images"]
+    labels, names = arrays.get("labels"), arrays.get("class_names")
     images = _checked_images(images, path, f"'{key}'")
     if labels is not None:
         labels = _checked_labels(labels, len(images), path)
