@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -258,8 +259,11 @@ def test_over_real_sshd_daemon_then_one_shot(sshd_device: Any, tiny_artifacts: P
 
 
 def _edgeq(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgeq.host", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout)
+    # in an empty directory: commands without an artifacts argument default to ./runs/mnist,
+    # which `make demo` leaves in the checkout the tests run from
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run([sys.executable, "-m", "edgeq.host", *args], capture_output=True,
+                              text=True, env=env, timeout=timeout, cwd=cwd)
 
 
 def test_cli_bench_remote_local_and_history(local_device: Path, tiny_artifacts: Path,
