@@ -38,8 +38,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from edgeq.host.evaluate import evaluate
-    from edgeq.host.tflite_file import full_integer_problems, read_tflite
     from edgeq.host.quantize import quantize
+    from edgeq.host.tflite_file import full_integer_problems, read_tflite
     from edgeq.host.train import train
 
     out = args.out or Path(tempfile.mkdtemp(prefix="edgeq-bench-"))
@@ -70,15 +70,18 @@ def main() -> int:
     f32, i8 = result["models"]["float32"], result["models"]["int8"]
     problems = full_integer_problems(read_tflite(out / "model_int8.tflite"))
     print(
-        f"model: {record['model_name']} ({record['params']} parameters), epochs={record['epochs']}, "
+        f"model: {record['model_name']} ({record['params']} parameters), "
+        f"epochs={record['epochs']}, "
         f"seed={record['seed']}, train images={record['train_count']}"
     )
     print(
-        f"train time: {record['train_time_s']:.1f} s ({record['train_time_s'] / record['epochs']:.1f} s/epoch); "
+        f"train time: {record['train_time_s']:.1f} s "
+        f"({record['train_time_s'] / record['epochs']:.1f} s/epoch); "
         f"train stage wall {t1 - t0:.1f} s"
     )
     print(
-        f"float32 top-1 (Keras, {record['test_count']} test images): {100 * record['float32_test_top1']:.2f} %"
+        f"float32 top-1 (Keras, {record['test_count']} test images): "
+        f"{100 * record['float32_test_top1']:.2f} %"
     )
     print(
         f"quantize wall: {t2 - t1:.1f} s (calibration {manifest['calibration']['size']} images, "
@@ -91,7 +94,8 @@ def main() -> int:
     print(f"float32 top-1 (LiteRT): {100 * f32['top1']:.2f} %   size {f32['size_bytes']} bytes")
     print(f"int8    top-1 (LiteRT): {100 * i8['top1']:.2f} %   size {i8['size_bytes']} bytes")
     print(
-        f"drop: {result['drop_points']:.2f} points (goal <= 0.2); agreement {100 * result['agreement']:.2f} %"
+        f"drop: {result['drop_points']:.2f} points (goal <= 0.2); "
+        f"agreement {100 * result['agreement']:.2f} %"
     )
     print(f"int8 / float32 size: {100 * result['size_ratio']:.1f} % (goal <= 30 %)")
     print(
