@@ -334,7 +334,8 @@ class _OneShot:
         if data_sha256 is not None:
             args += ["--data", layout.data(data_sha256)]
         args += [*settings_argv(opts), "--json"]
-        result = self.conn.run(layout.agent_argv(*args), timeout_s=self.timeout_s)
+        result = self.conn.run(locked_argv(layout, layout.agent_argv(*args)),
+                               timeout_s=self.timeout_s)
         if not result.ok:
             raise AgentFailedError(
                 f"the agent on {self.conn.name} failed (exit {result.exit_status}): "
@@ -351,6 +352,25 @@ class _OneShot:
 
     def close(self) -> None:
         pass
+
+
+#: the lock file one-shot measurements of a device dir take in turn (next to the daemon's)
+ONESHOT_LOCK = "oneshot.lock"
+# run argv[2:] holding an exclusive flock on argv[1] (inherited across exec, released when the
+# process ends, however it ends): the device venv's own Python, so nothing else is needed there
+_LOCKED_EXEC = ("import fcntl, os, sys\n"
+                "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
+                "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                "os.set_inheritable(fd, True)\n"
+                "os.execvp(sys.argv[2], sys.argv[2:])\n")
+
+
+def locked_argv(layout: Layout, argv: list[str]) -> list[str]:
+    """`argv` run on the device only once no other one-shot measurement of the same device dir
+    runs: two host processes benchmarking one board without its daemon wait for each other
+    instead of measuring at the same time (the daemon queues its own clients)."""
+    lock = layout.home.rstrip("/") + "/" + ONESHOT_LOCK
+    return [layout.python, "-c", _LOCKED_EXEC, lock, *argv]
 
 
 def _last_line(data: bytes) -> str:
@@ -377,6 +397,7 @@ def bench_remote(
     warmup_runs_min: Optional[int] = None,
     warmup_s_min: Optional[float] = None,
     runs_max: Optional[int] = None,
+    runtime: Optional[str] = None,
     use_daemon: bool = True,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     history: Optional["History"] = None,
@@ -388,14 +409,18 @@ def bench_remote(
     """Benchmark the deployed float32 and int8 models on `conn`; return `edgeq.compare/1`.
 
     `runs_min`/`run_s_min`/`warmup_*`/`runs_max` override the agent's defaults (None keeps
-    them); `eval_limit` evaluates on the first N images only. `use_daemon=False` skips the
-    daemon. `progress(done, total)` counts finished measurements (2 x rounds); `events(name,
-    details)` reports "deployment", "daemon_restarted", "path", "measure", "measured" (with
-    the worker's start/end times when the daemon ran it) and "unstored" steps.
+    them); `eval_limit` evaluates on the first N images only; `runtime` forces a TFLite
+    runtime (edgeq.device.settings.RUNTIME_NAMES; one the board lacks fails the measurement).
+    `use_daemon=False` skips the daemon. `progress(done, total)` counts finished measurements
+    (2 x rounds); `events(name, details)` reports "deployment", "daemon_restarted", "path",
+    "measure", "measured" (with the worker's start/end times when the daemon ran it) and
+    "unstored" steps.
     """
     # the bench settings among the arguments (first, before any other local exists);
-    # None keeps the agent's default
-    given = {name: value for name, value in locals().items() if name in SETTING_NAMES}
+    # None keeps the agent's default; an unforced runtime is left out (the output stays as it
+    # was before runtimes could be chosen: device.runtime says which one ran)
+    given = {name: value for name, value in locals().items() if name in SETTING_NAMES
+             and (name != "runtime" or value is not None)}
     if rounds < 1:
         raise EdgeqError("--rounds must be at least 1", hint="use --rounds 2 (ABBA) or more")
     opts = {name: value for name, value in given.items() if value is not None}

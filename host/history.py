@@ -5,7 +5,12 @@ Where: `platformdirs.user_data_dir("edgeq")/history.sqlite3`, or `$EDGEQ_HISTORY
 environment it ran in (device and host), plus a few columns for listing without parsing JSON.
 Writes are transactions (BEGIN IMMEDIATE ... COMMIT); WAL mode and a busy timeout let a
 `edgeq history` read while a bench writes, and two writers wait for each other instead of failing.
-The schema version lives in its own table; a newer file than this code knows is refused.
+The schema version lives in its own table; a newer file than this code knows is refused, an
+older one is migrated in place on first use (version 1 -> 2 adds the fleet tables; its runs
+stay as they were).
+A fleet run (`edgeq.fleet/1`: many boards x a settings matrix) is one row of `fleets` plus one
+row per board and cell in `fleet_runs` pointing at the run it stored in `runs`
+(`store_fleet`, `get_fleet`, `list_fleets`); the compare documents are kept once, in `runs`.
 `check_writable()` proves, before a bench measures for minutes, that a run can be stored
 (the file opens, has a schema this code knows, and takes a write lock); its errors say which
 of locked / read-only / disk full / newer schema / not a history it is. If storing still
@@ -34,7 +39,7 @@ from edgeq.device.errors import EdgeqError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ENV_VAR = "EDGEQ_HISTORY_DB"
 _BUSY_TIMEOUT_S = 30.0
 #: how long check_writable waits for another writer (a bench storing its run takes ms)
@@ -67,6 +72,31 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_time ON runs (time_utc);
 """
+
+#: version -> what turns the previous version into it (run in order by _prepare)
+_MIGRATIONS = {
+    2: """
+CREATE TABLE IF NOT EXISTS fleets (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_utc     TEXT NOT NULL,
+    seed            INTEGER,
+    matrix_json     TEXT NOT NULL,
+    ok              INTEGER NOT NULL,
+    boards          INTEGER NOT NULL,
+    boards_ok       INTEGER NOT NULL,
+    artifacts       TEXT,
+    document_json   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fleet_runs (
+    fleet_id        INTEGER NOT NULL REFERENCES fleets (id),
+    board           TEXT NOT NULL,
+    position        INTEGER NOT NULL,
+    cell_json       TEXT NOT NULL,
+    run_id          INTEGER REFERENCES runs (id)
+);
+CREATE INDEX IF NOT EXISTS fleet_runs_fleet ON fleet_runs (fleet_id);
+""",
+}
 
 _SUMMARY_COLUMNS = (
     "id", "time_utc", "host", "model_name", "machine", "emulated", "runtime", "threads",
@@ -204,15 +234,16 @@ class History:
                         f"knows up to {SCHEMA_VERSION}",
                         hint="upgrade edgeq, or point EDGEQ_HISTORY_DB at another file",
                     )
+                if int(version) < SCHEMA_VERSION:
+                    self._migrate(db, int(version))
             elif tables - {"sqlite_sequence"}:
                 raise HistoryError(
                     f"{self.path} is an SQLite file that is not an edgeq history",
                     hint=f"move it aside or point {ENV_VAR} at another file",
                 )
             else:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                for script in (_SCHEMA, *_MIGRATIONS.values()):
+                    _execute_all(db, script)
                 db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             db.execute("COMMIT")
         except BaseException:
@@ -220,6 +251,15 @@ class History:
                 db.execute("ROLLBACK")
             raise
         self._ready = True
+
+    def _migrate(self, db: sqlite3.Connection, version: int) -> None:
+        """Bring a file of an older schema `version` up to SCHEMA_VERSION (inside the caller's
+        transaction): add what each newer version adds; stored runs are not touched."""
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            _execute_all(db, _MIGRATIONS[target])
+        db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+        logger.info("history: migrated %s from schema %d to %d", self.path, version,
+                    SCHEMA_VERSION)
 
     def _check_version(self, db: sqlite3.Connection) -> None:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -344,6 +384,91 @@ class History:
         """How many runs are stored."""
         with self._connect() as db:
             return int(db.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+
+    # ------------------------------------------------------------ fleet runs
+
+    def store_fleet(self, doc: dict[str, Any]) -> int:
+        """Store an `edgeq.fleet/1` document (its cells' runs already stored with `add`) and
+        return its fleet id; each compare document stays in `runs` only, by its run_id."""
+        if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("edgeq.fleet/"):
+            raise HistoryError("only edgeq.fleet documents can be stored as fleet runs",
+                               hint="pass the document the fleet bench returned")
+        boards = doc.get("boards") or []
+        slim = dict(doc, boards=[
+            dict(b, runs=[dict(r, compare=None) if r.get("run_id") is not None else r
+                          for r in b.get("runs") or []]) for b in boards])
+        links = [(b.get("board"), i, json.dumps(r.get("cell"), sort_keys=True), r.get("run_id"))
+                 for b in boards for i, r in enumerate(b.get("runs") or [])]
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = db.execute(
+                    "INSERT INTO fleets (created_utc, seed, matrix_json, ok, boards, boards_ok, "
+                    "artifacts, document_json) VALUES (?, ?, ?, ?, ?, ?, ?, '')",
+                    (doc.get("created_utc") or "", doc.get("seed"),
+                     json.dumps(doc.get("matrix"), sort_keys=True), int(bool(doc.get("ok"))),
+                     len(boards), sum(1 for b in boards if b.get("ok")), doc.get("artifacts")))
+                fleet_id = int(cur.lastrowid or 0)
+                db.execute("UPDATE fleets SET document_json = ? WHERE id = ?",
+                           (json.dumps(dict(slim, fleet_id=fleet_id)), fleet_id))
+                db.executemany("INSERT INTO fleet_runs (fleet_id, board, position, cell_json, "
+                               "run_id) VALUES (?, ?, ?, ?, ?)",
+                               [(fleet_id, *link) for link in links])
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        logger.info("history: stored fleet run %d in %s", fleet_id, self.path)
+        return fleet_id
+
+    def get_fleet(self, fleet_id: int) -> dict[str, Any]:
+        """The `edgeq.fleet/1` document of a fleet run, each cell's compare document put
+        back from its run."""
+        with self._connect() as db:
+            row = db.execute("SELECT document_json FROM fleets WHERE id = ?",
+                             (int(fleet_id),)).fetchone()
+            if row is None:
+                raise RunNotFoundError(f"no fleet run {fleet_id} in {self.path}",
+                                       hint="`edgeq history fleets` lists the fleet runs")
+            doc = json.loads(row[0])
+            for board in doc.get("boards") or []:
+                for run in board.get("runs") or []:
+                    if run.get("run_id") is not None and run.get("compare") is None:
+                        got = db.execute("SELECT document_json FROM runs WHERE id = ?",
+                                         (int(run["run_id"]),)).fetchone()
+                        run["compare"] = None if got is None else json.loads(got[0])
+        return doc
+
+    def latest_fleet_id(self) -> Optional[int]:
+        """The newest fleet run's id, or None."""
+        with self._connect() as db:
+            row = db.execute("SELECT MAX(id) FROM fleets").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def list_fleets(self, limit: Optional[int] = 20) -> list[dict[str, Any]]:
+        """Summaries of the newest fleet runs first: fleet_id, created_utc, seed, matrix,
+        ok, boards, boards_ok, runs (stored cell runs)."""
+        query = ("SELECT f.id, f.created_utc, f.seed, f.matrix_json, f.ok, f.boards, "
+                 "f.boards_ok, f.artifacts, (SELECT COUNT(run_id) FROM fleet_runs r "
+                 "WHERE r.fleet_id = f.id) AS runs FROM fleets f ORDER BY f.id DESC")
+        params: tuple[Any, ...] = ()
+        if limit is not None:
+            query += " LIMIT ?"
+            params = (int(limit),)
+        with self._connect() as db:
+            rows = db.execute(query, params).fetchall()
+        return [{"fleet_id": r["id"], "created_utc": r["created_utc"], "seed": r["seed"],
+                 "matrix": json.loads(r["matrix_json"]), "ok": bool(r["ok"]),
+                 "boards": r["boards"], "boards_ok": r["boards_ok"],
+                 "artifacts": r["artifacts"], "runs": r["runs"]} for r in rows]
+
+
+def _execute_all(db: sqlite3.Connection, script: str) -> None:
+    """Each `;`-separated statement of `script` (executescript would commit the transaction)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
 
 
 def save_unstored(doc: dict[str, Any], db_path: Optional[Path] = None) -> Optional[Path]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
 from edgeq.device.store import DEFAULT_HOME
 from edgeq.host.artifacts import (
@@ -33,7 +33,10 @@ from edgeq.host.artifacts import (
 )
 
 if TYPE_CHECKING:
+    from edgeq.host.fleet import FleetEvents
     from edgeq.host.history import History
+    from edgeq.host.inventory import Target
+    from edgeq.host.matrix import Matrix
 
 __all__ = ["STAGES", "RunResult", "run"]
 
@@ -49,10 +52,11 @@ class RunResult:
     """What a run produced: each stage's result (None when skipped) and its seconds."""
 
     artifacts_dir: Path
-    compare: dict[str, Any]  # the edgeq.compare/1 document (with run_id when stored)
+    compare: Optional[dict[str, Any]]  # the edgeq.compare/1 document (None for a fleet run)
     results: dict[str, Any] = field(default_factory=dict)  # stage -> result or None
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
     history_path: Optional[Path] = None
+    fleet: Optional[dict[str, Any]] = None  # the edgeq.fleet/1 document of a fleet run
 
 
 def _train_complete(out: Path) -> bool:
@@ -116,12 +120,20 @@ def run(
     history: Optional["History"] = None,
     progress: Optional[ProgressCallback] = None,
     events: Optional[EventCallback] = None,
+    targets: Optional[Sequence["Target"]] = None,
+    matrix: Optional["Matrix"] = None,
+    forks: int = 5,
+    fleet_events: Optional["FleetEvents"] = None,
 ) -> RunResult:
     """Train, quantize, evaluate on the host, deploy to `host` and benchmark there.
 
     `connect_options` are keyword arguments for edgeq.host.link.open_connection
     (accept_new_host_key, ssh_config, identity_file, connect_timeout_s). `history` stores the
     bench result (None: not stored). `calibration_size` None means quantize's default.
+    With several `targets` (edgeq.host.inventory) or several `matrix` cells, the device stages
+    are a fleet run (edgeq.host.fleet, at most `forks` boards at once, progress to
+    `fleet_events`): deploy to every board, then the matrix in an order seeded by `seed`;
+    the result's `fleet` is the `edgeq.fleet/1` document and `compare` is None.
     """
     from edgeq.host.bench_remote import bench_remote
     from edgeq.host.deploy import deploy
@@ -135,6 +147,10 @@ def run(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stages = _Stages(events)
+    cell_settings: dict[str, Any] = {}  # xnnpack/runtime of a one-cell matrix
+    if matrix is not None and len(matrix.cells) == 1:
+        cell = matrix.cells[0]
+        threads, cell_settings = cell.threads, {"xnnpack": cell.xnnpack, "runtime": cell.runtime}
     stages.do("train", lambda: train(out, model_name=model_name, epochs=epochs, seed=seed,
                                      train_limit=train_limit, progress=progress),
               skip_reason=None if force or not _train_complete(out)
@@ -146,12 +162,50 @@ def run(
               else f"{out / MANIFEST_FILE} and its files are complete")
     stages.do("evaluate", lambda: evaluate(out, limit=eval_limit, threads=threads,
                                            progress=progress))
+    if targets is not None or matrix is not None:
+        from edgeq.host.fleet import is_fleet
+        from edgeq.host.inventory import from_hosts
+
+        targets = list(targets) if targets is not None else from_hosts([host])
+        if is_fleet(targets, matrix):
+            return _fleet_stages(stages, out, targets, matrix, seed=seed, forks=forks,
+                                 device_dir=device_dir, connect_options=connect_options,
+                                 bench_options={"rounds": rounds, "eval_limit": eval_limit,
+                                                "runs_min": runs_min, "run_s_min": run_s_min},
+                                 history=history, events=fleet_events)
+        one = targets[0]
+        host, device_dir = one.spec, one.device_dir or device_dir
+        if one.key_file is not None:
+            connect_options = dict(connect_options or {}, identity_file=one.key_file)
     with open_connection(host, **dict(connect_options or {})) as conn:
         stages.do("deploy", lambda: deploy(conn, out, device_dir=device_dir, progress=progress,
                                            events=events), device=conn.name)
         doc = stages.do("bench", lambda: bench_remote(
             conn, artifacts_dir=out, device_dir=device_dir, threads=threads, rounds=rounds,
             eval_limit=eval_limit, runs_min=runs_min, run_s_min=run_s_min, history=history,
-            progress=progress, events=events), device=conn.name)
+            progress=progress, events=events, **cell_settings), device=conn.name)
     return RunResult(out, doc, stages.result_by_stage, stages.seconds,
                      history.path if history is not None else None)
+
+
+def _fleet_stages(stages: _Stages, out: Path, targets: Sequence["Target"],
+                  matrix: Optional["Matrix"], *, seed: int, forks: int, device_dir: str,
+                  connect_options: Optional[Mapping[str, Any]],
+                  bench_options: Mapping[str, Any], history: Optional["History"],
+                  events: Optional["FleetEvents"]) -> RunResult:
+    """The deploy and bench stages on many boards: a board whose deploy failed is not
+    measured and keeps its deploy error in the fleet document."""
+    from edgeq.host.fleet import bench_fleet, deploy_fleet
+    from edgeq.host.matrix import Matrix
+
+    where = f"{len(targets)} boards"
+    deployed = stages.do("deploy", lambda: deploy_fleet(
+        targets, out, forks=forks, device_dir=device_dir, connect_options=connect_options,
+        events=events), device=where)
+    failed = {b["board"]: b["error"] for b in deployed["boards"] if not b["ok"]}
+    fleet = stages.do("bench", lambda: bench_fleet(
+        targets, matrix=matrix or Matrix(), seed=seed, artifacts_dir=out, forks=forks,
+        device_dir=device_dir, connect_options=connect_options, bench_options=bench_options,
+        history=history, skip=failed, events=events), device=where)
+    return RunResult(out, None, stages.result_by_stage, stages.seconds,
+                     history.path if history is not None else None, fleet=fleet)

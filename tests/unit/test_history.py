@@ -274,3 +274,113 @@ def test_run_checks_the_history_before_training(tmp_path: Path) -> None:
         holder.execute("ROLLBACK")
         holder.close()
     assert stages == [] and not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ fleet runs (schema 2)
+
+# a history file as edgeq's schema-1 code wrote it (commit f2c9c81: History(...).add(doc),
+# then sqlite3's iterdump), so the migration is tested on the real old layout
+_V1_DUMP = """\
+CREATE TABLE runs (
+    id                      INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_utc                TEXT NOT NULL,
+    host                    TEXT NOT NULL,
+    model_name              TEXT,
+    machine                 TEXT,
+    emulated                INTEGER,
+    runtime                 TEXT,
+    threads                 INTEGER,
+    xnnpack                 INTEGER,
+    float32_sha256          TEXT,
+    int8_sha256             TEXT,
+    float32_accuracy        REAL,
+    int8_accuracy           REAL,
+    agreement               REAL,
+    float32_latency_ms_p50  REAL,
+    int8_latency_ms_p50     REAL,
+    environment_json        TEXT NOT NULL,
+    document_json           TEXT NOT NULL
+);
+INSERT INTO "runs" VALUES(1,'2026-12-01T10:00:00Z','pi4a','mnist-cnn','aarch64',0,'',1,1,\
+'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa',\
+'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb',0.99,0.985,0.99,1.5,1.1,\
+'{"device": {"emulated": false, "machine": "aarch64"}, "host": {"hostname": "lab"}}',\
+'{"schema": "edgeq.compare/1", "time_utc": "2026-12-01T10:00:00Z", "host": "pi4a", "models": \
+{"float32": {"sha256": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", \
+"accuracy": 0.99, "latency_ms_p50": 1.5}, "int8": {"sha256": \
+"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "accuracy": 0.985, \
+"latency_ms_p50": 1.1}}, "agreement": 0.99, "device": {"machine": "aarch64", "emulated": false}, \
+"settings": {"threads": 1, "xnnpack": true, "model_name": "mnist-cnn"}, "run_id": 1}');
+CREATE TABLE schema_version (
+    version INTEGER NOT NULL
+);
+INSERT INTO "schema_version" VALUES(1);
+CREATE INDEX runs_time ON runs (time_utc);
+INSERT INTO "sqlite_sequence" VALUES('runs',1);
+"""
+
+
+def _v1_file(path: Path) -> Path:
+    db = sqlite3.connect(path)
+    db.executescript(_V1_DUMP)  # sqlite_sequence exists once an AUTOINCREMENT table does
+    db.close()
+    return path
+
+
+def _fleet(run_ids: list[Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    cells = [{"threads": t, "xnnpack": True, "runtime": None} for t in (1, 2)]
+    return {"schema": "edgeq.fleet/1", "fleet_id": None, "created_utc": "2026-12-02T08:00:00Z",
+            "artifacts": "/tmp/a", "seed": 42, "matrix": {"threads": [1, 2], "xnnpack": [True],
+                                                          "runtime": [None]},
+            "ok": False, "elapsed_s": 3.5,
+            "boards": [{"board": "pi4a", "target": "pi@10.0.0.5", "groups": ["pi4"], "ok": True,
+                        "error": None, "order": cells[::-1],
+                        "runs": [{"cell": c, "run_id": rid, "compare": doc, "error": None}
+                                 for c, rid, doc in zip(cells[::-1], run_ids, runs)]},
+                       {"board": "gone", "target": "192.0.2.1", "groups": [], "ok": False,
+                        "error": {"code": "UnreachableHostError", "message": "no route",
+                                  "hint": "check it"}, "order": cells, "runs": []}]}
+
+
+def test_a_schema_1_file_is_migrated_and_keeps_its_runs(tmp_path: Path) -> None:
+    path = _v1_file(tmp_path / "old.sqlite3")
+    h = History(path)
+    assert h.list()[0]["host"] == "pi4a" and h.get(1)["models"]["int8"]["accuracy"] == 0.985
+    assert h.schema_version() == SCHEMA_VERSION == 2
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert {"fleets", "fleet_runs"} <= {r[0] for r in db.execute(
+        "SELECT name FROM sqlite_master WHERE type='table'")}
+    db.close()
+    run = h.add(_doc(2.0, 1.0))
+    assert run == 2 and h.list_fleets() == []
+    fleet_id = h.store_fleet(_fleet([run, None], [h.get(run), None]))
+    assert h.get_fleet(fleet_id)["boards"][0]["runs"][0]["compare"]["run_id"] == run
+
+
+def test_store_get_and_list_fleets(tmp_path: Path) -> None:
+    h = History(tmp_path / "h.sqlite3")
+    docs = [dict(_doc(2.0, 1.0), run_id=h.add(_doc(2.0, 1.0))),
+            dict(_doc(3.0, 1.2), run_id=h.add(_doc(3.0, 1.2)))]
+    doc = _fleet([d["run_id"] for d in docs], docs)
+    first = h.store_fleet(doc)
+    second = h.store_fleet(doc)
+    assert second > first and doc["fleet_id"] is None  # the caller's document is not changed
+    got = h.get_fleet(first)
+    assert got["fleet_id"] == first and got["seed"] == 42
+    assert got["boards"][0]["order"] == doc["boards"][0]["order"]
+    assert [r["compare"]["run_id"] for r in got["boards"][0]["runs"]] == \
+        [d["run_id"] for d in docs]
+    assert got["boards"][1]["error"]["code"] == "UnreachableHostError"
+    stored = sqlite3.connect(h.path).execute(
+        "SELECT document_json FROM fleets WHERE id = ?", (first,)).fetchone()[0]
+    assert '"latency_ms_p50"' not in stored  # compare documents live once, in runs
+    rows = h.list_fleets()
+    assert [r["fleet_id"] for r in rows] == [second, first]
+    assert rows[0]["boards"] == 2 and rows[0]["boards_ok"] == 1 and rows[0]["runs"] == 2
+    assert rows[0]["matrix"]["threads"] == [1, 2] and rows[0]["ok"] is False
+    assert h.latest_fleet_id() == second
+    with pytest.raises(RunNotFoundError, match="no fleet run 99"):
+        h.get_fleet(99)
+    with pytest.raises(HistoryError, match="only edgeq.fleet"):
+        h.store_fleet(_doc(1.0, 1.0))
