@@ -1,6 +1,9 @@
-"""CLI: `edgeq report` (a run as one self-contained HTML page + Markdown) and `edgeq sweep`.
+"""CLI: `edgeq report` (a run, or a fleet run, as one self-contained HTML page + Markdown) and
+`edgeq sweep`.
 
-Parses options, calls edgeq.host.report.build_report / edgeq.host.sweep.sweep inside a
+Parses options, calls edgeq.host.report.build_report (one run) /
+edgeq.host.report_fleet.build_fleet_report (an edgeq.fleet/1 document) /
+edgeq.host.sweep.sweep inside a
 `ui.task` (progress on stderr, native logs kept out) and prints where the files went.
 matplotlib, TensorFlow and the library modules are imported inside the command bodies so
 `edgeq --help` stays fast.
@@ -58,42 +61,77 @@ def _artifacts_of(doc: dict[str, Any], artifacts: Optional[Path]) -> Path:
     return Path(recorded)
 
 
+def _the_fleet(fleet: str, db: Optional[Path]) -> tuple[dict[str, Any], Path]:
+    """The stored fleet run `fleet` (an id or latest) and its default output directory."""
+    from edgeq.host.history import History
+    from edgeq.host.report_fleet import fleet_from_history
+
+    doc = fleet_from_history(History(db), fleet)
+    return doc, Path("reports") / f"fleet-{doc.get('fleet_id')}"
+
+
+def _write_report(doc: dict[str, Any], out: Path, artifacts: Optional[Path],
+                  extras: tuple[Optional[Path], Optional[Path], Optional[Path]],
+                  layers: bool) -> Any:
+    """build_fleet_report for an edgeq.fleet/1 document, else build_report (one run)."""
+    from edgeq.device.errors import UsageError
+    from edgeq.host.report_fleet import build_fleet_report, is_fleet
+
+    sweep, rob, profile = (_load_result(f) if f is not None else None for f in extras)
+    with ui.task("writing the report") as progress:
+        if is_fleet(doc):
+            return build_fleet_report(doc, out_dir=out, profile=profile, progress=progress)
+        if profile is not None:
+            raise UsageError("--profile goes with a fleet report",
+                             hint="pass --fleet ID, or --result with an edgeq.fleet/1 file")
+        from edgeq.host.report import build_report
+
+        return build_report(doc, artifacts_dir=_artifacts_of(doc, artifacts), out_dir=out,
+                            sweep=sweep, robustness=rob, layers=layers, progress=progress)
+
+
+FleetOption = Annotated[Optional[str], typer.Option(
+    "--fleet", help="A fleet run from `edgeq history fleets` (an id, or latest): boards side "
+                    "by side, per setting, with heat maps board x setting.")]
+ProfileOption = Annotated[Optional[Path], typer.Option(
+    "--profile", help="An edgeq.profile/1 JSON (`edgeq profile --json`) whose per-layer "
+                      "figure goes in the fleet report.")]
+SweepFileOption = Annotated[Optional[Path], typer.Option(
+    "--sweep", help="A sweep.json to include (default: ARTIFACTS/sweep.json when present).")]
+RobustnessFileOption = Annotated[Optional[Path], typer.Option(
+    "--robustness", help="A robustness.json to include (default: ARTIFACTS/robustness.json "
+                         "when present).")]
+
+
 @app.command("report")
 def report_command(
     run: str = typer.Argument("latest", help="Run id from `edgeq history`, or latest."),
     result: Optional[Path] = typer.Option(
-        None, "--result", help="A compare JSON file (`edgeq bench-remote --json`) instead of "
-                               "a stored run."),
+        None, "--result", help="A compare JSON file (`edgeq bench-remote --json`), or an "
+                               "edgeq.fleet/1 one, instead of a stored run."),
     artifacts: Optional[Path] = typer.Option(
         None, "--artifacts", help="The artifacts directory the run measured (default: the one "
                                   "the run records)."),
     out: Optional[Path] = typer.Option(
-        None, "--out", help="Output directory (default reports/run-<id>, or reports/<result "
-                            "file name>)."),
+        None, "--out", help="Output directory (default reports/run-<id>, reports/fleet-<id>, "
+                            "or reports/<result file name>)."),
     db: HistoryDbOption = None,
-    sweep_file: Optional[Path] = typer.Option(
-        None, "--sweep", help="A sweep.json to include (default: ARTIFACTS/sweep.json when "
-                              "present)."),
-    robustness_file: Optional[Path] = typer.Option(None, "--robustness", help=(
-        "A robustness.json to include (default: ARTIFACTS/robustness.json when present).")),
+    sweep_file: SweepFileOption = None, robustness_file: RobustnessFileOption = None,
     no_layers: bool = typer.Option(
         False, "--no-layers", help="Leave out the per-layer analysis (it needs TensorFlow)."),
+    fleet: FleetOption = None, profile: ProfileOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Write the paper's report of a run: one self-contained HTML page and a Markdown summary.
 
     The side-by-side table, McNemar, intervals, figures, the per-layer analysis, the
     environment and, when present, the sweep (calibration methods vs Min-Max, clipped ranges)
-    and robustness under corruptions. Opens offline. With --json: the written paths."""
-    from edgeq.host.report import build_report
-
-    doc, default_out = _the_run(run, result, db)
-    sweep, rob = (_load_result(f) if f is not None else None for f in (sweep_file,
-                                                                       robustness_file))
-    with ui.task("writing the report") as progress:
-        paths = build_report(doc, artifacts_dir=_artifacts_of(doc, artifacts),
-                             out_dir=out or default_out, sweep=sweep, robustness=rob,
-                             layers=not no_layers, progress=progress)
+    and robustness under corruptions. Opens offline. With --fleet (or a fleet --result): the
+    boards side by side per setting, heat maps and --profile's per-layer figure.
+    With --json: the written paths."""
+    doc, default_out = _the_fleet(fleet, db) if fleet is not None else _the_run(run, result, db)
+    paths = _write_report(doc, out or default_out, artifacts,
+                          (sweep_file, robustness_file, profile), layers=not no_layers)
     if as_json:
         ui.print_json({"html": str(paths.html), "markdown": str(paths.markdown),
                        "figures": [str(p) for p in paths.figures]})

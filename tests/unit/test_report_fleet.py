@@ -1,0 +1,228 @@
+"""`edgeq report` on a fleet run (edgeq.fleet/1): real documents, read back out of the page.
+
+The slow fixture measures for real: the session's tiny artifacts deployed with `edgeq deploy
+--host local` to two device directories (two boards, each with its own daemon), `edgeq
+bench-remote --json` at two settings on each, and a third board whose bench fails for real
+(nothing deployed in its directory: bench_remote's own NotDeployedError). The report's table
+numbers are read back with tests/report_html.py and compared with the compare documents; the
+heat map's grid with speed-ups computed here from those documents. The fast tests use the
+committed example (docs/fleet-example/fleet.json, a real run) the same way.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from edgeq.host import report_fleet
+from report_html import html_resources, parse_html_metrics  # tests/report_html.py
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "docs" / "fleet-example"
+FAST = ("--eval-limit", "100", "--rounds", "2", "--runs-min", "10", "--run-s-min", "0.02")
+#: the two settings each board runs: (cell, bench-remote flags)
+CELLS = (({"threads": 1, "xnnpack": True, "runtime": None}, ()),
+         ({"threads": 1, "xnnpack": False, "runtime": None}, ("--no-xnnpack",)))
+LATENCIES = (("float32_latency_ms_p50", "float32", "latency_ms_p50"),
+             ("float32_latency_ms_p90", "float32", "latency_ms_p90"),
+             ("int8_latency_ms_p50", "int8", "latency_ms_p50"),
+             ("int8_latency_ms_p90", "int8", "latency_ms_p90"))
+
+
+def _edgeq(*args: str, env: dict[str, str], cwd: Path, ok: bool = True
+           ) -> subprocess.CompletedProcess:
+    res = subprocess.run([sys.executable, "-m", "edgeq.host", *args], capture_output=True,
+                         text=True, env=env, cwd=cwd, timeout=600)
+    if ok:
+        assert res.returncode == 0, f"edgeq {args[0]} failed:\n{res.stderr[-3000:]}"
+    return res
+
+
+def _failed_bench(artifacts: Path, device_dir: Path) -> dict[str, str]:
+    """The one-line error of a real bench on a board where nothing is deployed."""
+    from edgeq.device.errors import EdgeqError
+    from edgeq.host.bench_remote import bench_remote
+    from edgeq.host.link import open_connection
+
+    with open_connection("local") as conn:
+        try:
+            bench_remote(conn, artifacts_dir=artifacts, device_dir=str(device_dir))
+        except EdgeqError as exc:
+            return {"code": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+    raise AssertionError("a bench with nothing deployed did not fail")
+
+
+@pytest.fixture(scope="module")
+def real_fleet(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[dict[str, Any]]:
+    """An edgeq.fleet/1 document of real runs: boards A and B x two settings, C failed."""
+    base = tmp_path_factory.mktemp("fleet")
+    env = dict(os.environ, EDGEQ_HISTORY_DB=str(base / "history.sqlite3"), COLUMNS="160")
+    homes = {name: base / name for name in ("board-a", "board-b")}
+    boards = []
+    try:
+        for name, home in homes.items():
+            _edgeq("deploy", str(tiny_artifacts), "--host", "local", "--device-dir", str(home),
+                   "--json", env=env, cwd=base)
+            runs = []
+            for cell, flags in CELLS:
+                comp = json.loads(_edgeq("bench-remote", str(tiny_artifacts), "--host", "local",
+                                         "--device-dir", str(home), *FAST, *flags, "--json",
+                                         env=env, cwd=base).stdout)
+                assert comp["settings"]["xnnpack"] is cell["xnnpack"]
+                runs.append({"cell": cell, "run_id": comp["run_id"], "compare": comp})
+            boards.append({"board": name, "target": "local", "groups": ["lab"], "ok": True,
+                           "error": None, "order": [c for c, _ in CELLS], "runs": runs})
+        error = _failed_bench(tiny_artifacts, base / "board-c")
+        boards.append({"board": "board-c", "target": "local", "groups": ["lab"], "ok": False,
+                       "error": error, "order": [c for c, _ in CELLS], "runs": []})
+        yield {"schema": "edgeq.fleet/1", "fleet_id": None, "created_utc": "now",
+               "artifacts": str(tiny_artifacts), "seed": 0,
+               "matrix": {"threads": [1], "xnnpack": [True, False], "runtime": [None]},
+               "ok": False, "elapsed_s": 1.0, "boards": boards}
+    finally:
+        for home in homes.values():
+            subprocess.run([sys.executable, "-m", "edgeq.device", "--home", str(home), "stop"],
+                           capture_output=True, timeout=120)
+
+
+def _compares(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for board in doc["boards"]:
+        for run in board["runs"]:
+            if run.get("compare"):
+                yield board["board"], report_fleet.cell_label(run["cell"]), run["compare"]
+
+
+def check_report(doc: dict[str, Any], out: Path) -> None:
+    """The written page's numbers are the documents' numbers; the heat map's cells are the
+    speed-ups of the compare documents; a failed board shows its error."""
+    paths = report_fleet.build_fleet_report(doc, out_dir=out)
+    page = paths.html.read_text(encoding="utf-8")
+    metrics = parse_html_metrics(page)
+    seen = 0
+    for board, setting, comp in _compares(doc):
+        model = f"{board} / {setting}"
+        m = comp["models"]
+        for col, kind, key in LATENCIES:
+            assert metrics[(f"fleet-table.{col}", model)] == m[kind][key]
+        want = m["float32"]["latency_ms_p50"] / m["int8"]["latency_ms_p50"]
+        assert want == pytest.approx(1.0 / comp["ratios"]["latency_ms_p50"])
+        assert metrics[("fleet-table.int8_speedup_p50", model)] == pytest.approx(want)
+        for kind in ("float32", "int8"):
+            assert metrics[(f"fleet-table.{kind}_top1_pct", model)] == pytest.approx(
+                100.0 * m[kind]["accuracy"])
+        assert metrics[("fleet-table.run_id", model)] == comp["run_id"]
+        seen += 1
+    assert seen >= 2
+    # the heat map's grid (embedded with the page) holds those same speed-ups
+    data = json.loads(page.split('id="edgeq-report-data">', 1)[1].split("</script>", 1)[0])
+    grid = data["grid"]
+    assert grid["boards"] == [b["board"] for b in doc["boards"]]
+    for board, setting, comp in _compares(doc):
+        i, j = grid["boards"].index(board), grid["settings"].index(setting)
+        m = comp["models"]
+        assert grid["int8_speedup_p50"][i][j] == pytest.approx(
+            m["float32"]["latency_ms_p50"] / m["int8"]["latency_ms_p50"])
+        assert grid["int8_latency_ms_p50"][i][j] == m["int8"]["latency_ms_p50"]
+    # a failed board: its row carries its one-line error, its grid row has no value
+    for board in (b for b in doc["boards"] if not b["ok"]):
+        i = grid["boards"].index(board["board"])
+        assert grid["int8_speedup_p50"][i] == [None] * len(grid["settings"])
+        row = next(r for r in data["rows"] if r["board"] == board["board"])
+        assert board["error"]["message"] in row["error"] and "\n" not in row["error"]
+        assert board["error"]["message"] in page and board["error"]["hint"] in page
+        assert not any(model.startswith(board["board"] + " /") for _, model in metrics)
+    # one self-contained page: the figure inline, nothing fetched
+    imgs, urls = html_resources(page)
+    assert imgs and all(s.startswith("data:image/png;base64,") for s in imgs)
+    assert all(u.startswith("data:") for u in urls)
+    assert [p.name for p in paths.figures] == ["fleet_heatmap.png"]
+    assert paths.figures[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| board | setting |" in paths.markdown.read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------ real runs, measured here
+
+
+def test_fleet_report_of_real_runs(real_fleet: dict[str, Any], tmp_path: Path) -> None:
+    assert real_fleet["boards"][2]["error"]["code"] == "NotDeployedError"
+    check_report(real_fleet, tmp_path / "report")
+
+
+def test_cli_fleet_result(real_fleet: dict[str, Any], tmp_path: Path) -> None:
+    """`edgeq report --result FLEET.json` takes the fleet path; a failed board is no crash."""
+    src = tmp_path / "fleet.json"
+    src.write_text(json.dumps(real_fleet))
+    env = dict(os.environ, EDGEQ_HISTORY_DB=str(tmp_path / "none.sqlite3"))
+    res = _edgeq("report", "--result", str(src), "--out", str(tmp_path / "out"), "--json",
+                 env=env, cwd=tmp_path)
+    written = json.loads(res.stdout)
+    page = Path(written["html"]).read_text(encoding="utf-8")
+    assert "fleet-table" in page and "board-c" in page
+    # --profile must be an edgeq.profile/1 document: one-line error, nothing written
+    bad = _edgeq("report", "--result", str(src), "--profile", str(src), "--out",
+                 str(tmp_path / "bad"), env=env, cwd=tmp_path, ok=False)
+    assert bad.returncode == 1 and "not an edgeq.profile/1 document" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_fleet_from_history(real_fleet: dict[str, Any], tmp_path: Path) -> None:
+    """`edgeq report --fleet latest` reports the fleet run stored in the history."""
+    from edgeq.host.history import History
+
+    db = tmp_path / "history.sqlite3"
+    history = History(db)
+    if not hasattr(history, "store_fleet"):
+        pytest.skip("this history stores no fleet runs yet")
+    doc = json.loads(json.dumps(real_fleet))
+    for _board, _setting, comp in _compares(doc):
+        comp["run_id"] = history.add(comp)
+    for board in doc["boards"]:
+        for run in board["runs"]:
+            run["run_id"] = run["compare"]["run_id"]
+    fleet_id = history.store_fleet(doc)
+    env = dict(os.environ, EDGEQ_HISTORY_DB=str(db))
+    res = _edgeq("report", "--fleet", "latest", "--json", env=env, cwd=tmp_path)
+    page = Path(json.loads(res.stdout)["html"]).read_text(encoding="utf-8")
+    assert Path(json.loads(res.stdout)["html"]).parent.name == f"fleet-{fleet_id}"
+    assert f"(fleet {fleet_id})" in page
+    stored = history.get_fleet(fleet_id)
+    check_report(stored, tmp_path / "again")
+    none = _edgeq("report", "--fleet", "latest", env=dict(
+        env, EDGEQ_HISTORY_DB=str(tmp_path / "empty.sqlite3")), cwd=tmp_path, ok=False)
+    assert none.returncode == 2 and "no fleet runs yet" in none.stderr
+
+
+# ------------------------------------------------------------------ the committed example
+
+
+def test_example_report(tmp_path: Path) -> None:
+    """docs/fleet-example/fleet.json (a real two-board run) reports its own numbers."""
+    doc = json.loads((EXAMPLE / "fleet.json").read_text(encoding="utf-8"))
+    check_report(doc, tmp_path / "example")
+
+
+def test_not_a_fleet_document() -> None:
+    example = json.loads((EXAMPLE / "fleet.json").read_text(encoding="utf-8"))
+    compare = example["boards"][0]["runs"][0]["compare"]
+    with pytest.raises(report_fleet.FleetReportError, match="not a fleet run"):
+        report_fleet.build_fleet_report(compare, out_dir=Path("unused"))
+    with pytest.raises(report_fleet.FleetReportError, match="newer"):
+        report_fleet.check_fleet(dict(example, schema="edgeq.fleet/2"))
+
+
+def test_speedup_colours_are_centred_on_one() -> None:
+    """The diverging map's limits are symmetric in the ratio, so 1.0x is its centre."""
+    import numpy as np
+    from edgeq.host.plots_fleet import speedup_limits
+
+    example = json.loads((EXAMPLE / "fleet.json").read_text(encoding="utf-8"))
+    values = report_fleet.fleet_grid(example).int8_speedup_p50
+    lo, hi = speedup_limits(values)
+    assert lo * hi == pytest.approx(1.0)
+    finite = values[np.isfinite(values)]
+    assert lo <= finite.min() and finite.max() <= hi
