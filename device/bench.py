@@ -12,12 +12,24 @@ Methodology after TFLite's benchmark_model and MLPerf LoadGen:
    a short warm-up, then batches until max(3, runs_min/10) runs and run_s_min/4 seconds;
    samples/s = batch x runs / summed run time (else batch-1 throughput from step 5);
 7. accuracy over the evaluation set (uint8 raw pixels or float32 model-ready images, quantized
-   with the model's own input scale/zero-point): top-1, and top-5 when there are more than 5
-   classes, from the model's real output scores.
+   with the model's own input scale/zero-point), streamed from the file a batch at a time
+   (edgeq.device.evaldata): top-1, and top-5 when there are more than 5 classes, from the
+   model's real output scores;
+8. only with `mlperf_min_s` set: MLPerf Inference's single-stream scenario, batch-1 queries
+   (the same prepared image) back to back until both `mlperf_min_s` seconds and MLPerf's
+   minimum query count (edgeq.device.mlperf.MIN_QUERIES) are reached, with no upper bound,
+   reported as MLPerf's early-stopping estimate of the 90th percentile and the rule used
+   (`timing.single_stream`; `timing.latency_ms_p90_early_stopping`). It runs after the memory
+   figures are taken, so its latency array never shows in them.
 Memory: VmRSS/VmHWM/RssAnon/RssFile from /proc/self/status where available (else psutil /
-getrusage): RSS growth at load, allocate and invoke, and the process's peak. Run it in a fresh
-process (edgeq.device.worker) so one model's memory never shows in another's numbers.
-Library code: no printing; progress via `progress(done, total)` over the 7 stages above.
+getrusage). The headline is `model_memory_bytes`: the RSS growth from just before the model is
+loaded to just after its first inference (load + allocate + the first invoke's lazy kernel
+preparation and XNNPACK weight packing), the same interval for every model; the process's
+peak (`peak_rss_bytes`) sits on top of the worker's baseline (`rss_bytes_start`: Python,
+numpy, the runtime library, the labels; the images are never all in memory). RSS growth per
+step (load, allocate, timed invokes) is kept too. Run it in a fresh process
+(edgeq.device.worker) so one model's memory never shows in another's numbers.
+Library code: no printing; progress via `progress(done, total)` over the 8 stages above.
 Imports: standard library, numpy, psutil (optional), edgeq.device.
 """
 from __future__ import annotations
@@ -32,8 +44,9 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 from edgeq.device import __version__
 from edgeq.device.environment import collect_environment
-from edgeq.device.evaldata import load_eval_data
+from edgeq.device.evaldata import EvalData, open_eval_data
 from edgeq.device.fileutil import utc_now
+from edgeq.device.mlperf import MIN_QUERIES, early_stopping_estimate
 from edgeq.device.runtime import (
     LoadedModel,
     check_tflite_file,
@@ -47,7 +60,8 @@ logger = logging.getLogger(__name__)
 
 SCHEMA = "edgeq.bench/1"
 ProgressCallback = Callable[[int, int], None]
-STAGES = ("load", "allocate", "first_inference", "warmup", "timed", "throughput", "accuracy")
+STAGES = ("load", "allocate", "first_inference", "warmup", "timed", "throughput", "accuracy",
+          "single_stream")
 #: top-5 accuracy is reported for models with more than this many classes
 TOP5_K = 5
 
@@ -160,10 +174,52 @@ def timed_loop(model: LoadedModel, x: np.ndarray, *, runs_min: int, s_min: float
     return durations, (clock() - start) / 1e9
 
 
-def _sample_input(model: LoadedModel, images: Optional[np.ndarray]) -> np.ndarray:
-    """One raw-pixel image: the first evaluation image, else a seeded random one."""
-    if images is not None and len(images):
-        return images[:1]
+def single_stream(model: LoadedModel, x: np.ndarray, *, min_s: float,
+                  min_queries: int = MIN_QUERIES) -> dict[str, Any]:
+    """MLPerf's single-stream scenario: one prepared batch-1 query after the other (the same
+    set_tensor/invoke/get_tensor as `timed_loop`) until both `min_s` seconds and `min_queries`
+    queries are done; the `timing.single_stream` section (docs/SCHEMA.md) with the
+    early-stopping p90 of edgeq.device.mlperf and the rule it used."""
+    it = model.interpreter
+    set_tensor, invoke, get_tensor = it.set_tensor, it.invoke, it.get_tensor
+    in_idx, out_idx = model._in_index, model._out_index
+    clock = time.perf_counter_ns
+    durations = np.empty(1 << 14, dtype=np.int64)  # grows by doubling; no upper bound
+    n = 0
+    start = clock()
+    deadline = start + int(min_s * 1e9)
+    while True:
+        t0 = clock()
+        set_tensor(in_idx, x)
+        invoke()
+        get_tensor(out_idx)
+        t1 = clock()
+        if n == len(durations):
+            durations = np.concatenate([durations, np.empty_like(durations)])
+        durations[n] = t1 - t0
+        n += 1
+        if n >= min_queries and t1 >= deadline:
+            break
+    duration_s = (clock() - start) / 1e9
+    lat_ms = durations[:n] / 1e6
+    estimate, rule = early_stopping_estimate(lat_ms)
+    p50, p90 = np.percentile(lat_ms, [50, 90])
+    return {
+        "queries": n,
+        "duration_s": duration_s,
+        "min_duration_s": float(min_s),
+        "min_queries": int(min_queries),
+        "latency_ms_p50": float(p50),
+        "latency_ms_p90": float(p90),
+        "latency_ms_p90_early_stopping": estimate,
+        "early_stopping": rule,
+    }
+
+
+def _sample_input(model: LoadedModel, data: Optional[EvalData]) -> np.ndarray:
+    """One model-ready image: the first evaluation image, else a seeded random one."""
+    if data is not None and len(data):
+        return data.head(1)
     shape = tuple(abs(s) if s != -1 else 1 for s in model.sample_shape())
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, size=(1, *shape), dtype=np.uint8)
@@ -239,12 +295,9 @@ def run_benchmark(
 
     time_utc = utc_now()
     runtime = detect_runtime(s.runtime)
-    images: Optional[np.ndarray] = None
-    labels: Optional[np.ndarray] = None
+    data: Optional[EvalData] = None
     if data_path is not None:
-        images, labels = load_eval_data(data_path)
-        if s.eval_limit is not None:
-            images, labels = images[: s.eval_limit], labels[: s.eval_limit]
+        data = open_eval_data(data_path).limited(s.eval_limit)
     if sha256 is None:
         check_tflite_file(model_path)  # clear errors before hashing
         sha256 = sha256_file(model_path)
@@ -260,7 +313,7 @@ def run_benchmark(
     step(2)
 
     # input checks before any timing: a shape mismatch is an error, not a number
-    sample = model.prepare_input(_sample_input(model, images))
+    sample = model.prepare_input(_sample_input(model, data))
     if model.batch_size != 1 and not model.set_batch(1):
         logger.info("%s has a fixed batch of %d; timing that batch", model.path.name,
                     model.batch_size)
@@ -271,6 +324,7 @@ def run_benchmark(
     t0 = time.perf_counter_ns()
     model.run_prepared(sample)
     first_ms = (time.perf_counter_ns() - t0) / 1e6
+    mem_first = memory_snapshot()
     step(3)
 
     warmup_runs = 0
@@ -291,9 +345,9 @@ def run_benchmark(
     tp_samples_per_s: Optional[float] = None
     if s.batch_size > 1 and model.set_batch(s.batch_size):
         tp_batch = s.batch_size
-        src = images[: s.batch_size] if images is not None else None
+        src = data.head(s.batch_size) if data is not None else None
         if src is None or len(src) < s.batch_size:
-            base = _sample_input(model, src)
+            base = src if src is not None and len(src) else _sample_input(model, None)
             reps = int(math.ceil(s.batch_size / max(1, len(base))))
             src = np.concatenate([base] * reps)[: s.batch_size]
         xb = model.prepare_input(src)
@@ -307,12 +361,18 @@ def run_benchmark(
     step(6)
 
     accuracy: Optional[dict[str, Any]] = None
-    if images is not None and labels is not None:
-        top = model.predict_top_k(images, top_k_for(model.num_classes),
-                                  batch_size=s.batch_size)
-        accuracy = accuracy_section(top, labels, model.num_classes)
+    if data is not None:
+        top = model.predict_top_k(data, top_k_for(model.num_classes), batch_size=s.batch_size)
+        accuracy = accuracy_section(top, data.labels, model.num_classes)
     step(7)
     mem_end = memory_snapshot()
+
+    ss: Optional[dict[str, Any]] = None
+    if s.mlperf_min_s is not None:
+        if model.batch_size != timed_batch:
+            model.set_batch(timed_batch)
+        ss = single_stream(model, sample, min_s=s.mlperf_min_s)
+    step(8)
 
     info = model.info()
     timing: dict[str, Any] = {
@@ -327,8 +387,12 @@ def run_benchmark(
         "timed_batch_size": timed_batch,
         "throughput_samples_per_s": tp_samples_per_s,
         "throughput_batch_size": tp_batch,
+        "latency_ms_p90_early_stopping": ss["latency_ms_p90_early_stopping"] if ss else None,
+        "single_stream": ss,
     }
     memory: dict[str, Any] = {
+        "model_memory_bytes": _diff(mem_first["rss"], mem0["rss"]),
+        "model_memory_anon_bytes": _diff(mem_first["anon"], mem0["anon"]),
         "peak_rss_bytes": mem_end["peak"],
         "peak_rss_bytes_batch1": mem_invoke["peak"],  # before batched throughput and accuracy
         "rss_bytes_start": mem0["rss"],
@@ -372,9 +436,7 @@ def run_evaluation(
     s = settings or BenchSettings()
     time_utc = utc_now()
     runtime = detect_runtime(s.runtime)
-    images, labels = load_eval_data(data_path)
-    if s.eval_limit is not None:
-        images, labels = images[: s.eval_limit], labels[: s.eval_limit]
+    data = open_eval_data(data_path).limited(s.eval_limit)
     if sha256 is None:
         check_tflite_file(model_path)
         sha256 = sha256_file(model_path)
@@ -382,7 +444,7 @@ def run_evaluation(
                        sha256=sha256)
     model.allocate()
     t0 = time.perf_counter()
-    top = model.predict_top_k(images, top_k_for(model.num_classes), batch_size=s.batch_size,
+    top = model.predict_top_k(data, top_k_for(model.num_classes), batch_size=s.batch_size,
                               progress=progress)
     eval_ms = (time.perf_counter() - t0) * 1000.0
     info = model.info()
@@ -391,7 +453,7 @@ def run_evaluation(
         "model": info["model"],
         "runtime": info["runtime"],
         "settings": s.to_dict(),
-        "accuracy": accuracy_section(top, labels, model.num_classes),
+        "accuracy": accuracy_section(top, data.labels, model.num_classes),
         "eval_ms": eval_ms,
         "memory": {"peak_rss_bytes": memory_snapshot()["peak"]},
         "environment": collect_environment(runtime),

@@ -447,35 +447,39 @@ class LoadedModel:
         """Class indices (int64, N) for evaluation images: `predict_top_k` with k = 1."""
         return self.predict_top_k(images, 1, batch_size=batch_size, progress=progress)[:, 0]
 
-    def predict_top_k(self, images: np.ndarray, k: int, batch_size: int = 1,
+    def predict_top_k(self, images: Any, k: int, batch_size: int = 1,
                       progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
         """The k best classes of every image (int64, (N, k)), best first.
 
-        Images are uint8 raw pixels or float32 model-ready values; they are prepared
-        (reshaped, quantized) one batch of `batch_size` at a time, so memory stays small.
-        Ties go to the lower class index, as argmax does. Falls back to the model's fixed
-        batch size when it cannot be resized.
+        `images` is an array of uint8 raw pixels or float32 model-ready values, or a streamed
+        evaluation set (edgeq.device.evaldata.EvalData: `len()`, `head(n)` and
+        `batches(batch_size)`); either way images are prepared (reshaped, quantized) one
+        batch of `batch_size` at a time, so memory stays small. Ties go to the lower class
+        index, as argmax does. Falls back to the model's fixed batch size when it cannot be
+        resized.
         """
         if not self.allocated:
             self.allocate()
-        x = np.asarray(images)
-        if x.ndim < 2:
+        streamed = hasattr(images, "batches") and hasattr(images, "head")
+        x = images if streamed else np.asarray(images)
+        if not streamed and x.ndim < 2:
             raise InputShapeError(
                 f"input of shape {list(x.shape)} is not a batch of images",
                 hint="pass images as (N, H, W) or (N, H, W, C)",
             )
-        n = int(x.shape[0])
+        n = len(x) if streamed else int(x.shape[0])
         k = max(1, int(k))
         out = np.empty((n, k), dtype=np.int64)
         if n == 0:
             return out
-        self.prepare_input(x[:1])  # shape errors before any resize
+        self.prepare_input(x.head(1) if streamed else x[:1])  # shape errors before any resize
         bs = max(1, min(int(batch_size), n))
         if not self.set_batch(bs):
             bs = self._batch  # a fixed batch dimension
+        chunks = x.batches(bs) if streamed else (x[i:i + bs] for i in range(0, n, bs))
         i = 0
-        while i < n:
-            chunk = self.prepare_input(x[i:i + bs])
+        for raw in chunks:
+            chunk = self.prepare_input(raw)
             m = int(chunk.shape[0])
             if m != self._batch and not self.set_batch(m):
                 # fixed batch: pad the last chunk and drop the padding's answers

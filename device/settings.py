@@ -167,6 +167,10 @@ class BenchSettings:
     run_s_min: float = setting(2.0, "minimum timed seconds", lo=0.0, hi=3600.0, timing=True)
     runs_max: int = setting(5000, "at most this many timed runs", lo=1, hi=1_000_000,
                             timing=True)
+    mlperf_min_s: Optional[float] = setting(
+        None, "MLPerf single-stream mode: batch-1 queries back to back for at least this many "
+        "seconds (MLPerf: 600) and 100 queries, reporting MLPerf's early-stopping p90 "
+        "(edgeq.device.mlperf)", lo=0.0, hi=86400.0, timing=True)
     eval_limit: Optional[int] = setting(None, "evaluate on the first N images only", lo=1)
     runtime: Optional[str] = setting(
         None, "force a TFLite runtime (default: the first installed)", choices=RUNTIME_NAMES)
