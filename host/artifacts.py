@@ -4,7 +4,7 @@ An artifacts directory is what `edgeq train` + `edgeq quantize` (or `edgeq run`)
 what evaluate, deploy, bench-remote, sweep and report read:
     model.keras, train.json          the float baseline and its training record (optional)
     model_float32.tflite, model_int8.tflite
-    eval.npz                         the evaluation set, preprocessed once on the host
+    eval.npz                         the evaluation set (`eval_file_bytes`, the one writer)
     manifest.json                    sha256, size, input/output quantization of every file
     sweep.json                       `edgeq sweep`'s results (optional)
 Every reader goes through `read_manifest` / `load_artifacts`, so a missing or damaged
@@ -13,7 +13,20 @@ names must be plain names inside DIR (no `/`, no `..`, not absolute), so a craft
 cannot make deploy read and upload a file from elsewhere. What the model takes and gives
 (`Artifacts.preprocessing`, `.class_names`, `.num_classes`) is read here too, with the
 defaults manifests written before those keys existed mean (raw pixels, classes "0", "1", ...).
-Imports: standard library and edgeq.device (errors, fileutil, store); no numpy, no TensorFlow.
+
+The eval file (EVAL_FILE), compressed .npz, read by edgeq.device.evaldata (open_eval_data
+streams it a batch at a time on the device; load_eval_data reads it whole on the host):
+- `labels` (uint8 when the classes fit a byte, else int64) and either
+- `images`: uint8 raw pixels when the preprocessing is the identity, or float32 model-ready
+  values when the data itself is not uint8 (genuinely float data); or
+- `pixels` (uint8, fitted to the model's input shape) with `pre_mean`, `pre_std`, `pre_scale`,
+  `pre_offset` (float32) when uint8 data goes through the affine preprocessing: 4x smaller
+  than the float32 values in memory and on disk, and mapped per batch on the device with the
+  same float32 operations as the host's Preprocessing.apply (same values, same predictions).
+Directories written before `pixels` existed (float32 `images`) stay readable as they are.
+The manifest's `eval_data` (`eval_data_entry`) says which: `stored` is "images" or "pixels".
+Imports: standard library and edgeq.device (errors, fileutil, store); numpy and
+edgeq.device.evaldata inside eval_file_bytes only; no TensorFlow.
 """
 
 from __future__ import annotations
@@ -22,17 +35,20 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from edgeq.device.errors import EdgeqError
 from edgeq.device.fileutil import sha256_file
 from edgeq.device.store import MODEL_KINDS, atomic_write_bytes, atomic_write_json
 
+if TYPE_CHECKING:
+    from edgeq.host.preprocess import PreparedData
+
 __all__ = [
     "MODEL_KINDS", "MANIFEST_FILE", "KERAS_FILE", "TRAIN_JSON", "EVAL_FILE", "SWEEP_FILE",
     "DEFAULT_ARTIFACTS_DIR", "ArtifactsError", "Artifacts", "model_file_name", "read_manifest",
     "load_artifacts", "default_artifacts_dir", "DEFAULT_PREPROCESSING", "plain_file_name",
-    "write_artifacts",
+    "write_artifacts", "eval_file_bytes", "eval_data_entry",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -200,3 +216,39 @@ def write_artifacts(artifacts_dir: PathLike, files: dict[str, bytes],
     for name, data in files.items():
         atomic_write_bytes(d / names[name], data, mode=None)
     atomic_write_json(d / MANIFEST_FILE, manifest, mode=None, sort_keys=False)
+
+
+def eval_file_bytes(evalset: "PreparedData", num_classes: int) -> bytes:
+    """The EVAL_FILE bytes for a prepared evaluation set (the contract in the module
+    docstring): uint8 `pixels` + the affine map when `evalset.pixels` is set, else `images`
+    exactly as the float32 model takes them; `labels` uint8 when the classes fit a byte."""
+    import numpy as np
+    from edgeq.device.evaldata import Affine, encode_eval_npz
+
+    labels = evalset.labels if evalset.labels is not None else np.zeros(0, np.int64)
+    labels = labels.astype(np.uint8 if num_classes <= 256 else np.int64)
+    pre = evalset.pre
+    if evalset.pixels is None or pre is None:
+        return encode_eval_npz(evalset.images, labels)
+    affine = Affine(scale=pre.scale, offset=pre.offset,
+                    mean=None if pre.mean is None else np.asarray(pre.mean, np.float32),
+                    std=None if pre.std is None else np.asarray(pre.std, np.float32))
+    return encode_eval_npz(evalset.pixels, labels, affine)
+
+
+def eval_data_entry(evalset: "PreparedData", eval_bytes: bytes) -> dict[str, Any]:
+    """The manifest's `eval_data` (docs/SCHEMA.md): `dtype`/`shape` of what the model takes,
+    `stored` ("images" or "pixels": uint8 + the affine map, applied on the device)."""
+    from edgeq.device.fileutil import sha256_bytes
+
+    return {
+        "file": EVAL_FILE,
+        "sha256": sha256_bytes(eval_bytes),
+        "size_bytes": len(eval_bytes),
+        "count": len(evalset.images),
+        "source": evalset.source,
+        "dtype": str(evalset.images.dtype),
+        "shape": [int(d) for d in evalset.images.shape[1:]],
+        "stored": "pixels" if evalset.pixels is not None else "images",
+        "resized": evalset.resized,
+    }

@@ -10,7 +10,10 @@ Two steps, both recorded in the manifest (`preprocessing`) so the device never r
 2. map: `y = (x - mean) / std * scale + offset` (mean/std per channel or one value; default
    mean 0, std 1, scale 1, offset 0: raw pixels, the default, as MNIST's model rescales inside).
 The result is uint8 when nothing changed the values of uint8 pixels, else float32; the
-runtime adapter quantizes it with the int8 model's own input scale and zero point.
+runtime adapter quantizes it with the int8 model's own input scale and zero point. For the
+evaluation set, uint8 pixels that step 2 maps are kept too (`PreparedData.pixels`): eval.npz
+stores them with the map (edgeq.host.artifacts.eval_file_bytes), and the device applies it per
+batch, with the same float32 operations as `Preprocessing.apply`.
 
 `ModelInput` describes what a classifier takes and gives (shape, classes) and `check_labels`
 refuses labels or class names that do not fit it, with the numbers in the message.
@@ -29,7 +32,7 @@ from edgeq.host.data import DataError, Dataset
 
 __all__ = [
     "FORMULA", "Preprocessing", "ModelInput", "DataFitError", "parse_floats", "fit_images",
-    "prepare_images", "check_labels", "is_image_shape",
+    "fit_for_map", "map_values", "prepare_images", "check_labels", "is_image_shape",
 ]
 
 logger = logging.getLogger(__name__)
@@ -226,19 +229,31 @@ def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.stack(chans, axis=-1).astype(np.float32)
 
 
+def fit_for_map(images: np.ndarray, model: ModelInput, pre: Preprocessing, what: str
+                ) -> tuple[np.ndarray, Optional[dict[str, Any]]]:
+    """fit_images, shaped as the value map takes it (the model's sample shape when the map
+    has one value per channel); the values are untouched (uint8 stays uint8)."""
+    pre.check_channels(model.channels)
+    x, resized = fit_images(images, model, what)
+    if not pre.identity and ((pre.mean is not None and len(pre.mean) > 1)
+                             or (pre.std is not None and len(pre.std) > 1)):
+        if x.shape[1:] != model.sample_shape:
+            x = x.reshape((len(x), *model.sample_shape))
+    return x, resized
+
+
+def map_values(x: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """The value map on fitted images: uint8 stays uint8 only when `pre` is the identity."""
+    if pre.identity:
+        return x if x.dtype == np.uint8 else x.astype(np.float32)
+    return pre.apply(x)
+
+
 def prepare_images(images: np.ndarray, model: ModelInput, pre: Preprocessing, what: str
                    ) -> tuple[np.ndarray, Optional[dict[str, Any]]]:
     """fit_images, then the value map: uint8 stays uint8 only when `pre` is the identity."""
-    pre.check_channels(model.channels)
-    x, resized = fit_images(images, model, what)
-    if pre.identity and x.dtype == np.uint8:
-        return x, resized
-    if pre.identity:
-        return x.astype(np.float32), resized
-    if (pre.mean is not None and len(pre.mean) > 1) or (pre.std is not None and len(pre.std) > 1):
-        if x.shape[1:] != model.sample_shape:
-            x = x.reshape((len(x), *model.sample_shape))
-    return pre.apply(x), resized
+    x, resized = fit_for_map(images, model, pre, what)
+    return map_values(x, pre), resized
 
 
 def check_labels(data: Dataset, model: ModelInput, what: str) -> None:
@@ -277,6 +292,10 @@ class PreparedData:
     labels: Optional[np.ndarray]
     data: Dataset
     resized: Optional[dict[str, Any]]
+    #: evaluation only: the uint8 pixels `images` were mapped from by `pre` (None when the map
+    #: is the identity or the data is not uint8)
+    pixels: Optional[np.ndarray] = None
+    pre: Optional[Preprocessing] = None
 
     @property
     def source(self) -> str:
@@ -337,6 +356,8 @@ def prepare_data(
         idx = np.sort(np.random.default_rng(seed).choice(len(data), size=n, replace=False))
         data = Dataset(data.images[idx], data.labels[idx] if data.labels is not None else None,
                        data.class_names, data.source, data.path, data.resized)
-    images, resized = prepare_images(data.images, model, pre, label)
+    fitted, resized = fit_for_map(data.images, model, pre, label)
+    images = map_values(fitted, pre)
+    keep = purpose == "evaluation" and fitted.dtype == np.uint8 and not pre.identity
     return PreparedData(images, data.labels if labelled else None, data,
-                        resized or data.resized)
+                        resized or data.resized, fitted if keep else None, pre if keep else None)
