@@ -10,7 +10,15 @@ How rounds are merged (bench-remote alternates float32 and int8 in rounds, ABBA.
   a minimum time), so a round contributes its own number of runs; the per-round p50s are
   kept under `rounds` so drift between rounds stays visible.
 - throughput_samples_per_s, init_ms: the median over rounds.
-- peak_rss_bytes: the maximum over rounds (each round runs in its own worker process).
+- memory, the headline: model_memory_bytes, the model's own footprint (RSS growth from just
+  before load to after the first inference, measured the same way for both models in a fresh
+  worker; edgeq.device.bench), the median over rounds, and its int8/float32 ratio in `ratios`.
+  peak_rss_bytes (the maximum over rounds) is the whole worker process: Python, numpy and the
+  runtime library (~45 MB) under the model, so its ratio says little about the model itself.
+- latency_ms_p90_early_stopping (only when bench ran with --mlperf-min-s): MLPerf LoadGen's
+  early-stopping p90 of each round's single-stream run (edgeq.device.mlperf); the worst
+  (largest) over rounds, the conservative choice, with that round's rule under
+  `early_stopping`; every round's value is kept under `rounds`.
 - accuracy (top-1), accuracy_top5 (more than 5 classes, else null) and predictions: from the
   one round that evaluated the model (the first).
 Imports: standard library, numpy, edgeq.device (errors, store.MODEL_KINDS; bench.latency_stats,
@@ -40,7 +48,9 @@ RATIO_KEYS = (
     "latency_ms_mean",
     "throughput_samples_per_s",
     "init_ms",
+    "model_memory_bytes",
     "peak_rss_bytes",
+    "latency_ms_p90_early_stopping",
 )
 
 
@@ -83,6 +93,18 @@ def _max(values: Sequence[Optional[int]]) -> Optional[int]:
     return max(present) if present else None
 
 
+def _early_stopping(rounds: Sequence[dict[str, Any]]) -> tuple[Optional[float],
+                                                               Optional[dict[str, Any]]]:
+    """The largest early-stopping p90 over the rounds that ran single-stream, and its rule."""
+    best: tuple[Optional[float], Optional[dict[str, Any]]] = (None, None)
+    for r in rounds:
+        ss = r["timing"].get("single_stream") or {}
+        v = ss.get("latency_ms_p90_early_stopping")
+        if v is not None and (best[0] is None or float(v) > best[0]):
+            best = (float(v), ss.get("early_stopping"))
+    return best
+
+
 def model_summary(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The per-model entry of the compare document from the bench results of its rounds.
 
@@ -117,10 +139,14 @@ def model_summary(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "throughput_samples_per_s": timing.get("throughput_samples_per_s"),
             "init_ms": timing.get("init_ms"),
             "peak_rss_bytes": r["memory"].get("peak_rss_bytes"),
+            "model_memory_bytes": r["memory"].get("model_memory_bytes"),
+            "latency_ms_p90_early_stopping": timing.get("latency_ms_p90_early_stopping"),
             "cpu_temperature_c": (r.get("environment") or {}).get("cpu_temperature_c"),
         })
     accuracy = main.get("accuracy") or None
     runtime = dict(main["runtime"])
+    es_p90, es_rule = _early_stopping(rounds)
+    model_memory = _median([r["model_memory_bytes"] for r in per_round])
     summary: dict[str, Any] = {
         "size_bytes": int(main["model"]["size_bytes"]),
         "sha256": main["model"]["sha256"],
@@ -132,7 +158,10 @@ def model_summary(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "runs": len(pooled),
         "throughput_samples_per_s": _median([r["throughput_samples_per_s"] for r in per_round]),
         "init_ms": _median([r["init_ms"] for r in per_round]),
+        "model_memory_bytes": None if model_memory is None else int(model_memory),
         "peak_rss_bytes": _max([r["peak_rss_bytes"] for r in per_round]),
+        "latency_ms_p90_early_stopping": es_p90,
+        "early_stopping": es_rule,
         "runtime": runtime,
         "latencies_ms": pooled,
         "rounds": per_round,
@@ -232,17 +261,23 @@ _TABLE_METRICS = (
     ("Top-5 (%)", "accuracy_top5", ".2f", 0.01),
     ("Latency p50 (ms)", "latency_ms_p50", ".3f", 1.0),
     ("Latency p90 (ms)", "latency_ms_p90", ".3f", 1.0),
+    ("Latency p90 MLPerf early stop (ms)", "latency_ms_p90_early_stopping", ".3f", 1.0),
     ("Latency p99 (ms)", "latency_ms_p99", ".3f", 1.0),
     ("Throughput (samples/s)", "throughput_samples_per_s", ".1f", 1.0),
     ("Init (ms)", "init_ms", ".1f", 1.0),
+    ("Model memory (MiB)", "model_memory_bytes", ".2f", 2.0**20),
     ("Peak memory (MiB)", "peak_rss_bytes", ".1f", 2.0**20),
 )
+#: rows shown only when a model reports the value (older agents, runs without the option)
+_OPTIONAL_KEYS = ("accuracy_top5", "latency_ms_p90_early_stopping", "model_memory_bytes")
 
 
 def _metrics(*entries: dict[str, Any]) -> tuple[tuple[str, str, str, float], ...]:
-    """The table's metrics; top-5 only when a model reports it (more than 5 classes)."""
-    top5 = any(e.get("accuracy_top5") is not None for e in entries)
-    return tuple(m for m in _TABLE_METRICS if top5 or m[1] != "accuracy_top5")
+    """The table's metrics; top-5 (more than 5 classes), the MLPerf early-stopping p90
+    (--mlperf-min-s) and the model memory (agents since issue 13) only when a model reports
+    them."""
+    shown = {k for k in _OPTIONAL_KEYS if any(e.get(k) is not None for e in entries)}
+    return tuple(m for m in _TABLE_METRICS if m[1] not in _OPTIONAL_KEYS or m[1] in shown)
 
 
 def _ratio_of(a: Optional[float], b: Optional[float]) -> Optional[float]:
