@@ -66,8 +66,8 @@ path = "the evaluation data"
 try:
     sample = None
     if args["data"]:
-        from edgeq.device.evaldata import load_eval_data
-        sample = load_eval_data(args["data"])[0][:1]
+        from edgeq.device.evaldata import open_eval_data
+        sample = open_eval_data(args["data"]).head(1)
     for path in args["paths"]:
         print(json.dumps({"opening": path}), flush=True)
         m = load_model(path, xnnpack=args["xnnpack"], runtime=args["runtime"])
