@@ -16,16 +16,23 @@ just pushed (before any venv, numpy or runtime exists):
                               a damaged upload is removed; answers {"bad": [...]}
     link RELEASE              point HOME/agent at agent-releases/RELEASE in one rename; keep
                               that release and the one before it; answers {"previous": ...}
-    deployment SHA            stdin (JSON) becomes deployments/current.json through
+    deployment SHA [STAMP]    stdin (JSON) becomes deployments/current.json through
                               Store.write_deployment, once its sha256 is SHA and every model
-                              and data set it names verifies in the store; answers {"bad": [...]}
+                              and data set it names verifies in the store; then STAMP (JSON:
+                              the deploy's settings and deploy.sh's summary) becomes
+                              deployments/deploy-stamp.json; answers {"bad": [...]}
     wheels KEEP...            delete the wheels in HOME/wheels not named in KEEP; {"removed"}
     unit TEMPLATE DEST        write the systemd unit TEMPLATE (which names %h/.edgeq) for HOME
                               to DEST atomically, every path escaped for systemd; {"path"}
+    check SPEC                read-only: is the deployment SPEC (JSON: what the host would
+                              send) already in place and its daemon answering? (`check`);
+                              answers {"unchanged": bool, "home", "changed": [why not],
+                              "stamp", "daemon"}
 
 Every answer is one JSON line on stdout. An EdgeqError exits 1 with `error: ...` and
 `hint: ...` lines on stderr. Paths outside HOME are refused.
-Imports: standard library and edgeq.device (errors, fileutil, store) only.
+Imports: standard library and edgeq.device (errors, fileutil, store; client lazily, for
+`check`'s question to the daemon) only.
 """
 
 from __future__ import annotations
@@ -154,9 +161,12 @@ def switch_agent(store: Store, release_id: str) -> dict[str, Any]:
     return {"previous": posixpath.basename(previous) if previous else None}
 
 
-def write_deployment(store: Store, data: bytes, sha256: str) -> dict[str, Any]:
+def write_deployment(store: Store, data: bytes, sha256: str,
+                     stamp: Optional[str] = None) -> dict[str, Any]:
     """Write `data` (the deployment JSON) as current.json if it arrived whole and everything
-    it names is in the store; else {"bad": [what is wrong]} and the old record stays."""
+    it names is in the store, then `stamp` (JSON text) as the deploy stamp; else {"bad":
+    [what is wrong]} and the old record stays. The stamp goes first to a removed state: a
+    record without its stamp never takes `check`'s fast path."""
     if sha256_bytes(data) != sha256:
         return {"bad": [store.layout.current]}
     doc = json.loads(data.decode("utf-8"))
@@ -172,8 +182,105 @@ def write_deployment(store: Store, data: bytes, sha256: str) -> dict[str, Any]:
         except (IntegrityError, ModelNotFoundError):
             bad.append(str(path))
     if not bad:
+        stamp_path = store.layout.deploy_stamp
+        if os.path.lexists(stamp_path):
+            os.unlink(stamp_path)
         store.write_deployment(doc)
+        if stamp is not None:
+            stamp_doc = json.loads(stamp)
+            if not isinstance(stamp_doc, dict):
+                raise StoreError("the deploy stamp is not a JSON object", hint="update edgeq")
+            atomic_write_bytes(stamp_path, (json.dumps(stamp_doc, indent=2, sort_keys=True)
+                                            + "\n").encode("utf-8"))
     return {"bad": bad}
+
+
+#: how long `check` waits for the daemon's status answer
+CHECK_DAEMON_TIMEOUT_S = 5.0
+
+
+def check(store: Store, spec: dict[str, Any]) -> dict[str, Any]:
+    """Is the deployment `spec` describes already in place, so deploy has nothing to do?
+
+    `spec` is what the host would send, with every sha256 computed on the host: "release"
+    (the agent release id) and "agent" ({file name: sha256} of its files), "deploy_script"
+    (sha256), "current" (the current.json fields the deploy would write, but "deployed_utc",
+    with "manifest_sha256" for the manifest) and "settings" (the deploy's options, as the
+    stamp records them). Unchanged when: the agent link points at that release and its files
+    hash as given, deploy.sh hashes as given, current.json names the same models, data,
+    manifest and release, every model and data set it names re-hashes to its name (a damaged
+    file is a change), the deploy stamp belongs to this current.json and has the same
+    settings, and the daemon answers its status from that release, interpreter and runtime.
+    Reads only; never raises for what it finds (each difference is a line in "changed")."""
+    lay = store.layout
+    changed: list[str] = []
+    release = str(spec.get("release") or "")
+    if os.path.basename(os.readlink(lay.agent) if os.path.islink(lay.agent) else "") != release:
+        changed.append(f"the agent link does not point at release {release}")
+    pkg = posixpath.join(lay.release(release), "edgeq", "device")
+    for name, sha in sorted((spec.get("agent") or {}).items()):
+        if _sha_or_none(posixpath.join(pkg, posixpath.basename(name))) != sha:
+            changed.append(f"agent file {name} differs")
+    if _sha_or_none(lay.deploy_script) != spec.get("deploy_script"):
+        changed.append("deploy.sh differs")
+    try:
+        raw = Path(lay.current).read_bytes()
+        current = json.loads(raw.decode("utf-8"))
+        stamp = json.loads(Path(lay.deploy_stamp).read_bytes().decode("utf-8"))
+    except FileNotFoundError as exc:
+        return {"unchanged": False, "home": lay.home, "changed": changed + [f"no {exc.filename}"]}
+    except (OSError, ValueError) as exc:
+        return {"unchanged": False, "home": lay.home,
+                "changed": changed + [f"unreadable record: {exc}"]}
+    if not isinstance(current, dict) or not isinstance(stamp, dict):
+        return {"unchanged": False, "home": lay.home,
+                "changed": changed + ["the record is not a JSON object"]}
+    want = dict(spec.get("current") or {})
+    have = {k: current.get(k) for k in want if k != "manifest_sha256"}
+    have["manifest_sha256"] = sha256_bytes(
+        json.dumps(current.get("manifest"), sort_keys=True).encode("utf-8"))
+    changed += [f"current.json {k} differs" for k in sorted(want) if have.get(k) != want[k]]
+    for kind in (*MODEL_KINDS, "eval_data"):
+        sha = current.get(kind)
+        if sha is None and kind == "eval_data":
+            continue
+        path = lay.model(str(sha)) if kind in MODEL_KINDS else lay.data(str(sha))
+        got = _sha_or_none(path)
+        if got != sha:
+            changed.append(f"{kind} {str(sha)[:12]} is " + ("missing" if got is None
+                                                            else f"damaged (hashes to {got[:12]})"))
+    if stamp.get("current_sha256") != sha256_bytes(raw):
+        changed.append("the deploy stamp is not this deployment's")
+    if stamp.get("settings") != spec.get("settings"):
+        changed.append("the deploy settings differ")
+    daemon = _daemon_facts(store)
+    script = stamp.get("script") if isinstance(stamp.get("script"), dict) else {}
+    if daemon.get("error"):
+        changed.append(f"the daemon does not answer ({daemon['error']})")
+    else:
+        if daemon.get("agent_release") != release:
+            changed.append("the daemon runs another agent release")
+        if daemon.get("python_executable") != script.get("python_path"):
+            changed.append("the daemon runs another interpreter")
+        rt = daemon.get("runtime") or {}
+        if (rt.get("name"), rt.get("version")) != (script.get("runtime"),
+                                                   script.get("runtime_version")):
+            changed.append("the daemon has another runtime")
+    return {"unchanged": not changed, "home": lay.home, "changed": changed, "stamp": stamp,
+            "daemon": daemon}
+
+
+def _daemon_facts(store: Store) -> dict[str, Any]:
+    """What the running daemon says of itself (pid, release, interpreter, runtime), or
+    {"error": why it did not answer}."""
+    from edgeq.device.client import query_status
+
+    try:
+        st = query_status(store.layout.socket, timeout_s=CHECK_DAEMON_TIMEOUT_S)
+    except (EdgeqError, OSError) as exc:
+        return {"error": getattr(exc, "message", None) or str(exc) or type(exc).__name__}
+    return {k: st.get(k) for k in ("pid", "agent_release", "python_executable", "runtime",
+                                   "busy")}
 
 
 def prune_wheels(store: Store, keep: Sequence[str]) -> dict[str, Any]:
@@ -235,7 +342,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--home", required=True, help="the store's directory (absolute)")
     ap.add_argument("op", choices=("claim", "prepare", "install", "link", "deployment",
-                                   "wheels", "unit"))
+                                   "wheels", "unit", "check"))
     ap.add_argument("args", nargs="*")
     ns = ap.parse_args(argv)
     try:
@@ -254,8 +361,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             out = install(store, ns.args)
         elif ns.op == "link":
             out = switch_agent(store, ns.args[0] if ns.args else "")
+        elif ns.op == "check":
+            spec = json.loads(ns.args[0]) if ns.args else None
+            if not isinstance(spec, dict):
+                raise StoreError("check takes one JSON object", hint="update edgeq")
+            out = check(store, spec)
         else:
-            out = write_deployment(store, sys.stdin.buffer.read(), ns.args[0] if ns.args else "")
+            out = write_deployment(store, sys.stdin.buffer.read(), ns.args[0] if ns.args else "",
+                                   ns.args[1] if len(ns.args) > 1 else None)
     except EdgeqError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.hint:

@@ -5,6 +5,7 @@ and the host (deploy, bench-remote, as POSIX paths on the remote side) both use 
     models/<sha256>.tflite        models, named by content
     data/<sha256>.npz             evaluation sets, named by content
     deployments/current.json      {"model_name", "float32": sha, "int8": sha, "eval_data": sha, ...}
+    deployments/deploy-stamp.json how current.json was deployed (settings, deploy.sh's summary)
     agent -> agent-releases/<id>  the agent code (a symlink swapped in one rename)
     bin/python, venv/, wheels/, deploy.sh   what deploy.sh sets up
     agent.sock, agent.pid, agent.lock, logs/agent.log
@@ -93,6 +94,12 @@ class Layout:
     @property
     def current(self) -> str:
         return self._join("deployments", "current.json")
+
+    @property
+    def deploy_stamp(self) -> str:
+        """The deploy's settings and deploy.sh's summary, written with current.json (what
+        a repeated deploy compares with to skip everything: edgeq.device.install check)."""
+        return self._join("deployments", "deploy-stamp.json")
 
     @property
     def logs_dir(self) -> str:

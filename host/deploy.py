@@ -28,6 +28,15 @@
    store has verified everything it names; then deletes the wheels this deploy did not need.
 
 An interrupted deploy therefore leaves the previous deployment intact and usable.
+
+A repeated deploy of unchanged artifacts costs one remote command (`check_unchanged`): before
+step 2, the host sends what it would deploy (sha256s and the release id, computed on the host
+and cached per file by size and mtime) to the pushed release's `edgeq.device.install check`,
+which compares them with current.json, the deploy stamp (deployments/deploy-stamp.json: this
+deploy's settings and deploy.sh's summary, written with current.json), the files on the device
+(re-hashed: a damaged file is a change) and the daemon's status. When all match, deploy
+returns `"unchanged": true` without probing, downloading wheels or running deploy.sh; any
+difference (listed in the doc's `changed`) takes the full path above, unchanged.
 Why a bootstrap string at all: the first time, no edgeq code is on the device, and the code
 that checks and installs files is the very code being pushed; so the bootstrap only probes
 and verifies-and-renames the agent release, and everything after that runs device/install.py.
@@ -187,6 +196,22 @@ print(json.dumps(out))
 '''
 
 
+#: `edgeq.device.install check` from the release the host would push (if it is there):
+#: argv HOME_WORD RELEASE SPEC; `~` is expanded on the device, so no other round trip
+_CHECK = r'''
+import json, os, sys
+home = os.path.normpath(os.path.expanduser(sys.argv[1]))
+rel = os.path.join(home, "agent-releases", sys.argv[2])
+if not os.path.isfile(os.path.join(rel, "edgeq", "device", "install.py")):
+    print(json.dumps({"unchanged": False, "home": home,
+                      "changed": ["agent release %s is not on the device" % sys.argv[2]]}))
+    sys.exit(0)
+sys.path.insert(0, rel)
+from edgeq.device.install import main
+sys.exit(main(["--home", home, "check", sys.argv[3]]))
+'''
+
+
 def _device_call(conn: Connection, argv: Sequence[str], what: str, *,
                  stdin: Optional[bytes] = None, env: Optional[dict[str, str]] = None
                  ) -> dict[str, Any]:
@@ -260,6 +285,20 @@ class FileSend:
     sent: bool = False
 
 
+#: sha256 of host files by (path, size, mtime, inode): a fleet deploy hashes each file once
+_SHA_CACHE: dict[tuple[str, int, int, int], str] = {}
+
+
+def cached_sha256(path: Path) -> str:
+    """sha256 of a host file, remembered while its size, mtime and inode stay the same."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    sha = _SHA_CACHE.get(key)
+    if sha is None:
+        sha = _SHA_CACHE[key] = sha256_file(path)
+    return sha
+
+
 def agent_files() -> list[tuple[Path, str]]:
     """(local file, name) of the agent code pushed to agent/edgeq/device/."""
     files = sorted(DEVICE_SRC.glob("*.py")) + [DEVICE_SRC / "edgeq-agent.service"]
@@ -273,7 +312,7 @@ def agent_files() -> list[tuple[Path, str]]:
 def _agent_release_id(files: Sequence[tuple[Path, str]]) -> str:
     h = hashlib.sha256()
     for path, name in files:
-        h.update(name.encode() + b"\0" + sha256_file(path).encode() + b"\n")
+        h.update(name.encode() + b"\0" + cached_sha256(path).encode() + b"\n")
     return h.hexdigest()[:16]
 
 
@@ -399,6 +438,12 @@ class DeployReport:
     script: dict[str, Any] = field(default_factory=dict)
     deployment: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    #: True: the repeated-deploy check found everything in place and nothing was done
+    unchanged: bool = False
+    #: why the full deploy ran (what the check found different); [] when unchanged
+    changed: list[str] = field(default_factory=list)
+    #: plan_s (host: artifacts, sha256s), check_s (the one remote check; None if skipped)
+    timings: dict[str, Optional[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         sent = [f for f in self.files if f["sent"]]
@@ -431,6 +476,9 @@ class DeployReport:
             "deployment": self.deployment,
             "script": self.script,
             "seconds": round(self.seconds, 3),
+            "unchanged": self.unchanged,
+            "changed": self.changed,
+            "timings": {k: None if v is None else round(v, 3) for k, v in self.timings.items()},
         }
 
 
@@ -445,6 +493,7 @@ def deploy(
     start_daemon: bool = True,
     progress: Optional[ProgressCallback] = None,
     events: Optional[EventCallback] = None,
+    check_unchanged: bool = True,
 ) -> dict[str, Any]:
     """Deploy `artifacts_dir` and the agent to `conn`; the `edgeq.deploy/1` summary dict.
 
@@ -453,6 +502,9 @@ def deploy(
     `events(name, details)` reports "probe", "index", "wheels", "send", "skip", "script" and
     "done".
     `start_daemon=False` installs everything but leaves the daemon stopped.
+    `check_unchanged` (with a daemon): first ask the device, in one command, whether this
+    exact deployment is already in place and its daemon answering; if so return at once with
+    `"unchanged": true` (event "unchanged"). False always takes the full path.
     """
     t0 = time.perf_counter()
     if runtime not in RUNTIMES:
@@ -466,10 +518,36 @@ def deploy(
     if not DEPLOY_SCRIPT.is_file():
         raise ArtifactsError(f"{DEPLOY_SCRIPT} is missing", hint="reinstall edgeq")
     is_local = conn.is_local
-    d = resolve_device_dir(conn, device_dir)
-    lay = Layout(d)
     agent = agent_files()
     release = _agent_release_id(agent)
+    record = {  # current.json's fields (but the time), as the host would write them
+        "model_name": arts.manifest.get("model_name"),
+        **{kind: arts.models[kind].sha256 for kind in MODEL_KINDS},
+        "eval_data": arts.eval_data.sha256 if arts.eval_data else None,
+        "agent_release": release,
+    }
+    settings = {"runtime": runtime, "offline_wheels": offline_wheels,
+                "start_daemon": start_daemon, "python": sys.executable if is_local else None}
+    timings: dict[str, Optional[float]] = {"plan_s": time.perf_counter() - t0, "check_s": None}
+    changed: list[str] = []
+    if check_unchanged and start_daemon:
+        t_check = time.perf_counter()
+        spec = {"release": release, "settings": settings,
+                "agent": {name: cached_sha256(path) for path, name in agent},
+                "deploy_script": cached_sha256(DEPLOY_SCRIPT),
+                "current": {**record, "manifest_sha256": _manifest_sha256(arts.manifest)}}
+        found = _check_unchanged(conn, device_dir, spec)
+        timings["check_s"] = time.perf_counter() - t_check
+        if found.get("unchanged"):
+            doc = _unchanged_report(conn, arts, agent, release, record, found, timings,
+                                    time.perf_counter() - t0).to_dict()
+            emit("unchanged", **{k: v for k, v in doc.items() if k not in ("files", "script")})
+            emit("done", **{k: v for k, v in doc.items() if k not in ("files", "script")})
+            return doc
+        changed = [str(c) for c in found.get("changed") or []]
+        logger.info("full deploy: %s", "; ".join(changed))
+    d = resolve_device_dir(conn, device_dir)
+    lay = Layout(d)
     pkg_dir = posixpath.join(lay.release(release), AGENT_PACKAGE)
     probe = _bootstrap(conn, "probe", d, STORE_MARKER, pkg_dir, *[name for _, name in agent])
     release_hashes = probe.pop("release", {}) or {}
@@ -496,18 +574,8 @@ def deploy(
         emit("wheels", runtime=chosen_runtime, cache=str(cache), count=len(wheels))
 
     # the plan: the agent release first (the code that installs the rest), then the store
-    def send(local: Path, remote: str, category: str, sha: Optional[str] = None) -> FileSend:
-        return FileSend(local, remote, sha or sha256_file(local), local.stat().st_size, category)
-
-    agent_plan = [send(path, posixpath.join(pkg_dir, name), "agent") for path, name in agent]
-    plan = [send(DEPLOY_SCRIPT, lay.deploy_script, "script")]
-    for kind in MODEL_KINDS:
-        plan.append(send(arts.models[kind].path, lay.model(arts.models[kind].sha256), "model",
-                         arts.models[kind].sha256))
-    if arts.eval_data is not None:
-        plan.append(send(arts.eval_data.path, lay.data(arts.eval_data.sha256), "data",
-                         arts.eval_data.sha256))
-    plan += [send(w, posixpath.join(lay.wheels_dir, w.name), "wheel") for w in wheels]
+    agent_plan, plan = _store_plan(lay, arts, agent, release)
+    plan += [_send(w, posixpath.join(lay.wheels_dir, w.name), "wheel") for w in wheels]
 
     sender = _Sender(conn, progress, emit)
     _bootstrap(conn, "claim", d, STORE_MARKER, str(STORE_FORMAT))
@@ -551,17 +619,14 @@ def deploy(
     emit("script", argv=argv)
     script = _run_script(conn, lay, argv)
 
-    # the deployment record, last: the store checks everything it names, then writes it
-    deployment = {
-        "model_name": arts.manifest.get("model_name"),
-        **{kind: arts.models[kind].sha256 for kind in MODEL_KINDS},
-        "eval_data": arts.eval_data.sha256 if arts.eval_data else None,
-        "manifest": arts.manifest,
-        "deployed_utc": utc_now(),
-        "agent_release": release,
-    }
+    # the deployment record, last: the store checks everything it names, then writes it,
+    # and the stamp a repeated deploy compares with (check_unchanged)
+    deployment = {**record, "manifest": arts.manifest, "deployed_utc": utc_now()}
     data = (json.dumps(deployment, indent=2, sort_keys=True) + "\n").encode("utf-8")
-    out = _install_call(conn, lay, release, "deployment", sha256_bytes(data), stdin=data)
+    stamp = {"settings": settings, "current_sha256": sha256_bytes(data), "release": release,
+             "deployed_utc": deployment["deployed_utc"], "script": script}
+    out = _install_call(conn, lay, release, "deployment", sha256_bytes(data),
+                        json.dumps(stamp, sort_keys=True), stdin=data)
     if out.get("bad"):
         raise TransferError(
             f"{', '.join(out['bad'])} is missing or damaged on {conn.name}",
@@ -580,10 +645,77 @@ def deploy(
         files=[{"path": f.remote, "category": f.category, "sha256": f.sha256,
                 "size_bytes": f.size_bytes, "sent": f.sent} for f in plan],
         script=script, deployment={k: v for k, v in deployment.items() if k != "manifest"},
-        seconds=time.perf_counter() - t0)
+        seconds=time.perf_counter() - t0, changed=changed, timings=timings)
     doc = report.to_dict()
     emit("done", **{k: v for k, v in doc.items() if k not in ("files", "script")})
     return doc
+
+
+def _send(local: Path, remote: str, category: str, sha: Optional[str] = None) -> FileSend:
+    return FileSend(local, remote, sha or cached_sha256(local), local.stat().st_size, category)
+
+
+def _store_plan(lay: Layout, arts: Any, agent: Sequence[tuple[Path, str]], release: str
+                ) -> tuple[list[FileSend], list[FileSend]]:
+    """(the agent release's files, deploy.sh + models + eval data) with their remote paths."""
+    pkg_dir = posixpath.join(lay.release(release), AGENT_PACKAGE)
+    agent_plan = [_send(path, posixpath.join(pkg_dir, name), "agent") for path, name in agent]
+    plan = [_send(DEPLOY_SCRIPT, lay.deploy_script, "script")]
+    for kind in MODEL_KINDS:
+        plan.append(_send(arts.models[kind].path, lay.model(arts.models[kind].sha256), "model",
+                          arts.models[kind].sha256))
+    if arts.eval_data is not None:
+        plan.append(_send(arts.eval_data.path, lay.data(arts.eval_data.sha256), "data",
+                          arts.eval_data.sha256))
+    return agent_plan, plan
+
+
+def _manifest_sha256(manifest: dict[str, Any]) -> str:
+    """The manifest as `check` hashes current.json's copy of it (compact, keys sorted)."""
+    return sha256_bytes(json.dumps(manifest, sort_keys=True).encode("utf-8"))
+
+
+def _check_unchanged(conn: Connection, device_dir: str, spec: dict[str, Any]
+                     ) -> dict[str, Any]:
+    """The device's `check` answer for `spec` (one remote command; `~` expanded there).
+    A check that cannot run (no python3, an old release) is a change, not an error."""
+    d = str(device_dir).strip()
+    word = d if d.startswith("/") or d == "~" or d.startswith("~/") else \
+        resolve_device_dir(conn, device_dir)  # raises for a bad --device-dir
+    result = conn.run(["python3", "-c", _CHECK, word, spec["release"], json.dumps(spec)],
+                      timeout_s=HELPER_TIMEOUT_S)
+    _check_link(conn, result, "the unchanged check")
+    try:
+        out = json.loads(result.stdout.decode("utf-8").strip().splitlines()[-1])
+    except (ValueError, IndexError, UnicodeDecodeError):
+        out = None
+    if not result.ok or not isinstance(out, dict):
+        return {"unchanged": False,
+                "changed": [f"the check did not run ({_error_lines(result.stderr)[0]})"]}
+    return out
+
+
+def _unchanged_report(conn: Connection, arts: Any, agent: Sequence[tuple[Path, str]],
+                      release: str, record: dict[str, Any], found: dict[str, Any],
+                      timings: dict[str, Optional[float]], seconds: float) -> DeployReport:
+    """The edgeq.deploy/1 summary of a deploy that found everything in place: every file
+    skipped, the device facts from the stamp deploy.sh's summary left, the daemon's pid."""
+    stamp, daemon = found.get("stamp") or {}, found.get("daemon") or {}
+    script = stamp.get("script") or {}
+    lay = Layout(str(found["home"]))
+    agent_plan, plan = _store_plan(lay, arts, agent, release)
+    venv = str(script.get("venv") or "")
+    return DeployReport(
+        device=conn.name, device_dir=lay.home, arch=str(script.get("arch") or ""),
+        python=str(script.get("python") or ""), glibc=str(script.get("glibc") or ""),
+        runtime=str(script.get("runtime") or ""),
+        runtime_version=str(script.get("runtime_version") or ""),
+        daemon=f"running (pid {daemon.get('pid')}; unchanged, not restarted)",
+        venv="reused" if venv == "created" else venv,
+        files=[{"path": f.remote, "category": f.category, "sha256": f.sha256,
+                "size_bytes": f.size_bytes, "sent": False} for f in agent_plan + plan],
+        script=script, deployment={**record, "deployed_utc": stamp.get("deployed_utc")},
+        seconds=seconds, unchanged=True, timings=timings)
 
 
 def _install(conn: Connection, lay: Layout, release: str, triples: list[str]) -> None:

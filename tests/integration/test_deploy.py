@@ -142,11 +142,73 @@ def test_local_daemon_answers_and_redeploy_sends_nothing(local_device: tuple[Pat
         # once stopped, the next deploy starts a new one
         _stop_daemon(conn, str(d))
         third = deploy(conn, tiny_artifacts, device_dir=str(d))
+        assert third["unchanged"] is False
+        assert any("daemon does not answer" in c for c in third["changed"]), third["changed"]
         assert third["daemon"].startswith("running (pid ")
         assert f"pid {_status(conn, str(d))['pid']}" in third["daemon"]
         assert _status(conn, str(d))["pid"] != st["pid"]
     print(f"\nlocal deploy: first {first['_t']:.2f} s ({first['sent_bytes']} B), "
           f"second {t2:.2f} s (0 B)")
+
+
+def test_local_repeated_deploy_is_one_check_and_a_damaged_file_is_not_skipped(
+        local_device: tuple[Path, dict], tiny_artifacts: Path) -> None:
+    """A repeated deploy of the same artifacts and settings to a device whose daemon answers
+    is one remote command ("unchanged"); a model file changed on the device, an agent file
+    changed, or other settings take the full path again, which repairs the device."""
+    d, first = local_device
+    runs: list[list[str]] = []
+
+    class Counting(LocalConnection):
+        def run(self, argv: Any, **kw: Any) -> Any:
+            runs.append([str(a) for a in argv])
+            return super().run(argv, **kw)
+
+    with Counting() as conn:
+        deploy(conn, tiny_artifacts, device_dir=str(d))  # whatever the tests before left
+        runs.clear()
+        t = time.perf_counter()
+        same = deploy(conn, tiny_artifacts, device_dir=str(d))
+        took_s = time.perf_counter() - t
+        assert same["unchanged"] is True and same["changed"] == [], same["changed"]
+        assert len(runs) == 1 and runs[0][:2] == ["python3", "-c"], runs
+        assert same["sent_bytes"] == 0 and same["skipped_bytes"] == first["sent_bytes"]
+        assert same["deployment"]["int8"] == first["deployment"]["int8"]
+        assert f"pid {_status(conn, str(d))['pid']}" in same["daemon"]
+        assert same["runtime_name"] == first["runtime_name"] and same["arch"] == first["arch"]
+        assert same["timings"]["check_s"] is not None
+        assert same["timings"]["check_s"] <= same["seconds"]
+
+        # a model tampered with on the device: same size, other bytes
+        int8 = Path(Layout(str(d)).model(first["deployment"]["int8"]))
+        good = int8.read_bytes()
+        int8.chmod(0o644)
+        int8.write_bytes(bytes([good[0] ^ 0xFF]) + good[1:])
+        runs.clear()
+        fixed = deploy(conn, tiny_artifacts, device_dir=str(d))
+        assert fixed["unchanged"] is False and len(runs) > 1
+        assert any("int8" in c and "damaged" in c for c in fixed["changed"]), fixed["changed"]
+        assert fixed["models_bytes_sent"] == len(good) and int8.read_bytes() == good
+
+        # an agent file changed in the release the device runs
+        pushed = Path(d, "agent", "edgeq", "device", "protocol.py")
+        original = pushed.read_bytes()
+        pushed.chmod(0o644)
+        pushed.write_bytes(original + b"# changed on the device\n")
+        again = deploy(conn, tiny_artifacts, device_dir=str(d))
+        assert again["unchanged"] is False
+        assert any("protocol.py" in c for c in again["changed"]), again["changed"]
+        assert pushed.read_bytes() == original  # the release was pushed again
+        assert deploy(conn, tiny_artifacts, device_dir=str(d))["unchanged"] is True
+
+        # other settings: the full path (and the stamp records the new ones)
+        other = deploy(conn, tiny_artifacts, device_dir=str(d), runtime="litert")
+        assert other["unchanged"] is False and "the deploy settings differ" in other["changed"]
+        assert deploy(conn, tiny_artifacts, device_dir=str(d), runtime="litert")["unchanged"]
+        # and check_unchanged=False always runs everything
+        full = deploy(conn, tiny_artifacts, device_dir=str(d), check_unchanged=False)
+        assert full["unchanged"] is False and full["timings"]["check_s"] is None
+    print(f"\nlocal repeated deploy: {took_s:.3f} s (check {same['timings']['check_s']:.3f} s)")
 
 
 def test_local_no_daemon_and_missing_artifacts(tiny_artifacts: Path, tmp_path: Path) -> None:
@@ -224,8 +286,9 @@ def test_ssh_second_deploy_sends_no_model_bytes(ssh_device: tuple[str, dict],
     with _ssh(sshd_device) as conn:
         t = time.perf_counter()
         second = deploy(conn, tiny_artifacts, device_dir=d, offline_wheels=True,
-                        wheel_cache=WHEEL_CACHE)
+                        wheel_cache=WHEEL_CACHE, check_unchanged=False)
         t2 = time.perf_counter() - t
+    assert second["unchanged"] is False
     assert second["models_bytes_sent"] == 0 and second["sent_bytes"] == 0
     assert second["skipped_bytes"] == first["sent_bytes"] + first["skipped_bytes"]
     assert second["venv"] == "reused"
@@ -235,6 +298,45 @@ def test_ssh_second_deploy_sends_no_model_bytes(ssh_device: tuple[str, dict],
     needed = {Path(f["path"]).name for f in second["files"] if f["category"] == "wheel"}
     assert needed and needed == {p.name for p in Path(d, "wheels").glob("*.whl")}
     print(f"\nssh second deploy: {t2:.1f} s, 0 B sent, {second['skipped_bytes']} B unchanged")
+
+
+def test_ssh_repeated_deploy_is_one_remote_command(ssh_device: tuple[str, dict],
+                                                  tiny_artifacts: Path,
+                                                  sshd_device: SSHDevice) -> None:
+    """Over the real sshd: the same deploy again is one exec on the device (no SFTP, no
+    pip download, no deploy.sh), and says so; a tampered data set is not skipped."""
+    d, first = ssh_device
+    with _ssh(sshd_device) as conn:
+        deploy(conn, tiny_artifacts, device_dir=d, offline_wheels=True,
+               wheel_cache=WHEEL_CACHE)  # whatever the tests before left
+    runs: list[list[str]] = []
+    with _ssh(sshd_device) as conn:
+        real_run = conn.run
+
+        def counting(argv: Any, **kw: Any) -> Any:
+            runs.append([str(a) for a in argv])
+            return real_run(argv, **kw)
+
+        conn.run = counting  # type: ignore[method-assign]
+        t = time.perf_counter()
+        same = deploy(conn, tiny_artifacts, device_dir=d, offline_wheels=True,
+                      wheel_cache=WHEEL_CACHE)
+        took_s = time.perf_counter() - t
+        assert same["unchanged"] is True, same["changed"]
+        assert len(runs) == 1 and runs[0][:2] == ["python3", "-c"], runs
+        assert same["device_dir"] == d and same["sent_bytes"] == 0
+        assert same["venv"] == "reused" and same["runtime_name"] == first["runtime_name"]
+        data = Path(Layout(d).data(first["deployment"]["eval_data"]))
+        good = data.read_bytes()
+        data.chmod(0o644)
+        data.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+        fixed = deploy(conn, tiny_artifacts, device_dir=d, offline_wheels=True,
+                       wheel_cache=WHEEL_CACHE)
+        assert fixed["unchanged"] is False and fixed["data_bytes_sent"] == len(good)
+        assert any("eval_data" in c and "damaged" in c for c in fixed["changed"])
+        assert data.read_bytes() == good
+    print(f"\nssh repeated deploy: {took_s:.3f} s (check {same['timings']['check_s']:.3f} s), "
+          f"first {first['_t']:.1f} s")
 
 
 class _CuttingProxy:
