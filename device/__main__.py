@@ -5,6 +5,9 @@
     python -m edgeq.device [--home DIR] serve [--detach] [--socket PATH]
     python -m edgeq.device [--home DIR] stop | status [--json] | bridge [--socket PATH]
     python -m edgeq.device runtime            (which TFLite runtime is used)
+    python -m edgeq.device profile PLAN.json [--threads N] [--no-xnnpack] [--json]
+                                              (time the cut models of a profile plan:
+                                               edgeq.device.profile)
 
 argparse only (no third-party CLI library on the board). Errors are one line on stderr,
 `error: MESSAGE / hint: HINT`, and a non-zero exit (2 for usage errors); with --json the
@@ -105,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="accuracy of one model on an evaluation set")
     _add_measure_args(p, timing=False)
+
+    p = sub.add_parser("profile", help="time the cut models of a profile plan (per-layer "
+                       "timing; the host's edgeq profile writes the plan)")
+    p.add_argument("plan", help="the edgeq.profile_plan/1 JSON file")
+    add_setting_flags(p, timing=False)  # batch_size / eval_limit are accepted and unused
+    p.add_argument("--json", action="store_true", help="print one JSON document")
 
     p = sub.add_parser("serve", help="run the daemon on a Unix socket")
     p.add_argument("--detach", action="store_true",
@@ -236,6 +245,17 @@ def _run(args: argparse.Namespace) -> int:
             _print_json(doc)
         else:
             print(_summary(doc))
+        return 0
+    if cmd == "profile":
+        from edgeq.device.profile import read_plan, run_profile
+
+        doc = run_profile(read_plan(args.plan), settings_from_args(args))
+        if args.json:
+            _print_json(doc)
+        else:
+            for m in doc["models"]:
+                print(f"{m['sha256'][:12]}  p50 {m['latency_ms_p50']:.4f} ms  "
+                      f"delegated {m['delegated_nodes']}/{m['total_nodes']}")
         return 0
     if cmd == "runtime":
         from edgeq.device.runtime import detect_runtime

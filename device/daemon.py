@@ -47,6 +47,7 @@ from edgeq.device.errors import (
     DaemonNotRunningError,
     EdgeqError,
     ModelLoadError,
+    ModelNotFoundError,
     ProtocolError,
     StoreError,
     WorkerCrashedError,
@@ -173,6 +174,8 @@ class Agent:
         measurement then stops waiting or running)."""
         with self._state_lock:
             self.requests_served += 1
+        if req.op == "profile":
+            return self._profile(req.args, client_gone)
         if req.op in MEASURE_OPS:
             return self._measure(req.op, req.args, client_gone)
         handler: Callable[[dict[str, Any]], dict[str, Any]] = getattr(self, f"op_{req.op}")
@@ -285,6 +288,73 @@ class Agent:
         if got != sha:
             raise ModelLoadError(f"the worker measured {got} instead of {sha}",
                                  hint="the store changed during the run; deploy again")
+        return result
+
+    def _profile(self, args: dict[str, Any],
+                 client_gone: Optional[Callable[[], bool]] = None) -> dict[str, Any]:
+        """The `profile` op: the cut models of the store's profiles/ directory (verified by
+        their sha256 names) timed by edgeq.device.profile in a worker, under the same lock as
+        bench and evaluate."""
+        from edgeq.device.profile import (
+            make_plan,
+            profile_dir,
+            profile_model_path,
+            write_plan_file,
+        )
+
+        home = self.store.layout.home
+        models = []
+        for sha in args["models"]:
+            path = profile_model_path(home, sha)
+            if not Path(path).is_file():
+                raise ModelNotFoundError(
+                    f"profile model {sha[:12]} is not in {profile_dir(home)}",
+                    hint="run edgeq profile from the host: it pushes the cut models first")
+            self.store.verify_file(Path(path), sha, "profile model")
+            models.append((sha, path))
+        plan = make_plan(models, warmup_runs_min=args["warmup_runs_min"],
+                         runs_min=args["runs_min"], rounds=args["rounds"], seed=args["seed"])
+        settings = BenchSettings(threads=args["threads"], xnnpack=args["xnnpack"],
+                                 runtime=args["runtime"])
+        timeout_s = float(args["timeout_s"])
+        if self.worker_timeout_s:
+            timeout_s = min(timeout_s, self.worker_timeout_s)
+        try:
+            plan_path = write_plan_file(plan, profile_dir(home))
+        except OSError as exc:
+            raise StoreError(f"cannot write the profile plan in {profile_dir(home)}: "
+                             f"{exc.strerror or exc}", hint="free space on the device") from None
+        queued = time.time()
+        try:
+            self._acquire_measure_lock(client_gone)
+            try:
+                logger.info("profile of %d models settings=%s", len(models),
+                            settings.to_dict())
+                started_s = time.time()
+                try:
+                    result = run_in_worker(
+                        "profile", plan_path, settings=settings, timeout_s=timeout_s,
+                        on_start=lambda pid: setattr(self, "worker_pid", pid),
+                        on_exit=lambda pid: setattr(self, "worker_pid", None),
+                        cancel=client_gone)
+                except WorkerCrashedError:
+                    if self.stopping:
+                        raise self._stopped_error() from None
+                    raise
+                finished_s = time.time()
+            finally:
+                self.measure_lock.release()
+        finally:
+            plan_path.unlink(missing_ok=True)
+        got = [m.get("sha256") for m in result.get("models") or []]
+        if got != list(args["models"]):
+            raise ModelLoadError("the profile worker measured other models than asked",
+                                 hint="the store changed during the run; run it again")
+        result["agent"] = {"path": "daemon", "agent_pid": os.getpid(),
+                           "worker_pid": result.get("pid"),
+                           "queued_s": round(started_s - queued, 6),
+                           "worker_started_unix_s": started_s,
+                           "worker_finished_unix_s": finished_s, "timeout_s": timeout_s}
         return result
 
     def op_bench(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -46,6 +46,15 @@ evaluate  {"model": REF *required*, "data": DATA_REF (default "current"), "timeo
           -> {"schema": "edgeq.evaluate/1", "model": {...}, "runtime": {...},
               "settings": {...}, "accuracy": ACCURACY (as in edgeq.bench/1), "eval_ms": float,
               "environment": {...}, "edgeq_version", "time_utc"}
+profile   {"models": [SHA256, ...] *required* (1..2048 models of the store's profiles/ directory,
+           named by content: the cut models edgeq.host.profile pushed), "warmup_runs_min",
+           "runs_min" (timed runs per model, spread over the rounds), "rounds" (1..1000,
+           default 10), "seed" (int >= 0, default 0), "threads", "xnnpack", "runtime" (the
+           BenchSettings fields, their limits and defaults), "timeout_s"}
+          -> the edgeq.profile_run/1 document of edgeq.device.profile (per model: sha256,
+             latency_ms_p50, latency_ms_round_p50, runs, delegated_nodes, total_nodes, ...),
+             measured in a fresh worker process in the same queue as bench/evaluate (a
+             profile never overlaps another measurement).
 remove    {"ref": SHA256 *required*, "force": bool (false)}
           -> {"removed": [{"sha256", "kind", "path"}]}
           refuses (StoreError) to remove what the current deployment uses unless force.
@@ -57,6 +66,8 @@ ModelNotFoundError, IntegrityError, ModelLoadError, InputShapeError, EvalDataErr
 RuntimeMissingError, WorkerCrashedError, WorkerTimeoutError, StoreError, AgentInternalError.
 The error wire form belongs to edgeq.device.errors (error_to_dict / error_from_wire).
 Imports: standard library and edgeq.device (errors, settings, store.MODEL_KINDS).
+The profile op was added in protocol 1 without a version bump: it is a new op (an older
+daemon answers UnknownOpError, which the host takes as "use the one-shot agent").
 """
 from __future__ import annotations
 
@@ -295,6 +306,15 @@ def sha256_ref(name: str, v: Any) -> str:
     return v
 
 
+def sha256_list(lo: int, hi: int) -> Validator:
+    def check(name: str, v: Any) -> list[str]:
+        if not isinstance(v, list) or not lo <= len(v) <= hi \
+                or not all(isinstance(x, str) and SHA256_RE.match(x) for x in v):
+            raise _bad(name, f"a list of {lo}..{hi} 64-hex lowercase sha256", v)
+        return list(v)
+    return check
+
+
 def verify_ref(name: str, v: Any) -> str:
     if not isinstance(v, str) or not (v == "all" or v in MODEL_KINDS or SHA256_RE.match(v)):
         raise _bad(name, f'a 64-hex sha256, {_KINDS_SHOWN} or "all"', v)
@@ -321,6 +341,12 @@ def _setting_args(*, timing: bool) -> dict[str, ArgSpec]:
 
 
 _TIMEOUT_ARG: ArgSpec = (float_range(1.0, 86400.0), False, DEFAULT_BENCH_TIMEOUT_S)
+#: the bench settings a profile request takes (the rest do not apply to it)
+PROFILE_SETTINGS = ("threads", "xnnpack", "runtime", "warmup_runs_min", "runs_min")
+#: limits of a profile request (edgeq.device.profile checks its plan with the same numbers)
+MAX_PROFILE_MODELS = 2048
+MAX_PROFILE_ROUNDS = 1000
+DEFAULT_PROFILE_ROUNDS = 10
 
 OPS: dict[str, dict[str, ArgSpec]] = {
     "hello": {"protocol": (int_range(0, None), True, None)},
@@ -339,10 +365,19 @@ OPS: dict[str, dict[str, ArgSpec]] = {
         **_setting_args(timing=False),
         "timeout_s": _TIMEOUT_ARG,
     },
+    "profile": {
+        "models": (sha256_list(1, MAX_PROFILE_MODELS), True, None),
+        **{name: spec for name, spec in _setting_args(timing=True).items()
+           if name in PROFILE_SETTINGS},
+        "rounds": (int_range(1, MAX_PROFILE_ROUNDS), False, DEFAULT_PROFILE_ROUNDS),
+        "seed": (int_range(0, 2**31 - 1), False, 0),
+        "timeout_s": _TIMEOUT_ARG,
+    },
     "remove": {"ref": (sha256_ref, True, None), "force": (boolean, False, False)},
 }
-#: the ops whose args include bench settings
-MEASURE_OPS = ("bench", "evaluate")
+#: the ops that measure: one at a time in the daemon, each in a worker process (bench and
+#: evaluate take bench settings; profile takes PROFILE_SETTINGS of them)
+MEASURE_OPS = ("bench", "evaluate", "profile")
 
 
 def validate_args(op: str, args: dict[str, Any]) -> dict[str, Any]:

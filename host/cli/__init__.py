@@ -31,7 +31,7 @@ app = typer.Typer(
 )
 
 # Command modules, each registering its commands on `app` when imported.
-_COMMAND_MODULES = ("pipeline", "deploy", "bench", "report")
+_COMMAND_MODULES = ("pipeline", "deploy", "bench", "report", "profile")
 
 
 def _version_callback(value: bool) -> None:
