@@ -464,6 +464,23 @@ class History:
                  "artifacts": r["artifacts"], "runs": r["runs"]} for r in rows]
 
 
+def fleet_doc(history: History, fleet: str) -> dict[str, Any]:
+    """The stored fleet run `fleet` (an id, or `latest`) from `history`."""
+    from edgeq.device.errors import UsageError
+
+    if fleet == "latest":
+        fleet_id = history.latest_fleet_id()
+        if fleet_id is None:
+            raise UsageError(f"no fleet runs yet in {history.path}",
+                             hint="bench-remote with several --host or an --inventory makes one")
+        return history.get_fleet(fleet_id)
+    try:
+        return history.get_fleet(int(fleet))
+    except ValueError:
+        raise UsageError(f"fleet must be a number or 'latest', not {fleet!r}",
+                         hint="`edgeq history fleets` lists the fleet runs") from None
+
+
 def _execute_all(db: sqlite3.Connection, script: str) -> None:
     """Each `;`-separated statement of `script` (executescript would commit the transaction)."""
     for statement in script.split(";"):

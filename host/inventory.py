@@ -28,7 +28,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 from edgeq.device.errors import UsageError
 
 __all__ = ["Target", "InventoryError", "load_inventory", "select", "merge", "from_hosts",
-           "PIP_HINT"]
+           "board_targets", "PIP_HINT"]
 
 PIP_HINT = "pip install 'edgeq[lab]' (or: pip install 'ansible-core>=2.15')"
 #: the inventory plugins enabled while reading a file (static formats only: no scripts)
@@ -226,3 +226,16 @@ def merge(targets: Sequence[Target], default_device_dir: str) -> list[Target]:
                 f"{other.name} and {t.name} are the same board ({key[0]}:{key[1]} {key[2]})",
                 hint="give each board its own entry, or a different edgeq_device_dir")
     return out
+
+
+def board_targets(hosts: Optional[Sequence[str]], inventory: Optional[Union[str, Path]],
+                  limit: Optional[str], default_device_dir: str) -> list[Target]:
+    """The boards of a command: its `--host` values and its `--inventory`'s hosts (the
+    union), narrowed by `--limit`, each board once."""
+    targets = from_hosts(hosts or [])
+    if inventory is not None:
+        targets += load_inventory(inventory)
+    if not targets:
+        raise UsageError("no board given", hint="pass --host HOST (repeatable) or "
+                                                "--inventory FILE")
+    return merge(select(targets, limit), default_device_dir)

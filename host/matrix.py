@@ -76,9 +76,14 @@ class Matrix:
     runtime: tuple[Optional[str], ...] = (None,)
 
     @classmethod
-    def parse(cls, threads: str = "1", xnnpack: str = "on",
-              runtime: Optional[str] = None) -> "Matrix":
-        """The matrix of the CLI's comma lists; UsageError on a value the settings refuse."""
+    def parse(cls, threads: str = "1", xnnpack: Optional[str] = None,
+              runtime: Optional[str] = None, *, no_xnnpack: bool = False) -> "Matrix":
+        """The matrix of the CLI's comma lists (`no_xnnpack`: the older `--no-xnnpack` flag,
+        same as `--xnnpack off`); UsageError on a value the settings refuse."""
+        if no_xnnpack and xnnpack is not None:
+            raise UsageError("--no-xnnpack and --xnnpack were both given",
+                             hint="use --xnnpack off (or on,off for both)")
+        xnnpack = xnnpack if xnnpack is not None else "off" if no_xnnpack else "on"
         t = []
         for word in _words(threads, "--threads"):
             try:

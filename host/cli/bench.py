@@ -18,17 +18,26 @@ from edgeq.host.cli.common import (
     ConnectTimeoutOption,
     DeviceDirOption,
     EvalLimitOption,
-    HostOption,
+    ForksOption,
+    HostsOption,
     IdentityFileOption,
+    InventoryOption,
+    LimitOption,
+    OrderSeedOption,
     RoundsOption,
     RunSMinOption,
     RunsMinOption,
+    RuntimeListOption,
     SSHConfigOption,
-    ThreadsOption,
+    ThreadsListOption,
+    XnnpackListOption,
+    connect_options,
+    fleet_failed,
     history_run,
     open_device,
 )
 from edgeq.host.cli.ui import DEFAULT_ARTIFACTS_DIR, HistoryDbOption, JsonOption
+from edgeq.host.fleet import DEFAULT_FORKS, is_fleet
 
 history_app = typer.Typer(
     help="List the stored bench-remote runs (newest first), show one, or compare two.",
@@ -53,20 +62,15 @@ NoHistoryOption = Annotated[bool, typer.Option(
 @app.command("bench-remote")
 def bench_remote_command(
     artifacts_dir: ArtifactsOrDefaultArgument = None,
-    host: HostOption = ...,
-    threads: ThreadsOption = 1,
-    no_xnnpack: NoXnnpackOption = False,
-    rounds: RoundsOption = 2,
-    eval_limit: EvalLimitOption = None,
-    runs_min: RunsMinOption = None,
-    run_s_min: RunSMinOption = None,
-    device_dir: DeviceDirOption = DEFAULT_HOME,
-    no_daemon: NoDaemonOption = False,
-    accept_new_host_key: AcceptNewHostKeyOption = False,
-    ssh_config: SSHConfigOption = None,
-    identity_file: IdentityFileOption = None,
-    connect_timeout_s: ConnectTimeoutOption = 10.0,
-    as_json: JsonOption = False,
+    host: HostsOption = None, inventory: InventoryOption = None, limit: LimitOption = None,
+    forks: ForksOption = DEFAULT_FORKS, threads: ThreadsListOption = "1",
+    xnnpack: XnnpackListOption = None, no_xnnpack: NoXnnpackOption = False,
+    runtime: RuntimeListOption = None, seed: OrderSeedOption = None, rounds: RoundsOption = 2,
+    eval_limit: EvalLimitOption = None, runs_min: RunsMinOption = None,
+    run_s_min: RunSMinOption = None, device_dir: DeviceDirOption = DEFAULT_HOME,
+    no_daemon: NoDaemonOption = False, accept_new_host_key: AcceptNewHostKeyOption = False,
+    ssh_config: SSHConfigOption = None, identity_file: IdentityFileOption = None,
+    connect_timeout_s: ConnectTimeoutOption = 10.0, as_json: JsonOption = False,
     no_history: NoHistoryOption = False,
 ) -> None:
     """Measure the deployed float32 and int8 models on the device, side by side.
@@ -74,23 +78,65 @@ def bench_remote_command(
     Both models run with the same settings, alternated in rounds (ABBA...) so that a drift in
     clock or temperature hits both equally, through the device's daemon when one runs (else
     the one-shot agent). The run is stored in the history (`edgeq history`). With --json: the
-    edgeq.compare/1 document (see README).
+    edgeq.compare/1 document (see README). Several boards (--host repeated, --inventory) or a
+    matrix (--threads 1,2 --xnnpack on,off --runtime ...) make a fleet run: every board at
+    once (--forks), the cells in a seeded random order per board, one edgeq.fleet/1 document.
     """
+    from edgeq.host.history import History
+    from edgeq.host.inventory import board_targets
+    from edgeq.host.matrix import Matrix
+
+    targets = board_targets(host, inventory, limit, device_dir)
+    matrix = Matrix.parse(threads, xnnpack, runtime, no_xnnpack=no_xnnpack)
+    link = connect_options(accept_new_host_key, ssh_config, identity_file, connect_timeout_s)
+    options = {"rounds": rounds, "eval_limit": eval_limit, "runs_min": runs_min,
+               "run_s_min": run_s_min, "use_daemon": not no_daemon}
+    run = _bench_fleet if is_fleet(targets, matrix) else _bench_one
+    run(targets, matrix, artifacts_dir, device_dir=device_dir, link=link, options=options,
+        history=None if no_history else History(), as_json=as_json, forks=forks, seed=seed)
+
+
+def _bench_one(targets: list[Any], matrix: Any, artifacts_dir: Optional[Path], *,
+               device_dir: str, link: dict[str, Any], options: dict[str, Any],
+               history: Any, as_json: bool, **_: Any) -> None:
+    """One board, one setting: the edgeq.compare/1 table (or JSON), as bench-remote always
+    printed it."""
     from edgeq.host.artifacts import default_artifacts_dir
     from edgeq.host.bench_remote import bench_remote
-    from edgeq.host.history import History
 
-    history = None if no_history else History()
-    with open_device(host, accept_new_host_key, ssh_config, identity_file,
-                     connect_timeout_s) as conn, ui.task("benchmarking") as task:
+    target, cell = targets[0], matrix.cells[0]
+    with open_device(target.spec, link["accept_new_host_key"], link["ssh_config"],
+                     target.key_file or link["identity_file"],
+                     link["connect_timeout_s"]) as conn, ui.task("benchmarking") as task:
         doc = bench_remote(
-            conn, artifacts_dir=artifacts_dir or default_artifacts_dir(), device_dir=device_dir,
-            threads=threads, xnnpack=not no_xnnpack, rounds=rounds, eval_limit=eval_limit,
-            runs_min=runs_min, run_s_min=run_s_min, use_daemon=not no_daemon,
-            history=history, progress=task, events=render.bench_events(task))
+            conn, artifacts_dir=artifacts_dir or default_artifacts_dir(),
+            device_dir=target.device_dir or device_dir, threads=cell.threads,
+            xnnpack=cell.xnnpack, runtime=cell.runtime, history=history, progress=task,
+            events=render.bench_events(task), **options)
     ui.print_json(doc) if as_json else render.compare(doc)
     if history is not None and not as_json:
         render.stored(doc, history.path)  # says nothing when storing failed (warned above)
+
+
+def _bench_fleet(targets: list[Any], matrix: Any, artifacts_dir: Optional[Path], *,
+                 device_dir: str, link: dict[str, Any], options: dict[str, Any],
+                 history: Any, as_json: bool, forks: int, seed: Optional[int]) -> None:
+    """Many boards or settings: the live board table, then the fleet table (or the
+    edgeq.fleet/1 JSON); exits with the device-error code when a board failed."""
+    from edgeq.host.artifacts import default_artifacts_dir
+    from edgeq.host.fleet import bench_fleet
+    from edgeq.host.matrix import new_seed
+
+    with ui.boards_view([(t.name, t.spec) for t in targets]) as view:
+        doc = bench_fleet(targets, matrix=matrix, seed=new_seed() if seed is None else seed,
+                          artifacts_dir=artifacts_dir or default_artifacts_dir(), forks=forks,
+                          device_dir=device_dir, connect_options=link, bench_options=options,
+                          history=history, events=render.fleet_events(view))
+    ui.print_json(doc) if as_json else render.fleet(doc)
+    if history is not None and not as_json and doc.get("fleet_id") is not None:
+        render.say(f"stored as fleet run {doc['fleet_id']} in {history.path} "
+                   f"(edgeq history fleet {doc['fleet_id']})")
+    fleet_failed(doc)
 
 
 # ------------------------------------------------------------------ history
@@ -150,6 +196,33 @@ def history_compare(
         render.history_delta(a, b, rows)
 
 
+@history_app.command("fleets")
+def history_fleets(ctx: typer.Context,
+                   limit: int = typer.Option(20, "--limit", "-n", help="How many to list."),
+                   as_json: JsonOption = False) -> None:
+    """List the stored fleet runs (many boards x a settings matrix), newest first."""
+    rows = ctx.obj.list_fleets(limit)
+    if as_json:
+        ui.print_json(rows)
+    elif not rows:
+        render.say(f"no fleet runs yet in {ctx.obj.path}; bench-remote with several --host "
+                   "or --inventory makes one")
+    else:
+        render.fleets(rows, ctx.obj.path)
+
+
+@history_app.command("fleet")
+def history_fleet(ctx: typer.Context,
+                  fleet: str = typer.Argument("latest", help="Fleet id from `edgeq history "
+                                                             "fleets`, or latest."),
+                  as_json: JsonOption = False) -> None:
+    """Show one stored fleet run: board x setting, each board's error."""
+    from edgeq.host.history import fleet_doc
+
+    doc = fleet_doc(ctx.obj, fleet)
+    ui.print_json(doc) if as_json else render.fleet(doc)
+
+
 # ------------------------------------------------------------------ run (the main command)
 
 OutOption = Annotated[Path, typer.Option("--out", help="Artifacts directory.")]
@@ -170,8 +243,10 @@ def run_command(
     out: OutOption = DEFAULT_ARTIFACTS_DIR, model: ModelOption = "mnist-cnn",
     epochs: EpochsOption = None, seed: SeedOption = 0, train_limit: TrainLimitOption = None,
     calibration_size: CalibrationSizeOption = None, eval_limit: EvalLimitOption = None,
-    host: HostOption = "local", device_dir: DeviceDirOption = DEFAULT_HOME,
-    threads: ThreadsOption = 1, rounds: RoundsOption = 2, runs_min: RunsMinOption = None,
+    host: HostsOption = None, inventory: InventoryOption = None, limit: LimitOption = None,
+    forks: ForksOption = DEFAULT_FORKS, device_dir: DeviceDirOption = DEFAULT_HOME,
+    threads: ThreadsListOption = "1", xnnpack: XnnpackListOption = None,
+    runtime: RuntimeListOption = None, rounds: RoundsOption = 2, runs_min: RunsMinOption = None,
     run_s_min: RunSMinOption = None, force: ForceOption = False,
     accept_new_host_key: AcceptNewHostKeyOption = False, ssh_config: SSHConfigOption = None,
     identity_file: IdentityFileOption = None, connect_timeout_s: ConnectTimeoutOption = 10.0,
@@ -181,23 +256,40 @@ def run_command(
 
     With the default --host local everything runs on this machine, no board needed.
     Training and quantization are skipped when --out already holds complete artifacts.
-    With --json: the final edgeq.compare/1 document.
+    With --json: the final edgeq.compare/1 document. Several boards (--host repeated,
+    --inventory) or a matrix (--threads 1,2 ...) deploy and measure as a fleet run (the
+    edgeq.fleet/1 document; --seed also seeds the matrix order).
     """
     from edgeq.host.history import History
+    from edgeq.host.inventory import board_targets
+    from edgeq.host.matrix import Matrix
     from edgeq.host.run import run
 
-    link = {"accept_new_host_key": accept_new_host_key, "ssh_config": ssh_config,
-            "identity_file": identity_file, "connect_timeout_s": connect_timeout_s}
+    targets = board_targets(host or ([] if inventory else ["local"]), inventory, limit,
+                            device_dir)
+    matrix = Matrix.parse(threads, xnnpack, runtime)
+    link = connect_options(accept_new_host_key, ssh_config, identity_file, connect_timeout_s)
     with ui.task("run") as task:
-        result = run(out, host=host, connect_options=link, model_name=model, epochs=epochs,
-                     seed=seed, train_limit=train_limit, calibration_size=calibration_size,
-                     eval_limit=eval_limit, device_dir=device_dir, threads=threads,
-                     rounds=rounds, runs_min=runs_min, run_s_min=run_s_min, force=force,
-                     history=History(), progress=task, events=render.run_events(task))
+        result = run(out, connect_options=link, model_name=model, epochs=epochs, seed=seed,
+                     train_limit=train_limit, calibration_size=calibration_size,
+                     eval_limit=eval_limit, device_dir=device_dir, rounds=rounds,
+                     runs_min=runs_min, run_s_min=run_s_min, force=force, history=History(),
+                     progress=task, events=render.run_events(task), targets=targets,
+                     matrix=matrix, forks=forks, fleet_events=render.fleet_notes(task))
     render.stage_times(result.seconds)
+    _run_result(result, as_json)
+
+
+def _run_result(result: Any, as_json: bool) -> None:
+    """`edgeq run`'s result: the compare table (or JSON), or the fleet table of a fleet run."""
+    doc = result.fleet or result.compare
     if as_json:
-        ui.print_json(result.compare)
-        return
-    render.compare(result.compare)
-    render.stored(result.compare, result.history_path,
-                  "; `edgeq report` turns it into the paper's report")
+        ui.print_json(doc)
+    elif result.fleet is not None:
+        render.fleet(doc)
+    else:
+        render.compare(doc)
+        render.stored(doc, result.history_path,
+                      "; `edgeq report` turns it into the paper's report")
+    if result.fleet is not None:
+        fleet_failed(doc)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from edgeq.host.artifacts import KERAS_FILE, TRAIN_JSON
-from edgeq.host.cli.ui import Task, console, err_console, escape
+from edgeq.host.cli.ui import BoardsView, Task, console, err_console, escape
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
@@ -453,6 +453,9 @@ def _evaluated_line(result: dict[str, Any]) -> str:
 
 
 def _deployed_line(doc: dict[str, Any]) -> str:
+    if str(doc.get("schema", "")).startswith("edgeq.fleet_deploy/"):
+        ok = sum(1 for b in doc["boards"] if b["ok"])
+        return f"deployed to {ok} of {len(doc['boards'])} boards in {doc['elapsed_s']:.1f} s"
     keys = ("device", "arch", "python", "runtime", "sent_bytes", "daemon")
     return "deployed: " + ", ".join(f"{k} {doc[k]}" for k in keys if k in doc)
 
@@ -506,3 +509,131 @@ def robustness_table(doc: dict[str, Any]) -> None:
                       "" if gap is None else f"{gap:+.2f}")
     console.print(table)
     say(f"saved {doc['path']}")
+
+
+# ------------------------------------------------------------------ fleet (many boards)
+
+
+def _cell_text(cell: dict[str, Any]) -> str:
+    """A matrix cell in a few characters: "2 thr, xnnpack" / "1 thr, no xnnpack, tflite-runtime"."""
+    text = f"{cell['threads']} thr, {'xnnpack' if cell['xnnpack'] else 'no xnnpack'}"
+    return text + (f", {cell['runtime']}" if cell.get("runtime") else "")
+
+
+def fleet_events(view: BoardsView) -> Callable[[str, str, dict], None]:
+    """What a fleet's per-board events show in the live board table."""
+    def on_event(board: str, name: str, details: dict) -> None:
+        if name in ("queued", "connecting"):
+            view.update(board, status=name)
+        elif name == "cell":
+            view.update(board, status=f"cell {details['index'] + 1}/{details['total']}",
+                        step=_cell_text(details["cell"]))
+        elif name == "measure":
+            view.update(board, step=f"round {details['round']}: {details['kind']}")
+        elif name in ("probe", "send", "script"):
+            view.update(board, status="deploying", step=name)
+        elif name == "done":
+            error = details.get("error") or {}
+            view.update(board, status="ok" if details["ok"] else "failed",
+                        step=f"{details['elapsed_s']:.1f} s" if details["ok"]
+                        else error.get("message", ""))
+    return on_event
+
+
+def fleet_notes(task: Task) -> Callable[[str, str, dict], None]:
+    """A fleet's per-board events as lines above a progress bar (`edgeq run`)."""
+    def on_event(board: str, name: str, details: dict) -> None:
+        if name == "cell":
+            task.describe(f"{board}: cell {details['index'] + 1}/{details['total']}")
+        elif name == "cell_failed":
+            task.note(f"{board}: {_cell_text(details['cell'])} failed: "
+                      f"{details['error']['message']}")
+        elif name == "done":
+            task.note(f"{board}: " + ("done" if details["ok"] else
+                                      f"failed: {details['error']['message']}")
+                      + f" ({details['elapsed_s']:.1f} s)")
+    return on_event
+
+
+def board_errors(boards: list[dict[str, Any]]) -> None:
+    """Each failed board's own one-line error and hint, on stderr."""
+    for b in boards:
+        if b.get("error"):
+            err = b["error"]
+            err_console.print(f"[bold red]{escape(b['board'])}:[/] {escape(err['message'])}"
+                              + (f" [yellow](hint: {escape(err['hint'])})[/]"
+                                 if err.get("hint") else ""), highlight=False, soft_wrap=True)
+
+
+def fleet_deployed(doc: dict[str, Any]) -> None:
+    """The edgeq.fleet_deploy/1 summary: one row per board."""
+    table = _table(f"deploy to {len(doc['boards'])} boards in {doc['elapsed_s']:.1f} s",
+                   (("board", "left"), ("target", "left"), ("runtime", "left"),
+                    ("sent", "right"), ("unchanged", "right"), ("seconds", "right"),
+                    ("status", "left")))
+    for b in doc["boards"]:
+        d = b.get("deploy") or {}
+        table.add_row(escape(b["board"]), escape(b["target"]), escape(d.get("runtime", "-")),
+                      human_bytes(d["sent_bytes"]) if d else "-",
+                      human_bytes(d["skipped_bytes"]) if d else "-", f"{b['elapsed_s']:.1f}",
+                      "[green]ok[/]" if b["ok"] else "[red]failed[/]")
+    console.print(table)
+    board_errors(doc["boards"])
+
+
+def _fleet_row(board: dict[str, Any], run: dict[str, Any]) -> list[str]:
+    doc = run.get("compare") or {}
+    f32 = (doc.get("models") or {}).get("float32") or {}
+    i8 = (doc.get("models") or {}).get("int8") or {}
+    p50 = (f32.get("latency_ms_p50"), i8.get("latency_ms_p50"))
+    speedup = p50[0] / p50[1] if None not in p50 and p50[1] else None
+    status = "[green]ok[/]" if run.get("error") is None else \
+        f"[red]{escape(run['error']['message'])}[/]"
+    return [escape(board["board"]), escape(_cell_text(run["cell"])), _opt(p50[0], ".3f"),
+            _opt(p50[1], ".3f"), "n/a" if speedup is None else f"{speedup:.2f}x",
+            f"{_opt(f32.get('accuracy'), '.2f', 100)} / {_opt(i8.get('accuracy'), '.2f', 100)}",
+            str(run["run_id"]) if run.get("run_id") is not None else "-", status]
+
+
+def fleet(doc: dict[str, Any]) -> None:
+    """The edgeq.fleet/1 table: board x setting, p50 float32 / int8, int8 speed-up, top-1."""
+    cells = len(doc["matrix"]["threads"]) * len(doc["matrix"]["xnnpack"]) \
+        * len(doc["matrix"]["runtime"])
+    title = (f"fleet run {doc['fleet_id'] if doc.get('fleet_id') is not None else '(not stored)'}"
+             f": {len(doc['boards'])} boards x {cells} settings, seed {doc['seed']}, "
+             f"{doc['elapsed_s']:.1f} s")
+    table = _table(title, (("board", "left"), ("setting", "left"), ("p50 f32 (ms)", "right"),
+                           ("p50 int8 (ms)", "right"), ("int8 speed-up", "right"),
+                           ("top-1 f32 / int8 (%)", "right"), ("run", "right"),
+                           ("status", "left")))
+    for b in doc["boards"]:
+        runs = sorted(b["runs"], key=lambda r: (r["cell"]["threads"], not r["cell"]["xnnpack"],
+                                                str(r["cell"].get("runtime"))))
+        for run in runs:
+            table.add_row(*_fleet_row(b, run))
+        if not runs:
+            table.add_row(escape(b["board"]), "-", "-", "-", "-", "-", "-",
+                          f"[red]{escape((b.get('error') or {}).get('message', 'failed'))}[/]")
+        table.add_section()
+    console.print(table)
+    if cells > 1:
+        say("order (randomized per board from the seed): " + "; ".join(
+            f"{b['board']}: " + " > ".join(_cell_text(c) for c in b["order"])
+            for b in doc["boards"]), err_console)
+    board_errors(doc["boards"])
+
+
+def fleets(rows: list[dict[str, Any]], path: Path) -> None:
+    """The list of stored fleet runs, newest first."""
+    table = _table(f"edgeq fleet runs ({escape(path)})",
+                   (("fleet", "right"), ("created (UTC)", "left"), ("boards ok", "right"),
+                    ("threads", "left"), ("xnnpack", "left"), ("runtime", "left"),
+                    ("runs", "right"), ("seed", "right")))
+    for r in rows:
+        m = r["matrix"]
+        table.add_row(str(r["fleet_id"]), str(r["created_utc"]).replace("T", " ").rstrip("Z"),
+                      f"{r['boards_ok']}/{r['boards']}", ",".join(map(str, m["threads"])),
+                      ",".join("on" if x else "off" for x in m["xnnpack"]),
+                      escape(",".join(x or "default" for x in m["runtime"])), str(r["runs"]),
+                      str(r["seed"]))
+    console.print(table)

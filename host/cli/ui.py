@@ -205,3 +205,54 @@ ArtifactsDirArgument = Annotated[Path, typer.Argument(
          f"eval.npz); default {DEFAULT_ARTIFACTS_DIR}.", show_default=False)]
 HistoryDbOption = Annotated[Optional[Path], typer.Option(
     "--db", help="History database (default $EDGEQ_HISTORY_DB or the user data directory).")]
+
+
+# ------------------------------------------------------------------ fleet: a live board table
+
+
+class BoardsView:
+    """The live table of a fleet run: one row per board (its target and what it does now).
+    `update` is called from the boards' threads; rich's Live redraws a few times a second."""
+
+    def __init__(self, boards: list[tuple[str, str]]) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._rows = {name: [target, "queued", ""] for name, target in boards}
+
+    def update(self, board: str, status: Optional[str] = None, step: Optional[str] = None) -> None:
+        """Set a board's status ("connecting", "2/4 cells", "ok", "failed") and/or its step."""
+        with self._lock:
+            row = self._rows.setdefault(board, ["", "", ""])
+            if status is not None:
+                row[1] = status
+            if step is not None:
+                row[2] = step
+
+    def __rich__(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title="boards", title_justify="left", show_edge=False, pad_edge=False)
+        for name in ("board", "target", "status", "now"):
+            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=60)
+        with self._lock:
+            for board, (target, status, step) in self._rows.items():
+                style = "green" if status == "ok" else "red" if status == "failed" else None
+                table.add_row(escape(board), escape(target), escape(status), escape(step),
+                              style=style)
+        return table
+
+
+@contextmanager
+def boards_view(boards: list[tuple[str, str]]) -> Iterator[BoardsView]:
+    """A live board table on stderr for the duration of a fleet call (hidden when stderr is
+    not a terminal), with native log lines captured as `task` does."""
+    from rich.live import Live
+
+    view = BoardsView(boards)
+    with native_logs_captured():
+        if not err_console.is_terminal:
+            yield view
+            return
+        with Live(view, console=err_console, refresh_per_second=4, transient=True):
+            yield view

@@ -70,7 +70,9 @@ def test_help_does_not_import_tensorflow() -> None:
 
 def test_bench_options_come_from_the_settings_declaration() -> None:
     """bench-remote and run take --threads, --eval-limit, --runs-min, --run-s-min with the help
-    text and limits of edgeq.device.settings, so the CLI refuses what the device would."""
+    text and limits of edgeq.device.settings, so the CLI refuses what the device would.
+    --threads is a comma list (a matrix): its help states the declared range and every value
+    is checked against the declaration (edgeq.host.matrix)."""
     from edgeq.device.settings import SETTINGS
 
     declared = {s.flag: s for s in SETTINGS}
@@ -81,9 +83,14 @@ def test_bench_options_come_from_the_settings_declaration() -> None:
             s, p = declared[flag], params[flag]
             assert s.help.lower() in (p.help or "").lower(), (name, flag)
             ptype = p.type
+            if flag == "--threads":
+                assert s.describe() in (p.help or ""), (name, p.help)
+                continue
             assert getattr(ptype, "min", None) == s.lo and getattr(ptype, "max", None) == s.hi
     too_many = int(declared["--threads"].hi) + 1
-    result = subprocess.run(
-        [sys.executable, "-m", "edgeq.host", "bench-remote", "--host", "local", "--threads",
-         str(too_many)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and str(too_many) in result.stderr
+    for threads in (str(too_many), f"1,{too_many}"):
+        result = subprocess.run(
+            [sys.executable, "-m", "edgeq.host", "bench-remote", "--host", "local", "--threads",
+             threads], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and str(too_many) in result.stderr
+        assert "integer in [1, 256]" in result.stderr

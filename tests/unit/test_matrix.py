@@ -45,3 +45,9 @@ def test_order_is_seeded_per_board_and_runs_every_cell_once() -> None:
 
 def test_new_seeds_differ() -> None:
     assert len({new_seed() for _ in range(50)}) > 45
+
+
+def test_no_xnnpack_is_xnnpack_off() -> None:
+    assert Matrix.parse(no_xnnpack=True).cells == [Cell(1, False, None)]
+    with pytest.raises(UsageError, match="both given"):
+        Matrix.parse(xnnpack="on", no_xnnpack=True)
