@@ -655,3 +655,66 @@ def test_bridge_gives_up_on_a_stopped_daemon_with_a_full_backlog(
     print(f"\nbridge to a stopped daemon gave up after {took:.1f} s: {err.strip()[:120]}")
     assert bridge.returncode != 0 and "did not accept the connection" in err
     assert took < BRIDGE_CONNECT_TIMEOUT_S + 15 and "Traceback" not in err
+
+
+# --- the profile op --------------------------------------------------------------------------
+
+
+def _profile_models(daemon: Daemon) -> list[str]:
+    """The two stored models copied, content-named, into the store's profiles/ directory
+    (where the host's edgeq profile pushes its cut models)."""
+    from edgeq.device.profile import profile_model_path
+
+    shas = [daemon.shas["float32"], daemon.shas["int8"]]
+    store = Store(daemon.home)
+    for sha in shas:
+        dst = Path(profile_model_path(str(daemon.home), sha))
+        dst.parent.mkdir(exist_ok=True)
+        dst.write_bytes(store.model_path(sha).read_bytes())
+    return shas
+
+
+def test_profile_times_every_model_in_a_worker(daemon: Daemon) -> None:
+    shas = _profile_models(daemon)
+    with daemon.client() as c:
+        doc = c.call("profile", models=shas, runs_min=9, rounds=3, warmup_runs_min=1)
+        off = c.call("profile", models=shas[1:], runs_min=2, rounds=1, xnnpack=False)
+    assert doc["schema"] == "edgeq.profile_run/1"
+    assert [m["sha256"] for m in doc["models"]] == shas
+    for m in doc["models"]:
+        assert m["runs"] == 9 and len(m["latency_ms_round_p50"]) == 3
+        assert m["latency_ms_p50"] > 0 and m["total_nodes"] > 0
+    assert sorted(doc["order"]) == [0, 1]
+    assert doc["agent"]["worker_pid"] not in (None, daemon.proc.pid)
+    assert any(m["delegated_nodes"] for m in doc["models"])  # XNNPACK on by default
+    assert off["models"][0]["delegated_nodes"] == 0 and off["settings"]["xnnpack"] is False
+    assert not list((daemon.home / "profiles").glob("plan-*"))  # the plan file is removed
+    _still_serving(daemon)
+
+
+def test_profile_and_bench_never_overlap(daemon: Daemon) -> None:
+    shas = _profile_models(daemon)
+    t, box = _bench_in_thread(daemon, {"model": "int8", "runs_min": 10, "run_s_min": 1.0,
+                                       "warmup_s_min": 0.0})
+    _wait_for_worker(daemon)
+    with daemon.client() as c:
+        prof = c.call("profile", models=shas, runs_min=4, rounds=2)
+    t.join(120)
+    bench = box[0]
+    assert isinstance(bench, dict), bench
+    assert prof["agent"]["worker_started_unix_s"] >= bench["agent"]["worker_finished_unix_s"]
+    assert prof["agent"]["queued_s"] > 0.1
+
+
+def test_profile_of_missing_or_corrupt_models(daemon: Daemon) -> None:
+    shas = _profile_models(daemon)
+    with daemon.client() as c:
+        with pytest.raises(ModelNotFoundError, match="profiles") as missing:
+            c.call("profile", models=[shas[0], "0" * 64])
+        assert "edgeq profile" in missing.value.hint
+        from edgeq.device.profile import profile_model_path
+
+        Path(profile_model_path(str(daemon.home), shas[0])).write_bytes(b"TFL3" * 10)
+        with pytest.raises(IntegrityError):
+            c.call("profile", models=shas)
+    _still_serving(daemon)

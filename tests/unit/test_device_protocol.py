@@ -229,3 +229,54 @@ def test_unix_client_timeouts(tmp_path) -> None:
         c.close()
     finally:
         srv.close()
+
+
+# --- the profile op ---------------------------------------------------------------------------
+
+
+def test_profile_request_defaults_and_measure_queue() -> None:
+    from edgeq.device.protocol import MEASURE_OPS
+
+    req = decode_request(encode_request(Request(2, "profile", {"models": [SHA, "cd" * 32]})))
+    assert req.args["models"] == [SHA, "cd" * 32]
+    assert (req.args["rounds"], req.args["seed"], req.args["runs_min"]) == (10, 0, 50)
+    assert req.args["xnnpack"] is True and req.args["threads"] == 1
+    assert set(req.args) == {"models", "threads", "xnnpack", "runtime", "warmup_runs_min",
+                             "runs_min", "rounds", "seed", "timeout_s"}
+    assert "profile" in MEASURE_OPS  # queued with bench/evaluate, never beside them
+
+
+@pytest.mark.parametrize("args, match", [
+    ({}, "needs the argument 'models'"),
+    ({"models": []}, "models"),
+    ({"models": SHA}, "models"),
+    ({"models": ["int8"]}, "models"),  # cut models only, by content name
+    ({"models": [SHA.upper()]}, "models"),
+    ({"models": ["../" + SHA[3:]]}, "models"),
+    ({"models": [SHA] * 2049}, "models"),
+    ({"models": [SHA], "rounds": 0}, "rounds"),
+    ({"models": [SHA], "seed": -1}, "seed"),
+    ({"models": [SHA], "run_s_min": 1.0}, "unknown argument"),  # a bench-only setting
+    ({"models": [SHA], "data": "current"}, "unknown argument"),
+])
+def test_profile_request_refused(args: dict, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        decode_request(encode_request(Request(1, "profile", args)))
+
+
+def test_profile_plan_checks(tmp_path) -> None:
+    from edgeq.device.errors import UsageError
+    from edgeq.device.profile import make_plan, read_plan, round_order, write_plan_file
+
+    plan = make_plan([(SHA, "/x/a.tflite")], warmup_runs_min=1, runs_min=5, rounds=2, seed=3)
+    path = write_plan_file(plan, tmp_path)
+    assert read_plan(path) == plan
+    path.write_text(json.dumps({**plan, "models": [{"sha256": SHA}]}))
+    with pytest.raises(UsageError, match="each model"):
+        read_plan(path)
+    path.write_text(json.dumps({**plan, "shell": "rm -rf /"}))
+    with pytest.raises(UsageError, match="unknown key"):
+        read_plan(path)
+    orders = {tuple(round_order(8, 3, r)) for r in range(5)}
+    assert len(orders) > 1 and all(sorted(o) == list(range(8)) for o in orders)
+    assert round_order(8, 3, 1) == round_order(8, 3, 1)  # reproducible from seed and round
