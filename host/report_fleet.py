@@ -150,20 +150,20 @@ def _runs_by_label(board: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {cell_label(r.get("cell") or {}): r for r in board.get("runs") or []}
 
 
-#: the fleet table's columns after board and setting: (column, model, key of the model entry,
-#: scale); units in the names
+#: the fleet table's latency columns: (column, model, key of the model entry); units in the
+#: names
 LATENCY_COLUMNS = (("float32_latency_ms_p50", "float32", "latency_ms_p50"),
-                   ("float32_latency_ms_p90", "float32", "latency_ms_p90"),
                    ("int8_latency_ms_p50", "int8", "latency_ms_p50"),
+                   ("float32_latency_ms_p90", "float32", "latency_ms_p90"),
                    ("int8_latency_ms_p90", "int8", "latency_ms_p90"))
 
 
 def _row(board: dict[str, Any], setting: str, run: Optional[dict[str, Any]]) -> dict[str, Any]:
     comp = (run or {}).get("compare")
-    row: dict[str, Any] = {"board": board["board"], "setting": setting}
+    row: dict[str, Any] = {"board": board["board"], "setting": setting,
+                           "int8_speedup_p50": speedup(comp)}
     for col, model, key in LATENCY_COLUMNS:
         row[col] = get_path(comp, "models", model, key)
-    row["int8_speedup_p50"] = speedup(comp)
     f32 = _pct(get_path(comp, "models", "float32", "accuracy"))
     i8 = _pct(get_path(comp, "models", "int8", "accuracy"))
     row["float32_top1_pct"], row["int8_top1_pct"] = f32, i8
@@ -208,6 +208,7 @@ def board_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "board": board["board"], "target": board.get("target") or "",
             "groups": ", ".join(board.get("groups") or []),
             "ok": "yes" if board.get("ok") else "FAILED",
+            "error": error_text(board.get("error")),
             "cpu": " ".join(str(v) for v in (dev.get("machine"), dev.get("cpu_model"),
                                              dev.get("board_model")) if v),
             "cores": dev.get("cpu_count_usable") or dev.get("cpu_count"),
@@ -217,7 +218,6 @@ def board_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
                          else ("no" if dev else "")).strip(),
             "settings_run": ran,
             "order": " -> ".join(cell_label(c) for c in board.get("order") or []),
-            "error": error_text(board.get("error")),
         })
     return rows
 
@@ -257,6 +257,19 @@ def fleet_grid(doc: dict[str, Any]) -> Grid:
     return Grid(tuple(boards), tuple(labels), lat, spd)
 
 
+def speedup_pivot(grid: Grid, failed: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The boards side by side: one row per setting, one int8 speed-up column per board
+    ("failed" where a failed board has no value)."""
+    rows = []
+    for j, setting in enumerate(grid.settings):
+        row: dict[str, Any] = {"setting": setting}
+        for i, board in enumerate(grid.boards):
+            v = grid.int8_speedup_p50[i, j]
+            row[board] = float(v) if np.isfinite(v) else ("failed" if board in failed else None)
+        rows.append(row)
+    return rows
+
+
 def heatmap_figure(grid: Grid) -> Optional[Figure]:
     """The board x setting heat maps (None when no board has a result)."""
     from edgeq.host import plots_fleet
@@ -273,54 +286,65 @@ def heatmap_figure(grid: Grid) -> Optional[Figure]:
                                              grid.int8_latency_ms_p50, grid.int8_speedup_p50))
 
 
-def profile_figure(profile: dict[str, Any]) -> Figure:
-    """The per-layer profile figure, drawn by edgeq.host.profile.profile_figure."""
+def profile_section(profile: dict[str, Any]) -> Section:
+    """The per-layer profile: the figure edgeq.host.profile.profile_figure draws and the
+    profile's own check lines (whole model vs the sum of the layers, within its tolerance)."""
     if not isinstance(profile, dict) or profile.get("schema") != PROFILE_SCHEMA:
         got = profile.get("schema") if isinstance(profile, dict) else type(profile).__name__
         raise FleetReportError(f"the profile is not an {PROFILE_SCHEMA} document ({got!r})",
                                hint="pass the JSON that `edgeq profile --json` printed")
     try:
-        from edgeq.host.profile import profile_figure as draw
+        from edgeq.host.profile import check_lines, profile_figure
     except ImportError:
         raise FleetReportError("this edgeq cannot draw per-layer profiles (no "
                                "edgeq.host.profile)", hint="upgrade edgeq, or leave out "
                                                           "--profile") from None
     with tempfile.TemporaryDirectory(prefix="edgeq-profile-") as tmp:
-        path = Path(tmp) / "profile.png"
-        draw(profile, path)
-        png = path.read_bytes()
-    where = profile.get("host") or profile.get("target") or "the board"
-    return Figure("profile", f"Where the time goes: per-layer profile on {where}",
-                  "Per-layer latency of float32 and int8 and the int8/float32 ratio per layer, "
-                  "from `edgeq profile` (its JSON states the method and whether the layers add "
-                  "up to the whole model within its tolerance).", png)
+        png = profile_figure(profile, Path(tmp) / "profile.png").read_bytes()
+    where = profile.get("host") or "the board"
+    fig = Figure("profile", f"Per-layer latency on {where}",
+                 "float32 and int8 time per layer (ms), the int8/float32 ratio above each "
+                 "pair, hatched = the layer was not taken by XNNPACK; from `edgeq profile`.",
+                 png)
+    sec = Section("profile", f"Where the time goes: per-layer profile on {where}",
+                  figures=[fig])
+    method = profile.get("method")
+    if isinstance(method, dict):
+        method = "; ".join(f"{k}: {v}" for k, v in method.items() if isinstance(v, str))
+    if method:
+        sec.paragraphs.append(f"method: {method}")
+    sec.paragraphs += list(check_lines(profile))
+    return sec
 
 
 # ------------------------------------------------------------------ layout
 
 
-def fleet_sections(doc: dict[str, Any], rows: list[dict[str, Any]],
-                   figures: Sequence[Figure]) -> list[Section]:
-    """The page's sections after the title: boards, the fleet table, the figures."""
+def fleet_sections(doc: dict[str, Any], rows: list[dict[str, Any]], grid: Grid,
+                   heatmap: Optional[Figure]) -> list[Section]:
+    """The page's sections after the title: the boards side by side (heat maps and the
+    speed-up per setting), every board and setting, the boards."""
     failed = [b["board"] for b in doc.get("boards") or [] if not b.get("ok", True)]
+    side = Section("side-by-side", "Boards side by side", figures=[heatmap] if heatmap else [])
+    side.paragraphs.append(
+        "int8 speed-up = float32 p50 / int8 p50 of the same run (> 1: int8 is faster); one "
+        "column per board, one row per setting.")
+    side.tables.append(Table("speedup-table", speedup_pivot(grid, failed)))
+    table = Section("fleet", "Every board and setting",
+                    tables=[Table("fleet-table", rows, key=("board", "setting"))])
+    table.paragraphs.append(
+        "Latency: batch-1 milliseconds, pooled over the rounds of the run (float32 and int8 "
+        "alternate ABBA). int8_speedup_p50 = float32_latency_ms_p50 / int8_latency_ms_p50. "
+        "top1_pct: top-1 (%) on the deployed evaluation set; top1_delta_pp = int8 - float32 "
+        "in points. run_id: the run in `edgeq history`. A failed board shows its error "
+        "instead of numbers.")
     boards = Section("boards", "Boards", tables=[Table("boards-table", board_rows(doc))])
     boards.paragraphs.append(
         f"{len(doc.get('boards') or [])} boards, {len(failed)} failed"
         + (f" ({', '.join(failed)})" if failed else "") + ". order: the randomized order "
         f"the settings ran in on that board (seed {doc.get('seed', '?')} and the board's "
-        "name); within a setting float32 and int8 alternate ABBA.")
-    table = Section("fleet", "Boards side by side, per setting",
-                    tables=[Table("fleet-table", rows, key=("board", "setting"))])
-    table.paragraphs.append(
-        "Latency: batch-1 milliseconds, pooled over the rounds of the run. int8_speedup_p50 = "
-        "float32_latency_ms_p50 / int8_latency_ms_p50 (> 1: int8 is faster). top1_pct: "
-        "top-1 (%) on the deployed evaluation set; top1_delta_pp = int8 - float32 in "
-        "points. run_id: the run in `edgeq history`. A failed board shows its error instead "
-        "of numbers.")
-    sections = [boards, table]
-    if figures:
-        sections.append(Section("figures", "Figures", figures=list(figures)))
-    return sections
+        "name).")
+    return [side, table, boards]
 
 
 def _title(doc: dict[str, Any]) -> str:
@@ -363,7 +387,8 @@ def render_html(doc: dict[str, Any], sections: Sequence[Section], generated: str
     out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{e(_title(doc))}</title><style>{_CSS}"
-           "#fleet-table td,#boards-table td{white-space:nowrap;overflow-wrap:normal}</style>"
+           "#fleet-table td,#speedup-table td{white-space:nowrap;overflow-wrap:normal}"
+           "#boards-table td{overflow-wrap:normal}</style>"
            "</head><body>", f"<h1>{e(_title(doc))}</h1>",
            f'<p class="note">{e(_summary_line(doc, generated))}</p>']
     emu = _emulated(doc)
@@ -402,21 +427,21 @@ def build_fleet_report(doc: dict[str, Any], *, out_dir: Path,
     fleet run `doc`; with `profile` (an edgeq.profile/1 document) also its per-layer figure."""
     check_fleet(doc)
     out_dir = Path(out_dir)
-    prof_fig = profile_figure(profile) if profile is not None else None  # fail before work
+    prof = profile_section(profile) if profile is not None else None  # fail before work
     rows = fleet_rows(doc)
     grid = fleet_grid(doc)
     if progress:
         progress(1, 3)
-    figures = [f for f in (heatmap_figure(grid), prof_fig) if f is not None]
+    heat = heatmap_figure(grid)
+    sections = fleet_sections(doc, rows, grid, heat) + ([prof] if prof else [])
     if progress:
         progress(2, 3)
     written = []
-    for fig in figures:
+    for fig in (f for sec in sections for f in sec.figures):
         path = out_dir / "figures" / f"{fig.name}.png"
         atomic_write_bytes(path, fig.png, mode=None)  # a report is meant to be shared
         written.append(path)
     generated = utc_now()
-    sections = fleet_sections(doc, rows, figures)
     embedded = {"schema": FLEET_REPORT_SCHEMA, "fleet_id": doc.get("fleet_id"),
                 "created_utc": doc.get("created_utc"), "generated_utc": generated,
                 "rows": rows, "boards": board_rows(doc), "grid": grid.to_dict()}

@@ -187,14 +187,37 @@ def test_cli_fleet_from_history(real_fleet: dict[str, Any], tmp_path: Path) -> N
     fleet_id = history.store_fleet(doc)
     env = dict(os.environ, EDGEQ_HISTORY_DB=str(db))
     res = _edgeq("report", "--fleet", "latest", "--json", env=env, cwd=tmp_path)
-    page = Path(json.loads(res.stdout)["html"]).read_text(encoding="utf-8")
-    assert Path(json.loads(res.stdout)["html"]).parent.name == f"fleet-{fleet_id}"
+    html_path = tmp_path / json.loads(res.stdout)["html"]  # default: reports/fleet-ID
+    assert html_path.parent == tmp_path / "reports" / f"fleet-{fleet_id}"
+    page = html_path.read_text(encoding="utf-8")
     assert f"(fleet {fleet_id})" in page
     stored = history.get_fleet(fleet_id)
     check_report(stored, tmp_path / "again")
     none = _edgeq("report", "--fleet", "latest", env=dict(
         env, EDGEQ_HISTORY_DB=str(tmp_path / "empty.sqlite3")), cwd=tmp_path, ok=False)
     assert none.returncode == 2 and "no fleet runs yet" in none.stderr
+
+
+def test_profile_figure_in_the_fleet_report(real_fleet: dict[str, Any], tiny_artifacts: Path,
+                                            tmp_path: Path) -> None:
+    """--profile: a real `edgeq profile` document of board A; its figure (drawn by
+    edgeq.host.profile) and its own check lines are in the page."""
+    from edgeq.host.link import open_connection
+
+    prof_mod = pytest.importorskip("edgeq.host.profile")
+    home = Path(real_fleet["boards"][0]["runs"][0]["compare"]["settings"]["device_dir"])
+    with open_connection("local") as conn:
+        prof = prof_mod.profile(conn, tiny_artifacts, device_dir=str(home), runs_min=20,
+                                rounds=2)
+    paths = report_fleet.build_fleet_report(real_fleet, out_dir=tmp_path / "r", profile=prof)
+    page = paths.html.read_text(encoding="utf-8")
+    assert [p.name for p in paths.figures] == ["fleet_heatmap.png", "profile.png"]
+    assert 'id="fig-profile"' in page and 'id="fig-fleet_heatmap"' in page
+    for line in prof_mod.check_lines(prof):
+        assert line in paths.markdown.read_text(encoding="utf-8")
+    with pytest.raises(report_fleet.FleetReportError, match="not an edgeq.profile/1"):
+        report_fleet.build_fleet_report(real_fleet, out_dir=tmp_path / "bad", profile=real_fleet)
+    assert not (tmp_path / "bad").exists()
 
 
 # ------------------------------------------------------------------ the committed example
