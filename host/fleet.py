@@ -16,9 +16,9 @@ On top of it:
   (float32/int8 ABBA inside it) stored in the history, the whole stored as one fleet run.
   A cell that fails on the device (e.g. a runtime the board lacks) is that cell's error; a
   board that cannot be reached or has no matching deployment is the board's error.
-Progress: `events(board, name, details)` from the worker threads: "queued", "connecting",
-"cell" {"index", "total", "cell"}, the library's own events (deploy's, bench_remote's) and
-"done" {"ok", "error", "elapsed_s"}.
+Progress: `events(board, name, details)` from the worker threads: "board_queued",
+"board_connecting", "cell" {"index", "total", "cell"}, "cell_failed", the library's own events
+(deploy's, bench_remote's, by their names) and "board_done" {"ok", "error", "elapsed_s"}.
 Imports: standard library, edgeq.device, edgeq.host (inventory, matrix, link, bench_remote;
 deploy and history lazily).
 """
@@ -108,7 +108,7 @@ def run_boards(targets: Sequence[Target], job: BoardJob, *, forks: int = DEFAULT
 
     def one(target: Target) -> BoardResult:
         emit = emit_for(target.name)
-        emit("connecting", target=target.spec)
+        emit("board_connecting", target=target.spec)
         t0 = time.perf_counter()
         try:
             opts = dict(options)
@@ -120,11 +120,11 @@ def run_boards(targets: Sequence[Target], job: BoardJob, *, forks: int = DEFAULT
         except Exception as exc:  # every failure stays this board's own
             logger.debug("board %s failed", target.name, exc_info=True)
             result = BoardResult(target, False, None, error_dict(exc), time.perf_counter() - t0)
-        emit("done", ok=result.ok, error=result.error, elapsed_s=round(result.elapsed_s, 3))
+        emit("board_done", ok=result.ok, error=result.error, elapsed_s=round(result.elapsed_s, 3))
         return result
 
     for t in targets:
-        emit_for(t.name)("queued", target=t.spec)
+        emit_for(t.name)("board_queued", target=t.spec)
     with ThreadPoolExecutor(max_workers=min(forks, max(1, len(targets))),
                             thread_name_prefix="edgeq-board") as pool:
         return list(pool.map(one, targets))

@@ -136,7 +136,7 @@ def _bench_fleet(targets: list[Any], matrix: Any, artifacts_dir: Optional[Path],
     if history is not None and not as_json and doc.get("fleet_id") is not None:
         render.say(f"stored as fleet run {doc['fleet_id']} in {history.path} "
                    f"(edgeq history fleet {doc['fleet_id']})")
-    fleet_failed(doc)
+    fleet_failed(doc, show_errors=as_json)
 
 
 # ------------------------------------------------------------------ history
@@ -292,4 +292,4 @@ def _run_result(result: Any, as_json: bool) -> None:
         render.stored(doc, result.history_path,
                       "; `edgeq report` turns it into the paper's report")
     if result.fleet is not None:
-        fleet_failed(doc)
+        fleet_failed(doc, show_errors=as_json)

@@ -102,10 +102,15 @@ def connect_options(accept_new_host_key: bool, ssh_config: Optional[Path],
             "identity_file": identity_file, "connect_timeout_s": connect_timeout_s}
 
 
-def fleet_failed(doc: dict[str, Any]) -> None:
-    """FleetFailedError (the device-error exit code) when some board of `doc` failed."""
+def fleet_failed(doc: dict[str, Any], show_errors: bool = False) -> None:
+    """FleetFailedError (the device-error exit code) when some board of `doc` failed;
+    `show_errors` first prints each failed board's one-line error (the tables print them,
+    --json output does not)."""
+    from edgeq.host.cli import render
     from edgeq.host.fleet import FleetFailedError
 
+    if show_errors:
+        render.board_errors(doc["boards"])
     failed = [b["board"] for b in doc["boards"] if not b["ok"]]
     if failed:
         raise FleetFailedError(

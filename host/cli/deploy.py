@@ -110,4 +110,4 @@ def _deploy_fleet(targets: list[Any], artifacts_dir: Path, device_dir: str,
                            connect_options=link, deploy_options=options,
                            events=render.fleet_events(view))
     ui.print_json(doc) if as_json else render.fleet_deployed(doc)
-    fleet_failed(doc)
+    fleet_failed(doc, show_errors=as_json)

@@ -523,8 +523,8 @@ def _cell_text(cell: dict[str, Any]) -> str:
 def fleet_events(view: BoardsView) -> Callable[[str, str, dict], None]:
     """What a fleet's per-board events show in the live board table."""
     def on_event(board: str, name: str, details: dict) -> None:
-        if name in ("queued", "connecting"):
-            view.update(board, status=name)
+        if name in ("board_queued", "board_connecting"):
+            view.update(board, status=name[6:])
         elif name == "cell":
             view.update(board, status=f"cell {details['index'] + 1}/{details['total']}",
                         step=_cell_text(details["cell"]))
@@ -532,7 +532,7 @@ def fleet_events(view: BoardsView) -> Callable[[str, str, dict], None]:
             view.update(board, step=f"round {details['round']}: {details['kind']}")
         elif name in ("probe", "send", "script"):
             view.update(board, status="deploying", step=name)
-        elif name == "done":
+        elif name == "board_done":
             error = details.get("error") or {}
             view.update(board, status="ok" if details["ok"] else "failed",
                         step=f"{details['elapsed_s']:.1f} s" if details["ok"]
@@ -548,7 +548,7 @@ def fleet_notes(task: Task) -> Callable[[str, str, dict], None]:
         elif name == "cell_failed":
             task.note(f"{board}: {_cell_text(details['cell'])} failed: "
                       f"{details['error']['message']}")
-        elif name == "done":
+        elif name == "board_done":
             task.note(f"{board}: " + ("done" if details["ok"] else
                                       f"failed: {details['error']['message']}")
                       + f" ({details['elapsed_s']:.1f} s)")
@@ -613,7 +613,7 @@ def fleet(doc: dict[str, Any]) -> None:
             table.add_row(*_fleet_row(b, run))
         if not runs:
             table.add_row(escape(b["board"]), "-", "-", "-", "-", "-", "-",
-                          f"[red]{escape((b.get('error') or {}).get('message', 'failed'))}[/]")
+                          "[red]failed (below)[/]")
         table.add_section()
     console.print(table)
     if cells > 1:
