@@ -23,7 +23,8 @@ Methodology after TFLite's benchmark_model and MLPerf LoadGen:
    figures are taken, so its latency array never shows in them.
 Memory: VmRSS/VmHWM/RssAnon/RssFile from /proc/self/status where available (else psutil /
 getrusage). The headline is `model_memory_bytes`: the RSS growth from just before the model is
-loaded to just after its first inference (load + allocate + the first invoke's lazy kernel
+loaded (freed heap pages given back to the OS first, `heap_trimmed`) to just after its first
+inference (load + allocate + the first invoke's lazy kernel
 preparation and XNNPACK weight packing), the same interval for every model; the process's
 peak (`peak_rss_bytes`) sits on top of the worker's baseline (`rss_bytes_start`: Python,
 numpy, the runtime library, the labels; the images are never all in memory). RSS growth per
@@ -113,6 +114,29 @@ def memory_snapshot() -> dict[str, Optional[int]]:
         except (ImportError, OSError, ValueError):
             pass
     return {"rss": rss, "peak": peak, "anon": anon, "file": file_backed}
+
+
+def release_free_memory() -> bool:
+    """Give freed heap pages back to the OS (gc, then glibc's malloc_trim(0)), so memory the
+    model allocates next shows as RSS growth instead of reusing pages freed earlier (e.g. by
+    reading the evaluation data). False where there is no glibc (musl, macOS): then the
+    growth may be smaller than the model's allocations."""
+    import gc
+
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        trim = getattr(libc, "malloc_trim", None)
+        if trim is None:
+            return False
+        trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
 
 
 def _diff(a: Optional[int], b: Optional[int]) -> Optional[int]:
@@ -303,6 +327,7 @@ def run_benchmark(
         sha256 = sha256_file(model_path)
     step(0)
 
+    trimmed = release_free_memory()
     mem0 = memory_snapshot()
     model = open_model(model_path, threads=s.threads, xnnpack=s.xnnpack, runtime=s.runtime,
                        sha256=sha256)
@@ -403,6 +428,7 @@ def run_benchmark(
         "rss_anon_bytes": mem_invoke["anon"],
         "rss_file_bytes": mem_invoke["file"],
         "source": "/proc/self/status" if mem0["anon"] is not None else "psutil/getrusage",
+        "heap_trimmed": trimmed,
     }
     settings_doc = s.to_dict()
     return {
