@@ -63,7 +63,6 @@ import numpy as np
 from edgeq.device.errors import EdgeqError, UnknownOpError, UsageError, raise_from_wire
 from edgeq.device.fileutil import utc_now
 from edgeq.device.profile import (
-    PLAN_SCHEMA,
     make_plan,
     profile_dir,
     profile_model_path,
@@ -326,7 +325,6 @@ def measure_on_device(conn: Connection, dir_abs: str, shas: list[str], *,
             session.close()
     emit("path", path="one-shot", daemon_error=daemon_error)
     plan = make_plan([(sha, profile_model_path(dir_abs, sha)) for sha in shas], **timing)
-    assert plan["schema"] == PLAN_SCHEMA
     return _one_shot(conn, dir_abs, plan, settings, timeout_s)
 
 
@@ -591,6 +589,7 @@ def profile_figure(doc: dict[str, Any], path: Path) -> Path:
             ax.text(xi, max(r["float32_ms"] or 0, r["int8_ms"] or 0) + 0.02 * top,
                     f"{r['ratio']:.2f}x", ha="center", va="bottom", fontsize=7)
     ax.axhline(0, color="black", linewidth=0.6)
+    ax.margins(y=0.15)
     ax.set_xticks(x, [f"{r['index']} {r['op']}" for r in rows], rotation=60, ha="right",
                   fontsize=7)
     ax.set_ylabel("ms per layer (prefix difference)")

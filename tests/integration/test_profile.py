@@ -96,6 +96,14 @@ def test_profile_local_daemon_xnnpack(profiled: tuple[dict[str, Any], Path]) -> 
     assert doc["within_tolerance"] is True, [(k, t["deviation_ms"], t["tolerance_ms"])
                                              for k, t in doc["totals"].items()]
     assert any(r["xnnpack_int8"] for r in doc["layers"])
+    # a known answer: the XNNPACK delegate takes SOFTMAX only in 32-bit float (its README's
+    # operator list, tensorflow/lite/delegates/xnnpack); the int8 softmax stays on the
+    # built-in kernel, in the model and alone, while the float32 one is delegated
+    (softmax,) = [r for r in doc["layers"] if r["op"] == "SOFTMAX"]
+    assert (softmax["xnnpack_float32"], softmax["xnnpack_isolated_float32"]) == (True, True)
+    assert (softmax["xnnpack_int8"], softmax["xnnpack_isolated_int8"]) == (False, False)
+    int8 = doc["totals"]["int8"]
+    assert int8["delegated_nodes"] < int8["total_nodes"]
 
 
 def test_profile_one_shot_without_xnnpack(device: tuple[Path, dict[str, str]],
@@ -125,3 +133,35 @@ def test_profile_one_shot_without_xnnpack(device: tuple[Path, dict[str, str]],
     assert "XNNPACK off" in text.stdout and text.stdout.count(" n/n ") == len(doc["layers"])
     for kind in ("float32", "int8"):
         assert f"{kind}: whole " in text.stdout and "sum of layers" in text.stdout
+
+
+@pytest.mark.sshd
+@pytest.mark.timeout(1500)
+def test_profile_over_real_sshd(sshd_device: Any, tiny_artifacts: Path, tmp_path: Path) -> None:
+    """deploy over SSH, then `edgeq profile` through the daemon bridged over the SSH channel:
+    the cut models travel by SFTP to the device's profiles/ directory (a second run sends
+    none: they are named by content)."""
+    from edgeq.device.store import Layout
+    from edgeq.host.deploy import deploy
+    from edgeq.host.link import open_connection
+
+    device_dir = str(tmp_path / "device")
+    env = dict(os.environ, COLUMNS="160", EDGEQ_HISTORY_DB=str(tmp_path / "h.sqlite3"))
+    with open_connection(sshd_device.alias, ssh_config=sshd_device.ssh_config) as conn:
+        deploy(conn, tiny_artifacts, device_dir=device_dir, start_daemon=True)
+        try:
+            common = ["profile", str(tiny_artifacts), "--host", sshd_device.alias,
+                      "--ssh-config", str(sshd_device.ssh_config), "--device-dir", device_dir]
+            res = _edgeq(*common, *RUNS, "--json", env=env)
+            assert res.returncode == 0, res.stderr[-3000:]
+            doc = json.loads(res.stdout)
+            again = _edgeq(*common, "--runs", "2", "--rounds", "1", env=env)
+            assert again.returncode == 0, again.stderr[-3000:]
+        finally:
+            conn.run(Layout(device_dir).agent_argv("stop"), timeout_s=60)
+    assert doc["settings"]["path"] == "daemon"
+    assert doc["host"].endswith(f":{sshd_device.port}") or sshd_device.alias in doc["host"]
+    _check_arithmetic(doc)
+    assert doc["within_tolerance"] is True, [(k, t["deviation_ms"], t["tolerance_ms"])
+                                             for k, t in doc["totals"].items()]
+    assert "pushed 0 new of" in again.stderr
