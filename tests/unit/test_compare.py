@@ -193,3 +193,64 @@ def test_ratio_and_stats_edge_cases() -> None:
         key: None for key in ratios({}, {})}
     assert latency_stats([])["latency_ms_p50"] is None
     assert agreement([3, 1, 4, 1], [3, 1, 4, 2]) == 0.75
+
+
+# ------------------------------------------------------------------ issue 13: memory, MLPerf
+
+
+def test_model_memory_is_the_headline_row(compare_doc: dict[str, Any],
+                                          device_rounds: dict[str, list[dict[str, Any]]]
+                                          ) -> None:
+    f32, i8 = compare_doc["models"]["float32"], compare_doc["models"]["int8"]
+    for kind, entry in (("float32", f32), ("int8", i8)):
+        per_round = [r["memory"]["model_memory_bytes"] for r in device_rounds[kind]]
+        assert entry["model_memory_bytes"] == int(np.median(per_round)) > 0
+        assert entry["model_memory_bytes"] < entry["peak_rss_bytes"]
+        assert [r["model_memory_bytes"] for r in entry["rounds"]] == per_round
+    assert compare_doc["ratios"]["model_memory_bytes"] == pytest.approx(
+        i8["model_memory_bytes"] / f32["model_memory_bytes"])
+    names = [r.name for r in table_rows(compare_doc)]
+    assert names.index("Model memory (MiB)") + 1 == names.index("Peak memory (MiB)")
+    row = {r.name: r for r in table_rows(compare_doc)}["Model memory (MiB)"]
+    assert float(row.int8) == pytest.approx(i8["model_memory_bytes"] / 2**20, abs=0.005)
+    # runs without the option: no early-stopping row, the key is null
+    assert f32["latency_ms_p90_early_stopping"] is None and f32["early_stopping"] is None
+    assert not any("MLPerf" in n for n in names)
+    # a stored run from an agent before issue 13: no model memory row, no error
+    old = copy.deepcopy(compare_doc)
+    for kind in ("float32", "int8"):
+        old["models"][kind].pop("model_memory_bytes")
+    old.pop("ratios")
+    assert "Model memory (MiB)" not in [r.name for r in table_rows(old)]
+
+
+def test_single_stream_rounds_give_the_worst_early_stopping_p90(
+        tiny_artifacts: Path, tmp_path: Path) -> None:
+    """Two real single-stream rounds per model (the agent's --mlperf-min-s): the compare
+    entry keeps the larger estimate and that round's rule; the table shows the row."""
+    home = tmp_path / "home"
+    rounds: dict[str, list[dict[str, Any]]] = {"float32": [], "int8": []}
+    for kind in ("float32", "int8", "int8", "float32"):
+        argv = [sys.executable, "-m", "edgeq.device", "--home", str(home), "bench",
+                str(tiny_artifacts / f"model_{kind}.tflite"), "--runs-min", "5",
+                "--run-s-min", "0", "--warmup-runs-min", "1", "--warmup-s-min", "0",
+                "--mlperf-min-s", "0.05", "--json"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        rounds[kind].append(json.loads(proc.stdout))
+    doc = build_compare(rounds["float32"], rounds["int8"], host="local", settings={},
+                        time_utc="2026-12-02T08:00:00Z", artifacts_dir=None)
+    for kind in ("float32", "int8"):
+        values = [r["timing"]["single_stream"]["latency_ms_p90_early_stopping"]
+                  for r in rounds[kind]]
+        entry = doc["models"][kind]
+        assert entry["latency_ms_p90_early_stopping"] == max(values)
+        worst = rounds[kind][values.index(max(values))]["timing"]["single_stream"]
+        assert entry["early_stopping"] == worst["early_stopping"]
+        assert entry["early_stopping"]["queries"] >= 100
+    assert doc["ratios"]["latency_ms_p90_early_stopping"] == pytest.approx(
+        doc["models"]["int8"]["latency_ms_p90_early_stopping"]
+        / doc["models"]["float32"]["latency_ms_p90_early_stopping"])
+    row = {r.name: r for r in table_rows(doc)}["Latency p90 MLPerf early stop (ms)"]
+    assert float(row.float32) == pytest.approx(
+        doc["models"]["float32"]["latency_ms_p90_early_stopping"], abs=5e-4)
