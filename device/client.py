@@ -7,9 +7,10 @@ daemon's socket directly. Error responses are raised as the EdgeqError subclass 
 (edgeq.device.errors.raise_from_wire: message and hint preserved; unknown names become
 RemoteError). `query_status(socket_path)` is the agent's `status` command.
 Every read is bounded where the stream allows it (`set_timeout`): the handshake by
-`hello_timeout_s`, a measurement (bench, evaluate) by `measure_budget_s(its timeout_s)` =
-twice its time-out plus a margin (its own run, and as long again queued behind another
-client's measurement: the daemon runs one at a time), any other op by `timeout_s`.
+`hello_timeout_s`, a measurement (protocol.MEASURE_OPS: bench, evaluate, profile) by
+`measure_budget_s(its timeout_s)` = twice its time-out plus a margin (its own run, and as
+long again queued behind another client's measurement: the daemon runs one at a time), any
+other op by `timeout_s`.
 `measure(op, args, alive=...)` waits for a measurement in slices of `poll_s` and asks
 `alive()` (the daemon's status on another connection) between slices, so a daemon that
 stopped answering (SIGSTOP, a hung board) is reported within a slice, not at the budget.

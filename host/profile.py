@@ -464,8 +464,9 @@ def profile(
     document (the method and its check: the module docstring). `events(name, details)`:
     "cut", "pushed", "path", "measured"."""
     settings = {"threads": threads, "xnnpack": xnnpack, "runtime": runtime}
-    BenchSettings(threads=threads, xnnpack=xnnpack, runtime=runtime,
-                  warmup_runs_min=warmup_runs_min, runs_min=runs_min)  # UsageError now
+    BenchSettings(threads=threads, xnnpack=xnnpack, runtime=runtime,  # UsageError now
+                  warmup_runs_min=warmup_runs_min, runs_min=runs_min,
+                  runs_max=max(runs_min, BenchSettings().runs_max))  # runs_max: bench only
     if not 1 <= rounds <= 1000:
         raise UsageError(f"--rounds must be in [1, 1000], not {rounds}", hint="use 10")
 

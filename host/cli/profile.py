@@ -29,6 +29,9 @@ OutOption = Annotated[Optional[Path], typer.Option(
     "--out", help="Also write profile.json and the figure profile.png into this directory.")]
 RunsOption = Annotated[int, typer.Option(
     "--runs", min=1, help="Timed runs per cut model, spread over the rounds.")]
+TimeoutOption = Annotated[float, typer.Option(
+    "--timeout", min=1.0, max=86400.0,
+    help="Seconds the device may spend timing (the worker is stopped past it).")]
 ProfileRoundsOption = Annotated[int, typer.Option(
     "--rounds", min=1, max=1000, help="Interleaved rounds (every cut model once per round, "
                                       "in a seeded shuffled order).")]
@@ -45,6 +48,7 @@ def profile_command(
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the round order.")] = 0,
     device_dir: DeviceDirOption = DEFAULT_HOME,
     no_daemon: Annotated[bool, typer.Option("--no-daemon", help="One-shot agent.")] = False,
+    timeout_s: TimeoutOption = 900.0,
     out: OutOption = None,
     accept_new_host_key: AcceptNewHostKeyOption = False,
     ssh_config: SSHConfigOption = None,
@@ -61,7 +65,7 @@ def profile_command(
                      connect_timeout_s) as conn, ui.task("profiling") as task:
         doc = profile(conn, artifacts_dir, device_dir=device_dir, threads=threads,
                       xnnpack=not no_xnnpack, runs_min=runs, rounds=rounds, seed=seed,
-                      use_daemon=not no_daemon, events=_events(task))
+                      use_daemon=not no_daemon, timeout_s=timeout_s, events=_events(task))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "profile.json").write_text(json.dumps(doc, indent=1) + "\n")
