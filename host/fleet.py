@@ -156,7 +156,7 @@ def deploy_fleet(targets: Sequence[Target], artifacts_dir: Path, *, forks: int =
     }
 
 
-def _board_errors() -> tuple[type, ...]:
+def _board_errors() -> tuple[type[BaseException], ...]:
     """Errors that end a board's whole matrix (not one cell): it cannot be reached, or it
     does not run the artifacts."""
     from edgeq.host.bench_remote import (
@@ -173,12 +173,14 @@ def _board_errors() -> tuple[type, ...]:
 
 def _bench_cells(conn: Connection, target: Target, emit: Callable[..., None], *,
                  matrix: Matrix, seed: int, device_dir: str, history: Optional["History"],
-                 bench_options: Mapping[str, Any]) -> dict[str, Any]:
-    """Every cell of `matrix` on one board, in its seeded order; the board's entry."""
+                 bench_options: Mapping[str, Any], runs: list[dict[str, Any]]
+                 ) -> dict[str, Any]:
+    """Every cell of `matrix` on one board, in its seeded order, appended to `runs` as they
+    end (so a board that fails midway keeps the cells it measured); the board's entry."""
     from edgeq.host.bench_remote import bench_remote
 
     order = matrix.order(seed, target.name)
-    runs = []
+    board_errors = _board_errors()
     for index, cell in enumerate(order):
         emit("cell", index=index, total=len(order), cell=cell.to_dict())
         entry: dict[str, Any] = {"cell": cell.to_dict(), "run_id": None, "compare": None,
@@ -190,7 +192,7 @@ def _bench_cells(conn: Connection, target: Target, emit: Callable[..., None], *,
                                events=lambda name, details: emit(name, **details),
                                **dict(bench_options))
             entry.update(run_id=doc.get("run_id"), compare=doc)
-        except _board_errors():
+        except board_errors:
             raise
         except EdgeqError as exc:  # this cell only (e.g. a runtime the board lacks)
             entry["error"] = error_dict(exc)
@@ -217,17 +219,20 @@ def bench_fleet(targets: Sequence[Target], *, matrix: Matrix, seed: int,
     options = dict(bench_options or {}, artifacts_dir=artifacts_dir)
     skip = dict(skip or {})
 
+    partial: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+
     def job(conn: Connection, target: Target, emit: Callable[..., None]) -> Any:
         return _bench_cells(conn, target, emit, matrix=matrix, seed=seed,
-                            device_dir=device_dir, history=history, bench_options=options)
+                            device_dir=device_dir, history=history, bench_options=options,
+                            runs=partial[target.name])
 
     t0 = time.perf_counter()
     todo = [t for t in targets if t.name not in skip]
     done = {r.target.name: r for r in run_boards(todo, job, forks=forks,
                                                   connect_options=connect_options,
                                                   events=events)}
-    boards = [_board_entry(t, done.get(t.name), skip.get(t.name), matrix, seed)
-              for t in targets]
+    boards = [_board_entry(t, done.get(t.name), skip.get(t.name), partial[t.name], matrix,
+                           seed) for t in targets]
     doc: dict[str, Any] = {
         "schema": "edgeq.fleet/1", "fleet_id": None, "created_utc": created,
         "artifacts": str(Path(artifacts_dir).resolve()) if artifacts_dir is not None else None,
@@ -240,10 +245,10 @@ def bench_fleet(targets: Sequence[Target], *, matrix: Matrix, seed: int,
 
 
 def _board_entry(target: Target, result: Optional[BoardResult],
-                 skipped: Optional[dict[str, str]], matrix: Matrix, seed: int) -> dict[str, Any]:
+                 skipped: Optional[dict[str, str]], runs: list[dict[str, Any]],
+                 matrix: Matrix, seed: int) -> dict[str, Any]:
     """One board of the fleet document: ok only when every cell was measured."""
     value = result.value if result is not None and result.ok else None
-    runs = value["runs"] if value else []
     error = skipped or (result.error if result is not None else None)
     failed = [r for r in runs if r["error"] is not None]
     if error is None and failed:

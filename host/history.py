@@ -20,6 +20,7 @@ Imports: standard library, platformdirs (lazily) and edgeq.device.
 """
 from __future__ import annotations
 
+import builtins
 import errno
 import json
 import logging
@@ -446,7 +447,7 @@ class History:
             row = db.execute("SELECT MAX(id) FROM fleets").fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
-    def list_fleets(self, limit: Optional[int] = 20) -> list[dict[str, Any]]:
+    def list_fleets(self, limit: Optional[int] = 20) -> builtins.list[dict[str, Any]]:
         """Summaries of the newest fleet runs first: fleet_id, created_utc, seed, matrix,
         ok, boards, boards_ok, runs (stored cell runs)."""
         query = ("SELECT f.id, f.created_utc, f.seed, f.matrix_json, f.ok, f.boards, "

@@ -575,3 +575,35 @@ def test_cli_history_locked_and_outside_text_with_brackets(
                 "--no-history", env=env)
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert "net[/][bold]v2" in ok.stderr + ok.stdout and "Traceback" not in ok.stderr
+
+
+def test_one_shot_measurements_of_one_board_take_turns(tmp_path: Path) -> None:
+    """Two host processes measuring one board without its daemon never overlap: the one-shot
+    command runs under a flock of the device dir (bench_remote.locked_argv), with the device's
+    own Python. Real processes, real lock; each records when it held the board."""
+    from edgeq.host.bench_remote import locked_argv
+
+    home = tmp_path / "edgeq"
+    (home / "bin").mkdir(parents=True)
+    (home / "bin" / "python").symlink_to(sys.executable)
+    layout = Layout(str(home))
+    log = tmp_path / "held.log"
+    hold = (f"echo start $(date +%s.%N) >> {log}; sleep 0.6; "
+            f"echo end $(date +%s.%N) >> {log}")
+    results: list[Any] = []
+
+    def measure() -> None:
+        with LocalConnection() as conn:
+            results.append(conn.run(locked_argv(layout, ["sh", "-c", hold]), timeout_s=60))
+
+    threads = [threading.Thread(target=measure) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.ok for r in results), [r.stderr for r in results]
+    events = [ln.split() for ln in log.read_text().splitlines()]
+    assert [e[0] for e in events] == ["start", "end"] * 3  # never two holders at once
+    times = [float(e[1]) for e in events]
+    assert times == sorted(times)
+    assert (home / "oneshot.lock").exists()

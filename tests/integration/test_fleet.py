@@ -195,3 +195,45 @@ def test_a_changed_host_key_is_refused_without_touching_the_others(
         or "mismatch" in by["swapped"]["error"]["message"].lower()
     # refused before anything was sent: no device dir, the recorded key not replaced
     assert not victim.exists() and changed.read_text() == before
+
+
+def test_forks_bound_the_boards_at_once_and_each_failure_stays_its_own() -> None:
+    """run_boards with real connections (`local`): never more than --forks jobs at once, an
+    EdgeqError and an unexpected exception each end only their own board."""
+    import threading
+    import time
+
+    from edgeq.device.errors import EdgeqError
+    from edgeq.host.fleet import run_boards
+    from edgeq.host.inventory import Target
+
+    lock = threading.Lock()
+    running, peak = [0], [0]
+
+    def job(conn: Any, target: Target, emit: Any) -> str:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            assert conn.run(["true"], timeout_s=30).ok  # the board's own connection works
+            time.sleep(0.3)
+            if target.name == "b":
+                raise EdgeqError("b is broken", hint="fix b")
+            if target.name == "c":
+                raise KeyError("surprise")
+            return target.name.upper()
+        finally:
+            with lock:
+                running[0] -= 1
+
+    targets = [Target(n, "local", device_dir=f"/tmp/{n}") for n in "abcde"]
+    seen: list[tuple[str, str]] = []
+    results = run_boards(targets, job, forks=2,
+                         events=lambda board, name, d: seen.append((board, name)))
+    assert peak[0] == 2
+    assert [r.target.name for r in results] == list("abcde")
+    assert [r.value for r in results] == ["A", None, None, "D", "E"]
+    assert results[1].error == {"code": "EdgeqError", "message": "b is broken", "hint": "fix b"}
+    assert results[2].error["code"] == "KeyError" and "surprise" in results[2].error["message"]
+    assert all(r.ok for r in results if r.target.name in "ade")
+    assert {b for b, n in seen if n == "board_done"} == set("abcde")
