@@ -55,6 +55,7 @@ import json
 import logging
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -239,13 +240,14 @@ def pair_layers(f32: list[dict[str, Any]], i8: list[dict[str, Any]]
 # the device
 # ---------------------------------------------------------------------------------------------
 
-#: moves every "$f.part" to "$f" (one round trip for all pushed files)
-_MOVE_PARTS = 'for f do mv -f "$f.part" "$f" || exit 1; done'
+#: moves each (part, final) pair of arguments into place (one round trip for all files)
+_MOVE_PARTS = 'while [ "$#" -gt 1 ]; do mv -f "$1" "$2" || exit 1; shift 2; done'
 
 
 def push_models(conn: Connection, dir_abs: str, files: dict[str, bytes]) -> int:
     """Copy sha256 -> bytes to the device's profiles/ directory (those not there yet); the
-    number of files sent. Each lands under a .part name first and is renamed when complete."""
+    number of files sent. Each lands under a part name of its own first (two hosts pushing
+    the same model never write one file) and is renamed when complete."""
     pdir = profile_dir(dir_abs)
     made = conn.run(["mkdir", "-p", pdir], timeout_s=60)
     if not made.ok:
@@ -255,15 +257,18 @@ def push_models(conn: Connection, dir_abs: str, files: dict[str, bytes]) -> int:
     listed = conn.run(["ls", "-1", pdir], timeout_s=60)
     present = set(listed.stdout.decode("utf-8", "replace").split()) if listed.ok else set()
     missing = [sha for sha in files if f"{sha}.tflite" not in present]
+    tag = uuid.uuid4().hex[:12]
+    moves: list[str] = []
     with tempfile.TemporaryDirectory(prefix="edgeq-profile-") as tmp:
         for sha in missing:
             local = Path(tmp) / f"{sha}.tflite"
             local.write_bytes(files[sha])
-            conn.put_file(local, profile_model_path(dir_abs, sha) + ".part")
+            final = profile_model_path(dir_abs, sha)
+            conn.put_file(local, f"{final}.{tag}.part")
+            moves += [f"{final}.{tag}.part", final]
             local.unlink()
     if missing:
-        done = conn.run(["sh", "-c", _MOVE_PARTS, "edgeq-profile",
-                         *[profile_model_path(dir_abs, sha) for sha in missing]], timeout_s=60)
+        done = conn.run(["sh", "-c", _MOVE_PARTS, "edgeq-profile", *moves], timeout_s=60)
         if not done.ok:
             raise AgentFailedError(f"cannot install the cut models in {pdir} on {conn.name}",
                                    hint="check the device's free space and permissions")
@@ -274,7 +279,7 @@ def _one_shot(conn: Connection, dir_abs: str, plan: dict[str, Any],
               settings: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """The plan run by `agent profile PLAN.json --json` (no daemon)."""
     data = json.dumps(plan, separators=(",", ":")).encode("utf-8")
-    name = f"plan-{hashlib.sha256(data).hexdigest()}.json"
+    name = f"plan-{uuid.uuid4().hex}.json"  # its own: another host's run may remove its own
     with tempfile.TemporaryDirectory(prefix="edgeq-profile-") as tmp:
         local = Path(tmp) / name
         local.write_bytes(data)
