@@ -1,17 +1,19 @@
 """`edgeq report` on a fleet run (edgeq.fleet/1): real documents, read back out of the page.
 
-The slow fixture measures for real: the session's tiny artifacts deployed with `edgeq deploy
---host local` to two device directories (two boards, each with its own daemon), `edgeq
-bench-remote --json` at two settings on each, and a third board whose bench fails for real
-(nothing deployed in its directory: bench_remote's own NotDeployedError). The report's table
-numbers are read back with tests/report_html.py and compared with the compare documents; the
-heat map's grid with speed-ups computed here from those documents. The fast tests use the
-committed example (docs/fleet-example/fleet.json, a real run) the same way.
+The slow fixture measures for real: an Ansible inventory of two local boards (each its own
+device directory and daemon) and a third board nobody listens for; `edgeq deploy --inventory`,
+then `edgeq bench-remote --inventory --xnnpack on,off --json` prints the edgeq.fleet/1 document
+(the third board fails alone with its one-line error). The report's table numbers are read
+back with tests/report_html.py and compared with the compare documents; the heat map's grid
+with speed-ups computed here from those documents; `edgeq profile` of board A gives the
+per-layer figure. The fast tests use the committed example (docs/fleet-example/fleet.json
+and profile.json, from a real run) the same way.
 """
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +26,6 @@ from report_html import html_resources, parse_html_metrics  # tests/report_html.
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "docs" / "fleet-example"
 FAST = ("--eval-limit", "100", "--rounds", "2", "--runs-min", "10", "--run-s-min", "0.02")
-#: the two settings each board runs: (cell, bench-remote flags)
-CELLS = (({"threads": 1, "xnnpack": True, "runtime": None}, ()),
-         ({"threads": 1, "xnnpack": False, "runtime": None}, ("--no-xnnpack",)))
 LATENCIES = (("float32_latency_ms_p50", "float32", "latency_ms_p50"),
              ("float32_latency_ms_p90", "float32", "latency_ms_p90"),
              ("int8_latency_ms_p50", "int8", "latency_ms_p50"),
@@ -36,54 +35,49 @@ LATENCIES = (("float32_latency_ms_p50", "float32", "latency_ms_p50"),
 def _edgeq(*args: str, env: dict[str, str], cwd: Path, ok: bool = True
            ) -> subprocess.CompletedProcess:
     res = subprocess.run([sys.executable, "-m", "edgeq.host", *args], capture_output=True,
-                         text=True, env=env, cwd=cwd, timeout=600)
+                         text=True, env=env, cwd=cwd, timeout=900)
     if ok:
         assert res.returncode == 0, f"edgeq {args[0]} failed:\n{res.stderr[-3000:]}"
     return res
 
 
-def _failed_bench(artifacts: Path, device_dir: Path) -> dict[str, str]:
-    """The one-line error of a real bench on a board where nothing is deployed."""
-    from edgeq.device.errors import EdgeqError
-    from edgeq.host.bench_remote import bench_remote
-    from edgeq.host.link import open_connection
-
-    with open_connection("local") as conn:
-        try:
-            bench_remote(conn, artifacts_dir=artifacts, device_dir=str(device_dir))
-        except EdgeqError as exc:
-            return {"code": type(exc).__name__, "message": exc.message, "hint": exc.hint}
-    raise AssertionError("a bench with nothing deployed did not fail")
+def _closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
-def real_fleet(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory
-               ) -> Iterator[dict[str, Any]]:
-    """An edgeq.fleet/1 document of real runs: boards A and B x two settings, C failed."""
-    base = tmp_path_factory.mktemp("fleet")
+def fleet_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fleet's directory: device dirs, inventory and history.sqlite3."""
+    return tmp_path_factory.mktemp("fleet")
+
+
+@pytest.fixture(scope="module")
+def real_fleet(tiny_artifacts: Path, fleet_base: Path) -> Iterator[dict[str, Any]]:
+    """The edgeq.fleet/1 document `edgeq bench-remote --inventory` printed for an inventory of
+    two local boards (own device dirs) and one unreachable board, x XNNPACK on/off."""
+    base = fleet_base
     env = dict(os.environ, EDGEQ_HISTORY_DB=str(base / "history.sqlite3"), COLUMNS="160")
     homes = {name: base / name for name in ("board-a", "board-b")}
-    boards = []
+    inventory = base / "inventory.ini"
+    inventory.write_text(
+        "[lab]\n" + "".join(f"{n} ansible_connection=local edgeq_device_dir={h}\n"
+                            for n, h in homes.items())
+        + f"board-c ansible_host=127.0.0.1 ansible_port={_closed_port()} ansible_user=pi\n")
     try:
-        for name, home in homes.items():
-            _edgeq("deploy", str(tiny_artifacts), "--host", "local", "--device-dir", str(home),
-                   "--json", env=env, cwd=base)
-            runs = []
-            for cell, flags in CELLS:
-                comp = json.loads(_edgeq("bench-remote", str(tiny_artifacts), "--host", "local",
-                                         "--device-dir", str(home), *FAST, *flags, "--json",
-                                         env=env, cwd=base).stdout)
-                assert comp["settings"]["xnnpack"] is cell["xnnpack"]
-                runs.append({"cell": cell, "run_id": comp["run_id"], "compare": comp})
-            boards.append({"board": name, "target": "local", "groups": ["lab"], "ok": True,
-                           "error": None, "order": [c for c, _ in CELLS], "runs": runs})
-        error = _failed_bench(tiny_artifacts, base / "board-c")
-        boards.append({"board": "board-c", "target": "local", "groups": ["lab"], "ok": False,
-                       "error": error, "order": [c for c, _ in CELLS], "runs": []})
-        yield {"schema": "edgeq.fleet/1", "fleet_id": None, "created_utc": "now",
-               "artifacts": str(tiny_artifacts), "seed": 0,
-               "matrix": {"threads": [1], "xnnpack": [True, False], "runtime": [None]},
-               "ok": False, "elapsed_s": 1.0, "boards": boards}
+        deployed = _edgeq("deploy", str(tiny_artifacts), "--inventory", str(inventory),
+                          env=env, cwd=base, ok=False)
+        assert deployed.returncode == 1 and "1 of 3 boards failed" in deployed.stderr
+        res = _edgeq("bench-remote", str(tiny_artifacts), "--inventory", str(inventory),
+                     "--xnnpack", "on,off", "--seed", "3", *FAST, "--json", env=env, cwd=base,
+                     ok=False)
+        assert res.returncode == 1, res.stderr[-3000:]  # board-c failed, the others did not
+        doc = json.loads(res.stdout)
+        assert doc["schema"] == "edgeq.fleet/1" and doc["fleet_id"] is not None
+        assert [b["ok"] for b in doc["boards"]] == [True, True, False]
+        yield doc
     finally:
         for home in homes.values():
             subprocess.run([sys.executable, "-m", "edgeq.device", "--home", str(home), "stop"],
@@ -149,7 +143,7 @@ def check_report(doc: dict[str, Any], out: Path) -> None:
 
 
 def test_fleet_report_of_real_runs(real_fleet: dict[str, Any], tmp_path: Path) -> None:
-    assert real_fleet["boards"][2]["error"]["code"] == "NotDeployedError"
+    assert real_fleet["boards"][2]["error"]["code"] == "UnreachableHostError"
     check_report(real_fleet, tmp_path / "report")
 
 
@@ -170,41 +164,37 @@ def test_cli_fleet_result(real_fleet: dict[str, Any], tmp_path: Path) -> None:
     assert not (tmp_path / "bad").exists()
 
 
-def test_cli_fleet_from_history(real_fleet: dict[str, Any], tmp_path: Path) -> None:
-    """`edgeq report --fleet latest` reports the fleet run stored in the history."""
+def test_cli_fleet_from_history(real_fleet: dict[str, Any], fleet_base: Path,
+                                tmp_path: Path) -> None:
+    """`edgeq report --fleet latest` / `--fleet ID` report the fleet run bench-remote stored."""
     from edgeq.host.history import History
 
-    db = tmp_path / "history.sqlite3"
-    history = History(db)
-    if not hasattr(history, "store_fleet"):
-        pytest.skip("this history stores no fleet runs yet")
-    doc = json.loads(json.dumps(real_fleet))
-    for _board, _setting, comp in _compares(doc):
-        comp["run_id"] = history.add(comp)
-    for board in doc["boards"]:
-        for run in board["runs"]:
-            run["run_id"] = run["compare"]["run_id"]
-    fleet_id = history.store_fleet(doc)
+    db = fleet_base / "history.sqlite3"
+    fleet_id = real_fleet["fleet_id"]
     env = dict(os.environ, EDGEQ_HISTORY_DB=str(db))
     res = _edgeq("report", "--fleet", "latest", "--json", env=env, cwd=tmp_path)
     html_path = tmp_path / json.loads(res.stdout)["html"]  # default: reports/fleet-ID
     assert html_path.parent == tmp_path / "reports" / f"fleet-{fleet_id}"
-    page = html_path.read_text(encoding="utf-8")
-    assert f"(fleet {fleet_id})" in page
-    stored = history.get_fleet(fleet_id)
+    assert f"(fleet {fleet_id})" in html_path.read_text(encoding="utf-8")
+    stored = History(db).get_fleet(fleet_id)
     check_report(stored, tmp_path / "again")
+    _edgeq("report", "--fleet", str(fleet_id), "--out", str(tmp_path / "by-id"), env=env,
+           cwd=tmp_path)
+    assert (tmp_path / "by-id" / "report.html").is_file()
     none = _edgeq("report", "--fleet", "latest", env=dict(
         env, EDGEQ_HISTORY_DB=str(tmp_path / "empty.sqlite3")), cwd=tmp_path, ok=False)
     assert none.returncode == 2 and "no fleet runs yet" in none.stderr
+    missing = _edgeq("report", "--fleet", str(fleet_id + 99), env=env, cwd=tmp_path, ok=False)
+    assert missing.returncode == 1 and f"no fleet run {fleet_id + 99}" in missing.stderr
 
 
 def test_profile_figure_in_the_fleet_report(real_fleet: dict[str, Any], tiny_artifacts: Path,
                                             tmp_path: Path) -> None:
     """--profile: a real `edgeq profile` document of board A; its figure (drawn by
     edgeq.host.profile) and its own check lines are in the page."""
+    from edgeq.host import profile as prof_mod
     from edgeq.host.link import open_connection
 
-    prof_mod = pytest.importorskip("edgeq.host.profile")
     home = Path(real_fleet["boards"][0]["runs"][0]["compare"]["settings"]["device_dir"])
     with open_connection("local") as conn:
         prof = prof_mod.profile(conn, tiny_artifacts, device_dir=str(home), runs_min=20,
@@ -227,6 +217,19 @@ def test_example_report(tmp_path: Path) -> None:
     """docs/fleet-example/fleet.json (a real two-board run) reports its own numbers."""
     doc = json.loads((EXAMPLE / "fleet.json").read_text(encoding="utf-8"))
     check_report(doc, tmp_path / "example")
+
+
+def test_example_profile_section(tmp_path: Path) -> None:
+    """docs/fleet-example/profile.json (a real `edgeq profile`): H3's figure and check lines."""
+    from edgeq.host.profile import check_lines
+
+    doc = json.loads((EXAMPLE / "fleet.json").read_text(encoding="utf-8"))
+    prof = json.loads((EXAMPLE / "profile.json").read_text(encoding="utf-8"))
+    paths = report_fleet.build_fleet_report(doc, out_dir=tmp_path / "r", profile=prof)
+    assert [p.name for p in paths.figures] == ["fleet_heatmap.png", "profile.png"]
+    assert 'id="fig-profile"' in paths.html.read_text(encoding="utf-8")
+    md = paths.markdown.read_text(encoding="utf-8")
+    assert all(line in md for line in check_lines(prof))
 
 
 def test_not_a_fleet_document() -> None:
