@@ -327,6 +327,7 @@ def run_benchmark(
         sha256 = sha256_file(model_path)
     step(0)
 
+    np.random.default_rng(0)  # numpy.random loads lazily (~1 MB): now, not as the model's
     trimmed = release_free_memory()
     mem0 = memory_snapshot()
     model = open_model(model_path, threads=s.threads, xnnpack=s.xnnpack, runtime=s.runtime,
