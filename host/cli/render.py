@@ -515,9 +515,9 @@ def robustness_table(doc: dict[str, Any]) -> None:
 
 
 def _cell_text(cell: dict[str, Any]) -> str:
-    """A matrix cell in a few characters: "2 thr, xnnpack" / "1 thr, no xnnpack, tflite-runtime"."""
-    text = f"{cell['threads']} thr, {'xnnpack' if cell['xnnpack'] else 'no xnnpack'}"
-    return text + (f", {cell['runtime']}" if cell.get("runtime") else "")
+    """A matrix cell in a few characters: "2 thr xnnpack" / "1 thr no-xnnpack tflite-runtime"."""
+    text = f"{cell['threads']} thr {'xnnpack' if cell['xnnpack'] else 'no-xnnpack'}"
+    return text + (f" {cell['runtime']}" if cell.get("runtime") else "")
 
 
 def fleet_events(view: BoardsView) -> Callable[[str, str, dict], None]:
@@ -591,7 +591,7 @@ def _fleet_row(board: dict[str, Any], run: dict[str, Any]) -> list[str]:
         f"[red]{escape(run['error']['message'])}[/]"
     return [escape(board["board"]), escape(_cell_text(run["cell"])), _opt(p50[0], ".3f"),
             _opt(p50[1], ".3f"), "n/a" if speedup is None else f"{speedup:.2f}x",
-            f"{_opt(f32.get('accuracy'), '.2f', 100)} / {_opt(i8.get('accuracy'), '.2f', 100)}",
+            f"{_opt(f32.get('accuracy'), '.2f', 100)}/{_opt(i8.get('accuracy'), '.2f', 100)}",
             str(run["run_id"]) if run.get("run_id") is not None else "-", status]
 
 
@@ -602,10 +602,11 @@ def fleet(doc: dict[str, Any]) -> None:
     title = (f"fleet run {doc['fleet_id'] if doc.get('fleet_id') is not None else '(not stored)'}"
              f": {len(doc['boards'])} boards x {cells} settings, seed {doc['seed']}, "
              f"{doc['elapsed_s']:.1f} s")
-    table = _table(title, (("board", "left"), ("setting", "left"), ("p50 f32 (ms)", "right"),
-                           ("p50 int8 (ms)", "right"), ("int8 speed-up", "right"),
-                           ("top-1 f32 / int8 (%)", "right"), ("run", "right"),
+    table = _table(title, (("board", "left"), ("setting", "left"), ("p50 f32 ms", "right"),
+                           ("p50 int8 ms", "right"), ("int8 speed-up", "right"),
+                           ("top-1 f32/int8 %", "right"), ("run", "right"),
                            ("status", "left")))
+    table.columns[1].no_wrap = True
     for b in doc["boards"]:
         runs = sorted(b["runs"], key=lambda r: (r["cell"]["threads"], not r["cell"]["xnnpack"],
                                                 str(r["cell"].get("runtime"))))
@@ -613,7 +614,7 @@ def fleet(doc: dict[str, Any]) -> None:
             table.add_row(*_fleet_row(b, run))
         if not runs:
             table.add_row(escape(b["board"]), "-", "-", "-", "-", "-", "-",
-                          "[red]failed (below)[/]")
+                          "[red]failed[/]")
         table.add_section()
     console.print(table)
     if cells > 1:

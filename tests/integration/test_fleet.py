@@ -124,7 +124,7 @@ def test_matrix_run_is_one_fleet_run_in_the_history(lab: dict[str, Any],
     assert len(run_ids) == 8 and run_ids <= {r["run_id"] for r in history.list(None)}
     shown = _edgeq("history", "fleet", str(doc["fleet_id"]), history=lab["history"])
     assert shown.returncode == 0, shown.stderr
-    assert "2 thr, no xnnpack" in shown.stdout and "pi3-gone" in shown.stdout
+    assert "2 thr no-xnnpack" in shown.stdout and "pi3-gone" in shown.stdout
     listed = _edgeq("history", "fleets", "--json", history=lab["history"])
     row = json.loads(listed.stdout)[0]
     assert (row["boards"], row["boards_ok"], row["runs"]) == (3, 2, 8)
