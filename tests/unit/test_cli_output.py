@@ -114,3 +114,59 @@ def test_signed_points_never_show_minus_zero() -> None:
     assert signed_points(-0.0) == "+0.00 points"
     assert signed_points(-0.001) == "+0.00 points"  # rounds to zero
     assert signed_points(0.25) == "+0.25 points" and signed_points(-1.5) == "-1.50 points"
+
+
+def _fleet_doc() -> dict:
+    def run(threads: int, xnnpack: bool, f32: float, i8: float, run_id: int) -> dict:
+        models = {"float32": {"latency_ms_p50": f32, "accuracy": 0.99},
+                  "int8": {"latency_ms_p50": i8, "accuracy": 0.985}}
+        return {"cell": {"threads": threads, "xnnpack": xnnpack, "runtime": None},
+                "run_id": run_id, "compare": {"models": models}, "error": None}
+
+    cells = [{"threads": 2, "xnnpack": True, "runtime": None},
+             {"threads": 1, "xnnpack": False, "runtime": None}]
+    return {"schema": "edgeq.fleet/1", "fleet_id": 3, "created_utc": "2026-12-02T08:00:00Z",
+            "artifacts": "/a", "seed": 5, "ok": False, "elapsed_s": 12.0,
+            "matrix": {"threads": [1, 2], "xnnpack": [False, True], "runtime": [None]},
+            "boards": [
+                {"board": "[pi4]a", "target": "pi@10.0.0.5", "groups": ["pi4"], "ok": True,
+                 "error": None, "elapsed_s": 11.0, "order": cells,
+                 "runs": [run(2, True, 2.0, 1.0, 8), run(1, False, 3.0, 4.0, 9)]},
+                {"board": "gone", "target": "192.0.2.1", "groups": [], "ok": False,
+                 "elapsed_s": 3.0, "order": cells, "runs": [],
+                 "error": {"code": "UnreachableHostError", "message": "no route to [gone]",
+                           "hint": "is it on?"}}]}
+
+
+def test_fleet_table_shows_board_by_setting(capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeq.host.cli import render
+
+    monkeypatch.setattr(render.console, "width", 200)
+    monkeypatch.setattr(render.err_console, "width", 200)
+    render.fleet(_fleet_doc())
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert "fleet run 3: 2 boards x 4 settings, seed 5" in captured.out
+    first = next(ln for ln in lines if "1 thr no-xnnpack" in ln)
+    second = next(ln for ln in lines if "2 thr xnnpack" in ln)
+    assert "[pi4]a" in first and "0.75x" in first and "99.00/98.50" in first and " 9 " in first
+    assert "2.00x" in second  # float32 p50 / int8 p50
+    assert lines.index(first) < lines.index(second)  # rows in the matrix's order, not run order
+    assert "gone" in captured.out and "failed" in captured.out
+    assert "gone: no route to [gone] (hint: is it on?)" in captured.err
+    assert "[pi4]a: 2 thr xnnpack > 1 thr no-xnnpack" in captured.err  # the recorded order
+
+
+def test_fleet_list(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeq.host.cli import render
+
+    monkeypatch.setattr(render.console, "width", 200)
+    render.fleets([{"fleet_id": 4, "created_utc": "2026-12-02T08:00:00Z", "seed": 9,
+                    "matrix": {"threads": [1, 4], "xnnpack": [True, False],
+                               "runtime": ["ai-edge-litert", None]},
+                    "ok": False, "boards": 3, "boards_ok": 2, "artifacts": "/a", "runs": 16}],
+                  Path("/tmp/h.db"))
+    out = capsys.readouterr().out
+    assert "2026-12-02 08:00:00" in out and "2/3" in out and "1,4" in out
+    assert "on,off" in out and "ai-edge-litert,default" in out and " 16 " in out

@@ -138,3 +138,20 @@ def test_same_board_twice_is_refused_and_repeats_merge() -> None:
 def test_repeated_hosts_stay_as_given() -> None:
     targets = from_hosts(["local", "pi@pi.local:2222", "edgeq-test"])
     assert [t.spec for t in targets] == ["local", "pi@pi.local:2222", "edgeq-test"]
+
+
+def test_without_ansible_core_inventory_is_one_line_with_the_pip_command(tmp_path: Path
+                                                                          ) -> None:
+    import subprocess
+    import sys
+
+    path = _write(tmp_path, "hosts.ini", INI)
+    code = ("import sys\nsys.modules['ansible'] = None  # as if ansible-core were not installed\n"
+            "from edgeq.host.cli import main\n"
+            f"main(['bench-remote', '--inventory', {str(path)!r}])\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines[0].startswith("error: --inventory and --limit need ansible-core")
+    assert "pip install 'edgeq[lab]'" in res.stderr and "Traceback" not in res.stderr
