@@ -21,14 +21,13 @@ rendering. Every number of a table cell is machine-readable like the run report'
 (`data-metric` = table id + column, `data-model` = "board / setting", `data-value`); the
 rows and the heat-map grid are embedded as `<script type="application/json"
 id="edgeq-report-data">` (data, never executed).
-Imports: standard library, numpy, edgeq.device (errors, fileutil, store), edgeq.host.{report,
-report_sections, report_figures, report_tables}; edgeq.host.plots_fleet (matplotlib) and
-edgeq.host.profile lazily.
+Imports: standard library, numpy, edgeq.device (errors, fileutil, store), edgeq.host.{matrix
+(the settings' labels and order), report, report_sections, report_figures, report_tables};
+edgeq.host.plots_fleet (matplotlib) and edgeq.host.profile lazily.
 """
 from __future__ import annotations
 
 import html
-import itertools
 import json
 import logging
 import tempfile
@@ -41,6 +40,7 @@ from edgeq.device import __version__
 from edgeq.device.errors import EdgeqError, UsageError
 from edgeq.device.fileutil import utc_now
 from edgeq.device.store import atomic_write_bytes
+from edgeq.host.matrix import Cell, Matrix
 from edgeq.host.report import _CSS, ReportPaths, _section_html, _section_markdown
 from edgeq.host.report_figures import Figure
 from edgeq.host.report_sections import Section, Table
@@ -103,9 +103,9 @@ def fleet_from_history(history: "History", ref: str) -> dict[str, Any]:
 
 
 def cell_label(cell: dict[str, Any]) -> str:
-    """A setting as short text: "2t xnn", "1t no-xnn tflite-runtime"."""
-    text = f"{cell.get('threads', '?')}t {'xnn' if cell.get('xnnpack', True) else 'no-xnn'}"
-    return text + (f" {cell['runtime']}" if cell.get("runtime") else "")
+    """A setting (a fleet document's cell) as edgeq.host.matrix labels it: "2t xnn"."""
+    return Cell(cell.get("threads", 1), bool(cell.get("xnnpack", True)),
+                cell.get("runtime")).label
 
 
 def error_text(error: Any) -> str:
@@ -134,8 +134,9 @@ def settings_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The matrix's cells in its order (threads x xnnpack x runtime), then any other cell a
     board ran."""
     m = doc.get("matrix") or {}
-    cells = [{"threads": t, "xnnpack": x, "runtime": r} for t, x, r in itertools.product(
-        m.get("threads") or [], m.get("xnnpack") or [], m.get("runtime") or [None])]
+    cells = [c.to_dict() for c in Matrix(tuple(m.get("threads") or ()),
+                                         tuple(m.get("xnnpack") or ()),
+                                         tuple(m.get("runtime") or (None,))).cells]
     seen = {cell_label(c) for c in cells}
     for board in doc.get("boards") or []:
         for run in board.get("runs") or []:
