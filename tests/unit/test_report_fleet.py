@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -252,3 +253,25 @@ def test_speedup_colours_are_centred_on_one() -> None:
     assert lo * hi == pytest.approx(1.0)
     finite = values[np.isfinite(values)]
     assert lo <= finite.min() and finite.max() <= hi
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="no chromium binary (Debian package `chromium`)")
+def test_headless_chromium_renders_the_example(tmp_path: Path) -> None:
+    """The committed example page renders offline: no console error, no fetch, not blank."""
+    from matplotlib.image import imread
+
+    shot = tmp_path / "shot.png"
+    common = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update",
+              "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp_path / 'p'}",
+              "--enable-logging=stderr", "--v=0"]
+    env = {**os.environ, "HOME": str(tmp_path)}
+    proc = subprocess.run(common + [f"--screenshot={shot}", "--window-size=1280,1600",
+                                    (EXAMPLE / "report.html").resolve().as_uri()],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
+    assert "net::ERR" not in proc.stderr, "the page tried to load something"
+    gray = imread(shot)[..., :3].mean(axis=2)
+    assert gray.std() > 0.05 and (gray < 0.5).mean() > 0.005, "blank screenshot"
