@@ -32,8 +32,16 @@ Every range is widened to contain 0 (the int8 zero point must represent 0 exactl
 converter's nudging does). `quantization_noise(...)` gives the per-tensor normalised error
 E / var(x) of a range, the per-layer error --float-fallback ranks layers by.
 
-Weights are not range-set here: every method keeps symmetric max|w| weight scales (per
-channel or per tensor), as both quantizers do; the methods differ only in activation ranges.
+Weights (`weight_thresholds`): int8 weights are symmetric (zero point 0), so a weight range
+is one threshold T per tensor (per-tensor) or per output channel (per-channel), the int8 scale
+being T / 127. `minmax`, `aeq-minmax` and `moving-average` keep T = max|w| (what both
+quantizers do). The two clipping methods choose T themselves:
+- `percentile:P`: T = the P-th percentile of |w| (numpy's linear interpolation between the
+  sorted |w|), over the tensor or over each channel's values.
+- `mse`: T = t * max|w|, t in (0, 1] on the MSE_STEPS grid, minimising
+  mean((w - Q_T(w))^2) with Q_T(w) = s * clip(round(w / s), -127, 127), s = T / 127.
+ai-edge-quantizer takes no weight ranges: edgeq.host.quantize clips the float weights to
+[-T, T] before quantizing, so the quantizer's own max|w| of the clipped weights is T.
 Imports: standard library, numpy, edgeq.device.errors.
 """
 from __future__ import annotations
@@ -257,6 +265,61 @@ def choose_range(method: Method, stats: TensorStats, *,
             stats, batch=max(1, MOVING_AVERAGE_BATCH // max(1, samples_per_batch)))
     raise CalibrationMethodError(f"unknown calibration method {method.name!r}",
                                  hint=f"choose one of {', '.join(METHOD_NAMES)}")
+
+
+#: the methods that choose weight thresholds below max|w| (the others keep Min-Max weights)
+WEIGHT_RANGE_METHODS = ("percentile", "mse")
+WEIGHT_LEVELS = 127  # symmetric int8 weights: codes -127..127
+
+
+def weight_mse(values: np.ndarray, threshold: float) -> float:
+    """mean((w - Q_T(w))^2) of symmetric 8-bit weights with threshold T (module docstring)."""
+    w = np.asarray(values, dtype=np.float64).ravel()
+    if threshold <= 0 or w.size == 0:
+        return float(np.mean(w * w)) if w.size else 0.0
+    s = threshold / WEIGHT_LEVELS
+    q = s * np.clip(np.round(w / s), -WEIGHT_LEVELS, WEIGHT_LEVELS)
+    return float(np.mean((w - q) ** 2))
+
+
+def weight_threshold(method: Method, values: np.ndarray) -> float:
+    """The symmetric threshold T `method` chooses for one set of weights (a tensor or one
+    channel): max|w|, the P-th percentile of |w|, or the MSE-optimal t * max|w|."""
+    a = np.abs(np.asarray(values, dtype=np.float64)).ravel()
+    top = float(a.max()) if a.size else 0.0
+    if top <= 0 or method.name not in WEIGHT_RANGE_METHODS:
+        return top
+    if method.name == "percentile":
+        return min(float(np.percentile(a, float(method.percentile or 99.99))), top)
+    best = (math.inf, top)
+    for t in np.linspace(1.0 / MSE_STEPS, 1.0, MSE_STEPS):
+        err = weight_mse(a, top * t)
+        if err < best[0]:
+            best = (err, top * float(t))
+    return best[1]
+
+
+def weight_thresholds(method: Method, values: np.ndarray,
+                      channel_axis: Optional[int]) -> np.ndarray:
+    """Per output channel along `channel_axis` (or one for the whole tensor when None) the
+    threshold `method` chooses; float64 array of length channels (or 1)."""
+    w = np.asarray(values, dtype=np.float64)
+    if channel_axis is None:
+        return np.array([weight_threshold(method, w)])
+    moved = np.moveaxis(w, channel_axis, 0).reshape(w.shape[channel_axis], -1)
+    return np.array([weight_threshold(method, row) for row in moved])
+
+
+def clip_weights(values: np.ndarray, thresholds: np.ndarray,
+                 channel_axis: Optional[int]) -> np.ndarray:
+    """`values` clipped to [-T, T] per channel (or per tensor), same dtype and shape."""
+    w = np.asarray(values)
+    t = np.asarray(thresholds, dtype=np.float64)
+    if channel_axis is not None:
+        shape = [1] * w.ndim
+        shape[channel_axis] = -1
+        t = t.reshape(shape)
+    return np.clip(w, -t, t).astype(w.dtype)
 
 
 def quantization_noise(stats: TensorStats, lo: float, hi: float) -> float:

@@ -530,3 +530,33 @@ def range_comparison(manifest: dict[str, Any]) -> list[dict[str, Any]]:
             "float": r["tensor"] in floats,
         })
     return rows
+
+
+def weight_range_comparison(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per weighted layer of a quantized variant, the Min-Max weight range next to the one its
+    calibration method chose (the manifest's calibration.weight_ranges, edgeq.host.quantize).
+
+    Rows: tensor, layer, op, granularity, channel_max_abs (each output channel's max|w|),
+    minmax_abs / chosen_abs (per channel, or one per tensor: symmetric thresholds, scale =
+    T / 127), clipped (some chosen threshold is below Min-Max), clipped_fraction,
+    channel_spread (largest / median channel max|w|: how far per-tensor weights stretch the
+    small channels), outliers (OUTLIER_RULE on the tensor's weights), float. [] for a manifest
+    without weight ranges (made before they were recorded)."""
+    rows = []
+    for r in (manifest.get("calibration") or {}).get("weight_ranges") or []:
+        ch = [float(v) for v in r.get("channel_max_abs") or r["minmax_abs"]]
+        top = max(ch) if ch else 0.0
+        med = float(np.median(ch)) if ch else 0.0
+        p999 = float(r.get("p999_abs") or 0.0)
+        mm, chosen = [float(v) for v in r["minmax_abs"]], [float(v) for v in r["chosen_abs"]]
+        rows.append({
+            "tensor": r["tensor"], "layer": r.get("layer", r["tensor"]), "op": r.get("op", ""),
+            "granularity": r.get("granularity", ""), "channel_max_abs": ch,
+            "minmax_abs": mm, "chosen_abs": chosen,
+            "clipped": any(c < m - 1e-12 for c, m in zip(chosen, mm)),
+            "clipped_fraction": float(r.get("clipped_fraction") or 0.0),
+            "channel_spread": top / med if med > 0 else float("inf") if top > 0 else 1.0,
+            "outliers": bool(p999 > 0 and top > OUTLIER_RATIO * p999),
+            "float": bool(r.get("float")),
+        })
+    return rows

@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 from edgeq.device.errors import EdgeqError
@@ -370,8 +370,11 @@ def quantize(
     `calibration_method` (edgeq.host.calibration.parse_method): "minmax" is the converter's
     own Min-Max (the reference); the others ("aeq-minmax", "percentile:P", "mse",
     "moving-average") set every activation range from the calibration activations and are
-    quantized by ai-edge-quantizer. `float_fallback` N keeps the N layers with the largest
-    normalised quantization error in float and `activations="int16"` makes a 16x8 file (both
+    quantized by ai-edge-quantizer; percentile and mse also choose each weight range (per
+    tensor, or per channel with `per_channel`) and the float weights are clipped to it first.
+    Every method's weight ranges are recorded (calibration.weight_ranges, `weight_ranges`).
+    `float_fallback` N keeps the N layers with the largest normalised quantization error in
+    float and `activations="int16"` makes a 16x8 file (both
     with ai-edge-quantizer): the declared exceptions to full-integer, recorded in the
     manifest's `precision` and checked exactly (tflite_file.declared_exception_problems).
 
@@ -438,7 +441,8 @@ def quantize(
 
     t2 = time.perf_counter()
     method_info: dict[str, Any] = {"quantizer": "tflite-converter", "ranges": None,
-                                   "float_layers": []}
+                                   "float_layers": [], "weight_ranges": weight_ranges(
+                                       float_bytes, method, per_channel=per_channel)[1]}
     if method.quantizer == "ai-edge-quantizer":
         int8_bytes, method_info = quantize_with_method(
             float_bytes, images, method, per_channel=per_channel, float_fallback=float_fallback,
@@ -491,6 +495,7 @@ def quantize(
             "method": method.label,
             "parameters": method.parameters(),
             "ranges": method_info["ranges"],
+            "weight_ranges": method_info["weight_ranges"],
         },
         "precision": {
             "activations": activations,
@@ -699,6 +704,91 @@ def activation_stats(float_bytes: bytes, images: np.ndarray,
     return {name: s for name, s in stats.items() if s.count}
 
 
+#: the filter input of the ops whose weights get a range, and its output-channel axis
+WEIGHT_OPS = {"CONV_2D": (1, 0), "DEPTHWISE_CONV_2D": (1, 3), "FULLY_CONNECTED": (1, 0)}
+
+
+def float_weight_tensors(float_bytes: bytes) -> list[tuple[str, Any, Any, np.ndarray]]:
+    """The float32 constant weights of the conv / depthwise / dense ops, in graph order:
+    (op name, weight TensorRecord, output TensorRecord, values)."""
+    f = parse_tflite(float_bytes)
+    out, seen = [], set()
+    for op in f.operators:
+        pos_axis = WEIGHT_OPS.get(op.name)
+        if pos_axis is None or len(op.inputs) <= pos_axis[0] or op.inputs[pos_axis[0]] < 0:
+            continue
+        t = f.tensors[op.inputs[pos_axis[0]]]
+        values = f.buffer_array(t) if t.dtype == "FLOAT32" else None
+        if values is None or t.index in seen or not op.outputs:
+            continue
+        seen.add(t.index)
+        out.append((op.name, t, f.tensors[op.outputs[0]], np.array(values, dtype=np.float32)))
+    return out
+
+
+def replace_buffers(data: bytes, values: dict[int, np.ndarray]) -> bytes:
+    """`data` with the float32 constant buffers `values` (buffer index -> array of the same
+    size) written in place; the flatbuffer's layout is unchanged."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # pragma: no cover - depends on the installed runtime
+        from tensorflow.lite.python import schema_py_generated as schema
+
+    raw = bytearray(data)
+    model = schema.Model.GetRootAs(raw, 0)
+    for index, arr in values.items():
+        new = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+        buf = model.Buffers(index)
+        if buf.DataLength() > 0:
+            view = buf.DataAsNumpy()  # a view into `raw`
+            if view.size != len(new):
+                raise QuantizeError(f"weight buffer {index} changed size",
+                                    hint="report this with the model")
+            view[:] = np.frombuffer(new, dtype=np.uint8)
+        else:
+            offset, size = int(buf.Offset()), int(buf.Size())
+            if size != len(new):
+                raise QuantizeError(f"weight buffer {index} changed size",
+                                    hint="report this with the model")
+            raw[offset:offset + size] = new
+    return bytes(raw)
+
+
+def weight_ranges(float_bytes: bytes, method: Any, *, per_channel: bool,
+                  keep_float: Sequence[str] = ()) -> tuple[bytes, list[dict[str, Any]]]:
+    """The weight range `method` chooses per conv / depthwise / dense layer
+    (edgeq.host.calibration.weight_thresholds, per channel or per tensor), and `float_bytes`
+    with the weights clipped to it (unchanged when no threshold is below max|w|; layers whose
+    output is in `keep_float` keep their weights). Rows (the manifest's
+    calibration.weight_ranges): tensor, layer (the op's output), op, granularity,
+    channel_axis, minmax_abs and chosen_abs (one per channel, or one), clipped_fraction
+    (share of weights clipped), float (kept in float), channel_max_abs (each output channel's
+    max|w|, whatever the granularity) and p999_abs (P99.9 of |w|, for the outlier rule)."""
+    from edgeq.host import calibration as cal
+
+    rows: list[dict[str, Any]] = []
+    patched: dict[int, np.ndarray] = {}
+    for op, t, out_t, w in float_weight_tensors(float_bytes):
+        axis = WEIGHT_OPS[op][1] if per_channel and w.ndim > WEIGHT_OPS[op][1] else None
+        top = cal.weight_thresholds(cal.Method("minmax"), w, axis)
+        chosen = cal.weight_thresholds(method, w, axis)
+        keep = out_t.name in keep_float
+        clipped = w if keep else cal.clip_weights(w, chosen, axis)
+        if not keep and np.any(chosen < top):
+            patched[t.buffer] = clipped
+        channel_axis = WEIGHT_OPS[op][1] if w.ndim > WEIGHT_OPS[op][1] else None
+        rows.append({
+            "tensor": t.name, "layer": out_t.name, "op": op,
+            "granularity": "per-channel" if axis is not None else "per-tensor",
+            "channel_axis": axis, "minmax_abs": [float(v) for v in top],
+            "chosen_abs": [float(v) for v in (top if keep else chosen)],
+            "clipped_fraction": float(np.mean(clipped != w)), "float": keep,
+            "channel_max_abs": [float(v) for v in cal.weight_thresholds(
+                cal.Method("minmax"), w, channel_axis)],
+            "p999_abs": float(np.percentile(np.abs(w), 99.9))})
+    return (replace_buffers(float_bytes, patched) if patched else float_bytes), rows
+
+
 def quantize_with_method(
     float_bytes: bytes,
     images: np.ndarray,
@@ -714,8 +804,12 @@ def quantize_with_method(
     `method` (edgeq.host.calibration.Method) from the calibration activations, and the
     `float_fallback` layers with the largest normalised quantization error left in float.
 
+    For percentile and mse the weights are first clipped to the range the method chose
+    (`weight_ranges`); the activations are calibrated on that model.
+
     Returns the bytes and what was done: {"ranges": [{tensor, minmax_min, minmax_max, min,
-    max, clipped_fraction, noise, p999_abs}], "float_layers": [tensor names], "quantizer"}.
+    max, clipped_fraction, noise, p999_abs}], "weight_ranges": [weight_ranges' rows],
+    "float_layers": [tensor names], "quantizer"}.
     The model's input and output tensors keep their Min-Max range (raw pixels stay lossless).
     """
     import contextlib
@@ -736,7 +830,9 @@ def quantize_with_method(
 
     f = parse_tflite(float_bytes)
     io_names = {f.tensors[i].name for i in (*f.inputs, *f.outputs)}
-    stats = activation_stats(float_bytes, images, progress)
+    # weights first: the activations are calibrated on the model with its clipped weights
+    clipped_bytes, w_ranges = weight_ranges(float_bytes, method, per_channel=per_channel)
+    stats = activation_stats(clipped_bytes, images, progress)
     ranges: list[dict[str, Any]] = []
     chosen: dict[str, tuple[float, float]] = {}
     for t in f.tensors:
@@ -762,6 +858,9 @@ def quantize_with_method(
             "can stay in float", hint=f"pass a number from 0 to {len(candidates)}")
     worst = sorted(candidates, key=lambda r: r["noise"], reverse=True)[:float_fallback]
     float_layers = [r["tensor"] for r in worst]
+    if any(w["layer"] in float_layers for w in w_ranges):  # float layers keep their weights
+        clipped_bytes, w_ranges = weight_ranges(float_bytes, method, per_channel=per_channel,
+                                                keep_float=float_layers)
 
     bits = 16 if activations == "int16" else 8
     rp = aeq_recipe.recipe_manager.RecipeManager()
@@ -780,7 +879,7 @@ def quantize_with_method(
         with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            q = aeq_quantizer.Quantizer(float_bytes, rp.get_quantization_recipe())
+            q = aeq_quantizer.Quantizer(clipped_bytes, rp.get_quantization_recipe())
             from ai_edge_litert.interpreter import Interpreter
 
             sigs = Interpreter(model_content=float_bytes).get_signature_list()
@@ -813,5 +912,6 @@ def quantize_with_method(
         "quantizer_version": importlib.metadata.version("ai-edge-quantizer"),
         "recipe": "static_wi8_ai16" if bits == 16 else "static_wi8_ai8",
         "ranges": ranges,
+        "weight_ranges": w_ranges,
         "float_layers": float_layers,
     }

@@ -120,3 +120,41 @@ def test_quantizer_of_each_method() -> None:
     assert cal.parse_method("minmax").quantizer == "tflite-converter"
     for text in ("aeq-minmax", "percentile:99.9", "mse", "moving-average"):
         assert cal.parse_method(text).quantizer == "ai-edge-quantizer"
+
+
+# ------------------------------------------------------------------- weight thresholds (numpy)
+
+
+def test_weight_thresholds_per_channel_follow_the_definitions() -> None:
+    from edgeq.host.calibration import clip_weights, weight_thresholds
+
+    rng = np.random.default_rng(3)
+    # 4 output channels on axis 3 (a depthwise kernel's layout), ranges 100x apart
+    w = rng.laplace(0, 1, size=(40, 50, 1, 4)) * np.array([1.0, 10.0, 0.1, 1.0])
+    flat = np.abs(np.moveaxis(w, 3, 0).reshape(4, -1))
+    mm = weight_thresholds(cal.parse_method("minmax"), w, 3)
+    np.testing.assert_allclose(mm, flat.max(axis=1))
+    pct = weight_thresholds(cal.parse_method("percentile:99"), w, 3)
+    np.testing.assert_allclose(pct, np.percentile(flat, 99, axis=1))
+    one = weight_thresholds(cal.parse_method("percentile:99"), w, None)
+    assert one.shape == (1,) and one[0] == pytest.approx(np.percentile(flat, 99))
+    mse = weight_thresholds(cal.parse_method("mse"), w, 3)
+    assert np.all(mse < mm)  # a Laplace tail is clipped: rounding the bulk matters more
+    c = clip_weights(w.astype(np.float32), pct, 3)
+    assert c.dtype == np.float32 and c.shape == w.shape
+    np.testing.assert_allclose(np.abs(np.moveaxis(c, 3, 0).reshape(4, -1)).max(axis=1), pct,
+                               rtol=1e-6)
+
+
+def test_mse_weight_threshold_minimises_the_error_on_its_grid() -> None:
+    from edgeq.host.calibration import MSE_STEPS, weight_mse, weight_threshold
+
+    w = np.random.default_rng(0).laplace(0, 0.05, 20000)
+    top = float(np.abs(w).max())
+    t = weight_threshold(cal.parse_method("mse"), w)
+    grid = [top * k / MSE_STEPS for k in range(1, MSE_STEPS + 1)]
+    assert weight_mse(w, t) == pytest.approx(min(weight_mse(w, g) for g in grid))
+    assert t < top and weight_mse(w, t) < weight_mse(w, top)
+    # the Min-Max methods keep max|w|
+    for name in ("minmax", "aeq-minmax", "moving-average"):
+        assert weight_threshold(cal.parse_method(name), w) == top
