@@ -587,8 +587,7 @@ def _fleet_row(board: dict[str, Any], run: dict[str, Any]) -> list[str]:
     i8 = (doc.get("models") or {}).get("int8") or {}
     p50 = (f32.get("latency_ms_p50"), i8.get("latency_ms_p50"))
     speedup = p50[0] / p50[1] if None not in p50 and p50[1] else None
-    status = "[green]ok[/]" if run.get("error") is None else \
-        f"[red]{escape(run['error']['message'])}[/]"
+    status = "[green]ok[/]" if run.get("error") is None else "[red]failed[/]"
     return [escape(board["board"]), escape(_cell_text(run["cell"])), _opt(p50[0], ".3f"),
             _opt(p50[1], ".3f"), "n/a" if speedup is None else f"{speedup:.2f}x",
             f"{_opt(f32.get('accuracy'), '.2f', 100)}/{_opt(i8.get('accuracy'), '.2f', 100)}",
@@ -621,7 +620,13 @@ def fleet(doc: dict[str, Any]) -> None:
         say("order (randomized per board from the seed): " + "; ".join(
             f"{b['board']}: " + " > ".join(_cell_text(c) for c in b["order"])
             for b in doc["boards"]), err_console)
-    board_errors(doc["boards"])
+    cell_failed = [b for b in doc["boards"] if any(r.get("error") for r in b["runs"])]
+    for b in cell_failed:
+        for run in b["runs"]:
+            if run.get("error"):
+                board_errors([{"board": f"{b['board']}, {_cell_text(run['cell'])}",
+                               "error": run["error"]}])
+    board_errors([b for b in doc["boards"] if b not in cell_failed])
 
 
 def fleets(rows: list[dict[str, Any]], path: Path) -> None:
