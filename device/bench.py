@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import sys
 import time
 from typing import Any, Callable, Optional, Sequence, Union
@@ -245,8 +246,10 @@ def _sample_input(model: LoadedModel, data: Optional[EvalData]) -> np.ndarray:
     if data is not None and len(data):
         return data.head(1)
     shape = tuple(abs(s) if s != -1 else 1 for s in model.sample_shape())
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, size=(1, *shape), dtype=np.uint8)
+    # the standard library's generator: numpy.random would load ~2 MB into the worker (and,
+    # imported here, into the model's memory interval)
+    raw = random.Random(0).randbytes(int(np.prod(shape, dtype=np.int64)))
+    return np.frombuffer(raw, dtype=np.uint8).reshape((1, *shape))
 
 
 def top_k_for(num_classes: int) -> int:
@@ -327,7 +330,6 @@ def run_benchmark(
         sha256 = sha256_file(model_path)
     step(0)
 
-    np.random.default_rng(0)  # numpy.random loads lazily (~1 MB): now, not as the model's
     trimmed = release_free_memory()
     mem0 = memory_snapshot()
     model = open_model(model_path, threads=s.threads, xnnpack=s.xnnpack, runtime=s.runtime,
