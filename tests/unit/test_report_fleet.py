@@ -275,3 +275,16 @@ def test_headless_chromium_renders_the_example(tmp_path: Path) -> None:
     assert "net::ERR" not in proc.stderr, "the page tried to load something"
     gray = imread(shot)[..., :3].mean(axis=2)
     assert gray.std() > 0.05 and (gray < 0.5).mean() > 0.005, "blank screenshot"
+
+
+def test_emulated_boards_are_said_loudly(tmp_path: Path) -> None:
+    """A board whose runs say `device.emulated` (QEMU in CI) gets the EMULATED banner."""
+    doc = json.loads((EXAMPLE / "fleet.json").read_text(encoding="utf-8"))
+    plain = report_fleet.build_fleet_report(doc, out_dir=tmp_path / "plain")
+    assert 'id="emulated"' not in plain.html.read_text(encoding="utf-8")
+    for run in doc["boards"][1]["runs"]:
+        run["compare"]["device"].update(emulated=True, emulator="qemu-aarch64 (cortex-a72)")
+    emu = report_fleet.build_fleet_report(doc, out_dir=tmp_path / "emu")
+    page = emu.html.read_text(encoding="utf-8")
+    assert 'id="emulated"' in page and f"EMULATED: {doc['boards'][1]['board']} ran" in page
+    assert "EMULATED qemu-aarch64 (cortex-a72)" in page  # the boards table's column
