@@ -8,6 +8,12 @@
 #   bash tests/emulated/board.sh status
 #   bash tests/emulated/board.sh down     # stop sshd (pidfile), unmount, remove netns + board
 #
+# Several boards at once: each `up` with its own EDGEQ_BOARD_WORK, _NETNS, _VETH, _HOST_IP,
+# _IP, _ALIAS and _CPU (its own network namespace, root filesystem unpacked from the one cached
+# tarball, keys and sshd). The default board is the "Pi 4" (cortex-a72); tests/emulated/pi3.env
+# describes a second, "Pi 3" (cortex-a53):
+#   env $(grep -v '^#' tests/emulated/pi3.env) bash tests/emulated/board.sh up
+#
 # Needs root (mmdebstrap --mode=root, mount, ip netns). Everything it creates lives outside the
 # clone: the root filesystem cache in $EDGEQ_BOARD_CACHE (default /var/cache/edgeq-board), the
 # running board and its throwaway keys in $EDGEQ_BOARD_WORK (default /var/tmp/edgeq-board).
@@ -28,7 +34,7 @@ VETH_BOARD=edgeqb-b0
 HOST_IP=${EDGEQ_BOARD_HOST_IP:-10.201.0.1}
 BOARD_IP=${EDGEQ_BOARD_IP:-10.201.0.2}
 PREFIX_LEN=30
-ALIAS=edgeq-board
+ALIAS=${EDGEQ_BOARD_ALIAS:-edgeq-board}   # the Host alias in its ssh_config, and its hostname
 BOARD_USER=pi
 QEMU_CPU_MODEL=${EDGEQ_BOARD_CPU:-cortex-a72}   # Pi 4; cortex-a76 for a Pi 5
 SSH_WAIT_S=${EDGEQ_BOARD_SSH_WAIT_S:-90}
@@ -276,6 +282,9 @@ EDGEQ_BOARD_HOST=$ALIAS
 EDGEQ_BOARD_ADDRESS=$BOARD_IP
 EDGEQ_BOARD_USER=$BOARD_USER
 EDGEQ_BOARD_ROOT=$ROOT
+EDGEQ_BOARD_CPU=$QEMU_CPU_MODEL
+EDGEQ_BOARD_IDENTITY=$STATE/id_ed25519
+EDGEQ_BOARD_KNOWN_HOSTS=$STATE/known_hosts
 EOF
 }
 
@@ -306,9 +315,9 @@ start_sshd() {
   rm -f "$ROOT/run/sshd.pid"
   ip netns exec "$NETNS" unshare --mount --uts --propagation private -- \
     env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin ROOT="$ROOT" MOUNT_SYS="$mount_sys" \
-      QEMU_CPU="$QEMU_CPU_MODEL" EDGEQ_EMULATED=qemu-aarch64 LANG=C.UTF-8 \
+      QEMU_CPU="$QEMU_CPU_MODEL" EDGEQ_EMULATED=qemu-aarch64 LANG=C.UTF-8 BOARD_NAME="$ALIAS" \
       /bin/sh -eu -c '
-        hostname edgeq-board
+        hostname "$BOARD_NAME"
         mount -t proc -o nosuid,nodev,noexec proc "$ROOT/proc"
         if [ "$MOUNT_SYS" = 1 ]; then mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$ROOT/sys"; fi
         mount -t tmpfs -o mode=755,size=1m,nosuid tmpfs "$ROOT/dev"

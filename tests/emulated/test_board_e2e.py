@@ -5,7 +5,10 @@ own sshd in a network namespace; the tests reach it through its ssh config file 
 like a Pi on the LAN. For each TFLite runtime the design names (ai-edge-litert, and the
 tflite-runtime fallback with numpy < 2) the session's small trained model is deployed with the
 offline wheel push, deployed again (no model bytes may travel the second time), and benchmarked
-with `edgeq bench-remote --json`. The checks: the results came from aarch64, are flagged as
+with `edgeq bench-remote --json`. The ai-edge-litert case reuses the two-board inventory deploy
+of conftest.py (`fleet_deployed`: this board's first deploy, into the fleet's device
+directory) instead of building a second venv with the same runtime on the same board.
+The checks: the results came from aarch64, are flagged as
 emulated, and each model's predictions on the board equal the host's for the same .tflite file
 on >= 99.9 % of the evaluation images. Nothing here is about speed: emulated timings mean
 nothing for a real Pi.
@@ -22,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from emulated_helpers import FLEET_DEVICE_DIR
 
 pytestmark = [pytest.mark.emulated, pytest.mark.timeout(2400)]
 
@@ -118,14 +122,20 @@ def artifacts(tiny_artifacts: Path) -> Path:
     ],
 )
 def test_deploy_and_bench_remote_on_emulated_board(
-    board: Any, artifacts: Path, runtime_option: str, runtime: str
+    board: Any, artifacts: Path, runtime_option: str, runtime: str,
+    request: pytest.FixtureRequest
 ) -> None:
-    # A device directory per runtime: each gets its own venv, as on two different Pis.
-    device_dir = f"~/.edgeq-e2e-{runtime_option}"
-    cleared = board.ssh(f"rm -rf {device_dir}")
-    assert cleared.returncode == 0, cleared.stderr
-
-    first = _deploy(board, artifacts, device_dir, runtime_option)
+    if runtime_option == "litert":
+        # the fleet's inventory deploy (--runtime litert --offline-wheels) was the first
+        first = request.getfixturevalue("fleet_deployed").board("pi4")["deploy"]
+        assert first is not None, "the inventory deploy failed on this board"
+        device_dir = FLEET_DEVICE_DIR
+    else:
+        # A device directory per runtime: each gets its own venv, as on two different Pis.
+        device_dir = f"~/.edgeq-e2e-{runtime_option}"
+        cleared = board.ssh(f"rm -rf {device_dir}")
+        assert cleared.returncode == 0, cleared.stderr
+        first = _deploy(board, artifacts, device_dir, runtime_option)
     assert first["arch"] == "aarch64", first
     assert first["runtime_name"] == runtime, first
     assert _model_bytes_sent(first) > 0, f"the first deploy sent no model: {first}"
