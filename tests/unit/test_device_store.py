@@ -227,3 +227,50 @@ def test_systemd_unit_keeps_odd_paths_whole() -> None:
         'ExecStart="/srv/a&b#c d%%e\\"f\\\\g/bin/python" -m edgeq.device --home '
         '"/srv/a&b#c d%%e\\"f\\\\g" serve',
         "MemoryMax=75%"]
+
+
+def test_install_check_compares_what_the_host_would_send_with_the_device(tmp_path: Path
+                                                                         ) -> None:
+    """edgeq.device.install check (deploy's one-command repeated deploy): every difference is
+    a reason; a record written by write_deployment with its stamp matches, but for the
+    daemon, which no one runs here."""
+    from edgeq.device.install import check, write_deployment
+
+    store, a, b, d = _store_with_files(tmp_path)
+    lay = store.layout
+    pkg = Path(lay.release("r1"), "edgeq", "device")
+    pkg.mkdir(parents=True)
+    (pkg / "store.py").write_bytes(b"code")
+    os.symlink("agent-releases/r1", lay.agent)
+    Path(lay.deploy_script).write_bytes(b"#!/bin/sh\n")
+    record = {"model_name": "m", "float32": a, "int8": b, "eval_data": d, "agent_release": "r1"}
+    data = (json.dumps({**record, "manifest": {"k": 1}}, indent=2, sort_keys=True) + "\n"
+            ).encode()
+    sha = hashlib.sha256
+    settings = {"runtime": "auto"}
+    stamp = {"settings": settings, "current_sha256": sha(data).hexdigest(),
+             "script": {"python_path": "/x/python"}}
+    assert write_deployment(store, data, sha(data).hexdigest(), json.dumps(stamp)) == {"bad": []}
+    spec = {"release": "r1", "settings": settings,
+            "agent": {"store.py": sha(b"code").hexdigest()},
+            "deploy_script": sha(b"#!/bin/sh\n").hexdigest(),
+            "current": {**record, "manifest_sha256": sha(b'{"k": 1}').hexdigest()}}
+    out = check(store, spec)
+    assert out["home"] == lay.home and out["unchanged"] is False
+    assert len(out["changed"]) == 1 and out["changed"][0].startswith("the daemon does not answer")
+    # each difference is named
+    os.chmod(lay.model(b), 0o644)
+    Path(lay.model(b)).write_bytes(b"tampered")
+    other = {**spec, "settings": {"runtime": "litert"},
+             "agent": {"store.py": sha(b"other").hexdigest()},
+             "current": {**spec["current"], "manifest_sha256": sha(b"{}").hexdigest()}}
+    changed = check(store, other)["changed"]
+    assert any(c.startswith(f"int8 {b[:12]} is damaged") for c in changed), changed
+    assert "agent file store.py differs" in changed
+    assert "current.json manifest_sha256 differs" in changed
+    assert "the deploy settings differ" in changed
+    # a damaged model keeps the old record; a record without its stamp (an older edgeq's)
+    # never matches
+    assert write_deployment(store, data, sha(data).hexdigest()) == {"bad": [lay.model(b)]}
+    Path(lay.deploy_stamp).unlink()
+    assert any(c.startswith("no ") for c in check(store, spec)["changed"])
