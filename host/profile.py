@@ -51,6 +51,7 @@ from __future__ import annotations
 import copy
 import difflib
 import hashlib
+import io
 import json
 import logging
 import tempfile
@@ -72,8 +73,8 @@ from edgeq.device.protocol import DEFAULT_BENCH_TIMEOUT_S, MAX_PROFILE_MODELS
 from edgeq.device.settings import BenchSettings, settings_argv
 from edgeq.device.store import MODEL_KINDS, Layout
 from edgeq.host.artifacts import load_artifacts
-from edgeq.host.bench_remote import AgentFailedError, open_session
-from edgeq.host.link import Connection, resolve_device_dir
+from edgeq.host.bench_remote import AgentFailedError, NotDeployedError, open_session
+from edgeq.host.link import Connection, RemoteNotFoundError, resolve_device_dir
 from edgeq.host.tflite_file import TfliteFile, _schema, parse_tflite
 
 logger = logging.getLogger(__name__)
@@ -249,6 +250,13 @@ def push_models(conn: Connection, dir_abs: str, files: dict[str, bytes]) -> int:
     number of files sent. Each lands under a part name of its own first (two hosts pushing
     the same model never write one file) and is renamed when complete."""
     pdir = profile_dir(dir_abs)
+    try:  # only into a store edgeq made (deploy marks it): never create one elsewhere
+        conn.get_file(Layout(dir_abs).marker, io.BytesIO())
+    except RemoteNotFoundError:
+        raise NotDeployedError(
+            f"{dir_abs} on {conn.name} is not an edgeq device directory (no agent deployed)",
+            hint=f"run edgeq deploy --host {conn.name} ARTIFACTS first (it installs the "
+                 "agent that times the layers)") from None
     made = conn.run(["mkdir", "-p", pdir], timeout_s=60)
     if not made.ok:
         raise AgentFailedError(f"cannot create {pdir} on {conn.name}: "

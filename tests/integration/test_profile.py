@@ -165,3 +165,14 @@ def test_profile_over_real_sshd(sshd_device: Any, tiny_artifacts: Path, tmp_path
     assert doc["within_tolerance"] is True, [(k, t["deviation_ms"], t["tolerance_ms"])
                                              for k, t in doc["totals"].items()]
     assert "pushed 0 new of" in again.stderr
+
+
+def test_profile_refuses_a_directory_edgeq_did_not_deploy(tiny_artifacts: Path,
+                                                          tmp_path: Path) -> None:
+    """No agent there: one clear error before anything is written on the device."""
+    target = tmp_path / "not-a-store"
+    res = _edgeq("profile", str(tiny_artifacts), "--host", "local", "--device-dir",
+                 str(target), "--runs", "2", "--rounds", "1", env=dict(os.environ))
+    assert res.returncode != 0
+    assert "not an edgeq device directory" in res.stderr and "edgeq deploy" in res.stderr
+    assert not target.exists()
