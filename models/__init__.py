@@ -18,6 +18,7 @@ MNIST_DATA_DIR = Path(__file__).resolve().parent / "mnist" / "data"
 _MODULES: dict[str, str] = {
     "mnist-cnn": ".mnist_cnn",
     "mnist-gated-dsconv": ".mnist_gated_dsconv",
+    "mnist-skip-dsconv": ".mnist_skip_dsconv",
 }
 
 

@@ -47,7 +47,9 @@ def build(seed: int) -> Any:
     import keras
     from keras import layers
 
-    init = lambda offset: keras.initializers.GlorotUniform(seed=seed + offset)
+    def init(offset: int) -> Any:
+        return keras.initializers.GlorotUniform(seed=seed + offset)
+
     model = keras.Sequential(
         [
             keras.Input(shape=INPUT_SHAPE, dtype="float32", name="image"),
