@@ -439,6 +439,65 @@ def clipped_ranges(tensors: Sequence[str], outliers: Sequence[bool],
     return to_png(fig)
 
 
+def weight_ranges(layers: Sequence[str], flagged: Sequence[bool],
+                  channel_max_abs: Sequence[Sequence[float]],
+                  chosen: Mapping[str, Sequence[Optional[Sequence[float]]]]) -> bytes:
+    """Per weighted layer (rows), on a log axis of |w|: each output channel's max|w| (grey
+    dots: the per-channel Min-Max ranges; their spread is what per-tensor weights pay for),
+    the tensor's max|w| (black bar: per-tensor Min-Max) and each variant's chosen thresholds
+    (coloured: one marker per tensor for per-tensor variants, the channels' span for
+    per-channel ones). Flagged layers (outliers or a wide channel spread) are labelled in
+    orange with a *."""
+    n = len(layers)
+    variants = list(chosen)
+    fig = new_figure(9.0, max(2.4, 0.5 * n + 1.4))
+    ax = fig.subplots()
+    if n == 0:
+        ax.text(0.5, 0.5, "no recorded weight ranges", ha="center", va="center")
+        ax.set_axis_off()
+        return to_png(fig)
+    colors = _method_colors(variants)
+    y = np.arange(n)[::-1].astype(float)
+    k = max(1, len(variants))
+    for i, yi in enumerate(y):
+        ch = np.asarray([v for v in channel_max_abs[i] if v > 0], dtype=float)
+        if ch.size:
+            ax.plot(ch, np.full(ch.size, yi + 0.38), "o", color="#999999", ms=2.5, alpha=0.7)
+            ax.plot([ch.max()] * 2, [yi - 0.42, yi + 0.45], color="k", lw=1.6)
+        for j, v in enumerate(variants):
+            t = chosen[v][i]
+            if not t:
+                continue
+            vals = np.asarray([x for x in t if x > 0], dtype=float)
+            if not vals.size:
+                continue
+            off = 0.28 - 0.66 * (j + 0.5) / k
+            if vals.size == 1:
+                ax.plot(vals, [yi + off], "v", color=colors[v], ms=5)
+            else:
+                ax.plot([vals.min(), vals.max()], [yi + off] * 2, color=colors[v],
+                        lw=max(1.5, 5.0 / k), solid_capstyle="butt")
+    ax.set_xscale("log")
+    ax.set_yticks(y)
+    ax.set_yticklabels([("* " if f else "") + _short(t, 36) for t, f in zip(layers, flagged)],
+                       fontsize=7)
+    for lab, f in zip(ax.get_yticklabels(), flagged):
+        if f:
+            lab.set_color(OUTLIER_COLOR)
+    ax.set_xlabel("|w| threshold (log; grey dots: each channel's max|w|, black: the tensor's "
+                  "max|w|; scale = threshold / 127)", fontsize=8)
+    ax.grid(axis="x", alpha=0.3, which="both")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", ls="", color="#999999", label="channel max|w|"),
+               Line2D([], [], color="k", label="tensor max|w|")]
+    handles += [Line2D([], [], color=c, lw=3, label=v) for v, c in colors.items()]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title("Weight ranges: Min-Max vs the clipped range (orange *: outliers or channel "
+                 "ranges > 10x apart)", fontsize=9)
+    return to_png(fig)
+
+
 def robustness_curves(corruptions: Sequence[str], severities: Sequence[int],
                       models: Sequence[Mapping[str, Any]]) -> bytes:
     """Per corruption (columns): top-1 (%) vs severity (0 = clean) per model, float32 dashed

@@ -170,10 +170,29 @@ def ranges_figure(tensors: Sequence[str], outliers: Sequence[bool],
         return None
     return Figure("clipped_ranges", "Min-Max range vs the clipped range per layer",
                   "Per activation tensor: the Min-Max range of the calibration values (grey) "
-                  "and the range each method chose (bars), divided by the Min-Max max|x|. "
+                  "and the range each variant chose (bars), divided by the Min-Max max|x|. "
                   f"Orange *: the tensor has outliers (max|x| > {OUTLIER_RATIO:g} x "
                   f"P{OUTLIER_PERCENTILE:g}(|x|), inspection's rule).",
                   plots.clipped_ranges(tensors, outliers, minmax, chosen))
+
+
+def weight_ranges_figure(layers: Sequence[str], flagged: Sequence[bool],
+                         channel_max_abs: Sequence[Sequence[float]],
+                         chosen: dict[str, Sequence[Optional[Sequence[float]]]]
+                         ) -> Optional[Figure]:
+    """Each channel's Min-Max weight range vs each variant's chosen thresholds, per layer."""
+    from edgeq.host import plots
+
+    if not layers or not chosen:
+        return None
+    return Figure("weight_ranges", "Min-Max weight ranges vs the clipped ones per layer",
+                  "Per conv / depthwise / dense layer, on a log axis: each output channel's "
+                  "max|w| (grey dots; per-channel Min-Max), the tensor's max|w| (black; "
+                  "per-tensor Min-Max) and the threshold each variant chose (coloured: a "
+                  "marker for per-tensor variants, the span over the channels for "
+                  "per-channel ones; scale = threshold / 127). Orange *: outliers or channel "
+                  "ranges more than 10x apart.",
+                  plots.weight_ranges(layers, flagged, channel_max_abs, chosen))
 
 
 def robustness_figure(doc: dict[str, Any]) -> Optional[Figure]:

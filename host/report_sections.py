@@ -6,9 +6,11 @@
   with a paired 95% interval and McNemar's test against the converter's Min-Max
   (edgeq.host.stats.method_comparison), the figure of the drops, and, where both were swept,
   the converter's Min-Max next to ai-edge-quantizer's.
-- `ranges_section(sweep)`: per activation tensor the Min-Max range next to each method's
+- `ranges_section(sweep)`: per activation tensor the Min-Max range next to each variant's
   clipped range (the sweep points' `ranges`, from edgeq.host.inspection.range_comparison),
-  outliers marked by inspection's rule.
+  and per weighted layer each channel's Min-Max weight range next to each variant's chosen
+  thresholds (`weight_ranges`, inspection.weight_range_comparison); outliers marked by
+  inspection's rule, and layers whose channel ranges are far apart.
 - `robustness_section(doc)`: an `edgeq.robustness/1` document as a table (top-1 per
   corruption and severity, the float32 - int8 gap per corruption) and a figure.
 - `sweep_rows` / `SWEEP_HEADER` / `sweep_note`: the converter's Min-Max points of a sweep
@@ -26,7 +28,13 @@ from typing import Any, Optional
 
 import numpy as np
 from edgeq.host import stats
-from edgeq.host.report_figures import Figure, methods_figure, ranges_figure, robustness_figure
+from edgeq.host.report_figures import (
+    Figure,
+    methods_figure,
+    ranges_figure,
+    robustness_figure,
+    weight_ranges_figure,
+)
 from edgeq.host.report_tables import Cell, num_cell, text_cell
 
 #: the method-table columns shown: (column, key of the stats.method_comparison row), in order
@@ -159,67 +167,114 @@ def _converter_vs_aeq(sweep: dict[str, Any], rows: list[dict[str, Any]]
     return out
 
 
-def _range_variants(points: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per method label, the variant whose ranges are shown: no fallback first, then the
-    largest calibration set, then the first granularity swept."""
-    best: dict[str, dict[str, Any]] = {}
+#: a layer's channel ranges this many times apart (largest / median channel max|w|) are flagged
+CHANNEL_SPREAD_FLAG = 10.0
+
+
+def _range_variants(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The variants whose ranges are shown: every method x granularity without a fallback,
+    each at its largest calibration set (sweep order)."""
+    best: dict[tuple[str, str], dict[str, Any]] = {}
     for p in points:
-        if not p.get("ranges"):
+        if p.get("float_fallback") or p.get("activations", "int8") != "int8" \
+                or not (p.get("ranges") or p.get("weight_ranges")):
             continue
-        label = str(p.get("method"))
-        key = (-int(bool(p.get("float_fallback"))), int(p.get("calibration_size") or 0))
-        cur = best.get(label)
-        if cur is None or key > (-int(bool(cur.get("float_fallback"))),
-                                 int(cur.get("calibration_size") or 0)):
-            best[label] = p
-    return best
+        key = (str(p.get("method")), str(p.get("granularity")))
+        cur = best.get(key)
+        if cur is None or int(p.get("calibration_size") or 0) > int(cur.get("calibration_size")
+                                                                    or 0):
+            best[key] = p
+    return list(best.values())
 
 
 def ranges_section(sweep: Optional[dict[str, Any]]) -> Optional[Section]:
     if not is_method_sweep(sweep):
         return None
     assert sweep is not None
-    chosen_by = _range_variants(list(sweep.get("points") or []))
-    if not chosen_by:
+    variants = _range_variants(list(sweep.get("points") or []))
+    if not variants:
         return None
-    first = next(iter(chosen_by.values()))
-    tensors = [r for r in first["ranges"] if not r.get("io")]
-    rows: list[dict[str, Any]] = []
-    chosen: dict[str, list[Optional[tuple[float, float]]]] = {m: [] for m in chosen_by}
-    for t in tensors:
-        for m, p in chosen_by.items():
-            r = next((x for x in p["ranges"] if x["tensor"] == t["tensor"]), None)
-            chosen[m].append(None if r is None else (r["min"], r["max"]))
-            if r is None:
-                continue
-            span = (r["minmax_max"] - r["minmax_min"]) or 1.0
-            rows.append({"tensor": short_tensor(t["tensor"]),
-                         "outliers": "yes" if t["outliers"] else "",
-                         "method": m,
-                         "minmax_min": r["minmax_min"], "minmax_max": r["minmax_max"],
-                         "chosen_min": r["min"], "chosen_max": r["max"],
-                         "width_vs_minmax": (r["max"] - r["min"]) / span,
-                         "clipped_pct": 100.0 * r["clipped_fraction"],
-                         "float": "yes" if r.get("float") else ""})
+    names = [stats.variant_name(p) for p in variants]
+    sec = Section("clipped-ranges", "Per layer: the Min-Max range and the clipped ranges")
     from edgeq.host.inspection import OUTLIER_PERCENTILE, OUTLIER_RATIO
 
-    sec = Section("clipped-ranges", "Per layer: the Min-Max range and the clipped range")
-    sec.paragraphs.append(
-        "Each activation tensor's Min-Max range over the calibration images next to the range "
-        "each method chose (variants: "
-        + ", ".join(f"{m} = {stats.variant_name(p)}" for m, p in chosen_by.items())
-        + "; the weight granularity does not change activation ranges). clipped_pct = the "
-        "share of calibration values outside the chosen range. outliers = yes when max|x| > "
-        f"{OUTLIER_RATIO:g} x P{OUTLIER_PERCENTILE:g}(|x|) (inspection's rule). The model's "
-        "input and output keep their Min-Max range and are left out. The converter's own "
-        "Min-Max records no ranges: the Min-Max columns (grey in the figure) are min and max "
-        "of the calibration values as edgeq measures them, the float32 .tflite run by LiteRT.")
-    sec.tables.append(Table("ranges-table", rows, key=("tensor", "method")))
-    fig = ranges_figure([short_tensor(t["tensor"]) for t in tensors],
-                        [bool(t["outliers"]) for t in tensors],
-                        [(t["minmax_min"], t["minmax_max"]) for t in tensors], chosen)
-    if fig:
-        sec.figures.append(fig)
+    act = [(n, p) for n, p in zip(names, variants) if p.get("ranges")]
+    if act:
+        first = act[0][1]
+        tensors = [r for r in first["ranges"] if not r.get("io")]
+        rows: list[dict[str, Any]] = []
+        chosen: dict[str, list[Optional[tuple[float, float]]]] = {n: [] for n, _ in act}
+        for t in tensors:
+            for n, p in act:
+                r = next((x for x in p["ranges"] if x["tensor"] == t["tensor"]), None)
+                chosen[n].append(None if r is None else (r["min"], r["max"]))
+                if r is None:
+                    continue
+                span = (r["minmax_max"] - r["minmax_min"]) or 1.0
+                rows.append({"tensor": short_tensor(t["tensor"]),
+                             "outliers": "yes" if t["outliers"] else "",
+                             "variant": n, "method": p.get("method"),
+                             "minmax_min": r["minmax_min"], "minmax_max": r["minmax_max"],
+                             "chosen_min": r["min"], "chosen_max": r["max"],
+                             "width_vs_minmax": (r["max"] - r["min"]) / span,
+                             "clipped_pct": 100.0 * r["clipped_fraction"],
+                             "float": "yes" if r.get("float") else ""})
+        sec.paragraphs.append(
+            "Activations: each tensor's Min-Max range over the calibration images next to the "
+            f"range each variant chose ({len(act)} variants: every method and weight "
+            "granularity swept, without fallback). clipped_pct = the share of calibration "
+            "values outside the chosen range. outliers = yes when max|x| > "
+            f"{OUTLIER_RATIO:g} x P{OUTLIER_PERCENTILE:g}(|x|) (inspection's rule). The model's "
+            "input and output keep their Min-Max range and are left out. The converter's own "
+            "Min-Max records no activation ranges: the Min-Max columns (grey in the figure) are "
+            "min and max of the calibration values as edgeq measures them, the float32 .tflite "
+            "run by LiteRT.")
+        sec.tables.append(Table("ranges-table", rows, key=("tensor", "variant")))
+        fig = ranges_figure([short_tensor(t["tensor"]) for t in tensors],
+                            [bool(t["outliers"]) for t in tensors],
+                            [(t["minmax_min"], t["minmax_max"]) for t in tensors], chosen)
+        if fig:
+            sec.figures.append(fig)
+    wts = [(n, p) for n, p in zip(names, variants) if p.get("weight_ranges")]
+    if wts:
+        layers = [w for w in wts[0][1]["weight_ranges"]]
+        wrows: list[dict[str, Any]] = []
+        wchosen: dict[str, list[Optional[list[float]]]] = {n: [] for n, _ in wts}
+        for w in layers:
+            for n, p in wts:
+                r = next((x for x in p["weight_ranges"] if x["tensor"] == w["tensor"]), None)
+                wchosen[n].append(None if r is None else list(r["chosen_abs"]))
+                if r is None:
+                    continue
+                ratios = [c / m for c, m in zip(r["chosen_abs"], r["minmax_abs"]) if m > 0]
+                wrows.append({"layer": short_tensor(w["layer"]), "op": w["op"],
+                              "outliers": "yes" if w["outliers"] else "",
+                              "channel_spread": w["channel_spread"],
+                              "variant": n, "weights": r["granularity"],
+                              "minmax_max_abs": max(r["minmax_abs"]),
+                              "chosen_max_abs": max(r["chosen_abs"]),
+                              "chosen_vs_minmax_min": min(ratios) if ratios else None,
+                              "chosen_vs_minmax_max": max(ratios) if ratios else None,
+                              "clipped_pct": 100.0 * r["clipped_fraction"]})
+        sec.paragraphs.append(
+            "Weights: int8 weights are symmetric, so a range is one threshold T per tensor "
+            "(per-tensor) or per output channel (per-channel), scale = T / 127. Min-Max takes "
+            "T = max|w|; percentile:P takes the P-th percentile of |w| and mse the threshold "
+            "with the least squared rounding + clipping error (edgeq.host.calibration), and "
+            "edgeq clips the float weights to it before ai-edge-quantizer quantizes them. "
+            "chosen_vs_minmax_min/max: the smallest and largest T / Min-Max T over the "
+            "channels. channel_spread = the largest channel max|w| / the median one: with "
+            "per-tensor weights every channel gets the largest channel's scale, so a spread "
+            f"of s leaves the median channel about 127 / s levels. Flagged (orange *): "
+            f"outliers by the same rule on |w|, or a channel spread above "
+            f"{CHANNEL_SPREAD_FLAG:g}.")
+        sec.tables.append(Table("weight-ranges-table", wrows, key=("layer", "variant")))
+        fig = weight_ranges_figure(
+            [short_tensor(w["layer"]) for w in layers],
+            [bool(w["outliers"]) or w["channel_spread"] > CHANNEL_SPREAD_FLAG for w in layers],
+            [w["channel_max_abs"] for w in layers], wchosen)
+        if fig:
+            sec.figures.append(fig)
     return sec
 
 

@@ -13,8 +13,9 @@ records top-1 and size per variant in ARTIFACTS/sweep.json (`"schema": "edgeq.sw
      "points": [{"granularity", "per_channel", "calibration_size", "dir",
      "int8_top1", "float32_top1", "agreement", "int8_size_bytes", "float32_size_bytes",
      "int8_sha256", "seconds",
-     "method", "method_parameters", "quantizer", "float_fallback", "float_layers",
-     "drop_points", "ranges", "int8_predictions"}],
+     "method", "method_parameters", "quantizer", "float_fallback", "activations",
+     "float_layers",
+     "drop_points", "ranges", "weight_ranges", "int8_predictions"}],
      "labels", "float32_predictions"}
 
 `int8_predictions` / `float32_predictions` / `labels`: per evaluated image, in eval.npz order
@@ -23,7 +24,10 @@ records top-1 and size per variant in ARTIFACTS/sweep.json (`"schema": "edgeq.sw
 `ranges` (edgeq.host.inspection.range_comparison): per activation tensor the Min-Max range next
 to the range the method chose, the share of calibration values clipped and whether the
 tensor has outliers by inspection's one rule ([] for the converter's Min-Max, which records
-no ranges). `methods` lists the method labels swept, `fallbacks` the fallback counts.
+no ranges). `weight_ranges` (edgeq.host.inspection.weight_range_comparison): per conv /
+depthwise / dense layer the Min-Max weight range (max|w| per channel or per tensor) next to the
+one the method chose (percentile and mse clip; the others keep Min-Max). `methods` lists the
+method labels swept, `fallbacks` the fallback counts.
 
 `edgeq report` adds the file to the report when it is present.
 Imports: standard library, edgeq.device (errors, fileutil, store), edgeq.host.artifacts;
@@ -113,17 +117,20 @@ def sweep(
     granularities: Sequence[str] = GRANULARITIES,
     methods: Sequence[str] = ("minmax",),
     fallbacks: Sequence[int] = (0,),
+    extras: Sequence[tuple[str, str, int, int, str]] = (),
     eval_limit: Optional[int] = None,
     seed: int = 0,
     threads: int = 1,
     progress: Optional[ProgressCallback] = None,
 ) -> dict[str, Any]:
-    """Quantize + evaluate every (method, granularity, calibration size, fallback); save and
+    """Quantize + evaluate every (method, granularity, calibration size, fallback), then each
+    of `extras` (method, granularity, calibration size, fallback, activations "int8" or
+    "int16": single variants such as 16x8 that a full product would multiply); save and
     return sweep.json."""
     from edgeq.host.artifacts import load_artifacts
     from edgeq.host.calibration import parse_methods
     from edgeq.host.evaluate import evaluate, evaluation_data
-    from edgeq.host.inspection import range_comparison
+    from edgeq.host.inspection import range_comparison, weight_range_comparison
     from edgeq.host.quantize import quantize
 
     artifacts_dir = Path(artifacts_dir)
@@ -144,21 +151,27 @@ def sweep(
     if not fbs or any(k < 0 for k in fbs):
         raise UsageError("fallback counts must be whole numbers >= 0",
                          hint="for example --fallback 0,2")
-    combos = [(m, g, s, k) for m in labels for g in grans for s in sizes for k in fbs]
+    combos = [(m, g, s, k, "int8") for m in labels for g in grans for s in sizes for k in fbs]
+    for m, g, s, k, act in extras:
+        if g not in GRANULARITIES or act not in ("int8", "int16") or int(s) < 1 or int(k) < 0:
+            raise UsageError(f"bad extra variant {(m, g, s, k, act)}",
+                             hint="(method, per-channel|per-tensor, size >= 1, fallback >= 0, "
+                                  "int8|int16)")
+        combos.append((parse_methods(m)[0].label, g, int(s), int(k), act))
     points: list[dict[str, Any]] = []
     eval_count: Optional[int] = None
     runtime: Optional[str] = None
     float32_predictions: list[int] = []  # the report's McNemar pairs (edgeq.host.stats)
     eval_labels: list[int] = []
-    for done, (method, gran, size, fb) in enumerate(combos):
-        out = artifacts_dir / SWEEP_DIR / variant_name(method, gran, size, fb)
+    for done, (method, gran, size, fb, act) in enumerate(combos):
+        out = artifacts_dir / SWEEP_DIR / variant_name(method, gran, size, fb, act)
         out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         logger.info("sweep: quantizing %s %s with %d calibration images, fallback %d",
                     method, gran, size, fb)
         manifest = quantize(artifacts_dir, out_dir=out, calibration_size=size, seed=seed,
                             per_channel=(gran == "per-channel"), eval_limit=eval_limit,
-                            calibration_method=method, float_fallback=fb)
+                            calibration_method=method, float_fallback=fb, activations=act)
         result = evaluate(out, limit=eval_limit, threads=threads)
         f32, i8 = _model_entry(result, "float32"), _model_entry(result, "int8")
         agreement = result.get("agreement")
@@ -182,9 +195,11 @@ def sweep(
             "method_parameters": manifest["calibration"].get("parameters") or {},
             "quantizer": manifest["converter"].get("quantizer", "tflite-converter"),
             "float_fallback": fb,
+            "activations": act,
             "float_layers": list((manifest.get("precision") or {}).get("float_layers") or []),
             "drop_points": round(100.0 * (_top1(f32) - _top1(i8)), 4),
             "ranges": range_comparison(manifest),
+            "weight_ranges": weight_range_comparison(manifest),
             "int8_predictions": [int(v) for v in i8.get("predictions") or []],
         })
         float32_predictions = float32_predictions or [int(v) for v in
@@ -214,11 +229,15 @@ def sweep(
     return doc
 
 
-def variant_name(method: str, granularity: str, size: int, fallback: int = 0) -> str:
+def variant_name(method: str, granularity: str, size: int, fallback: int = 0,
+                 activations: str = "int8") -> str:
     """The sweep directory name of one variant ("per-channel-cal100" for the converter's
-    Min-Max without fallback, "percentile99.99-per-tensor-cal500-fb2" ...)."""
+    Min-Max without fallback, "percentile99.99-per-tensor-cal500-fb2", "minmax-16x8-per-channel-
+    cal500" for int16 activations ...)."""
     base = f"{granularity}-cal{size}"
-    if method != "minmax":
+    if activations == "int16":
+        base = "16x8-" + base
+    if method != "minmax" or activations == "int16":
         base = method.replace(":", "") + "-" + base
     return base + (f"-fb{fallback}" if fallback else "")
 

@@ -135,7 +135,7 @@ def test_ranges_table_marks_outliers_and_clipping(
         for r in p["ranges"]:
             if r["io"]:
                 continue
-            key = f"{short_tensor(r['tensor'])} / {p['method']}"
+            key = f"{short_tensor(r['tensor'])} / {stats.variant_name(p)}"
             assert metrics[("ranges-table.minmax_max", key)] == pytest.approx(r["minmax_max"])
             assert metrics[("ranges-table.chosen_max", key)] == pytest.approx(r["max"])
             assert metrics[("ranges-table.clipped_pct", key)] == pytest.approx(
@@ -149,6 +149,36 @@ def test_ranges_table_marks_outliers_and_clipping(
     assert any(r["clipped"] for r in pct["ranges"])  # percentile clipped something
     outliers = [r for r in pct["ranges"] if r["outliers"] and not r["io"]]
     assert text.count(">yes</td>") >= len(outliers) * 3  # one mark per method row
+
+
+def test_weight_ranges_table_is_each_variants_choice(
+        swept: tuple[Path, dict[str, Any], dict[str, Any]], built: report.ReportPaths) -> None:
+    """Per weighted layer and variant, the report shows the Min-Max weight range and the one
+    the method chose, as the sweep recorded them; percentile clips, the Min-Max methods do
+    not; the figure is there."""
+    _, doc, _ = swept
+    metrics = parse_html_metrics(built.html.read_text(encoding="utf-8"))
+    shown = 0
+    for p in doc["points"]:
+        assert p["weight_ranges"], p["method"]  # every method records its weight ranges
+        for r in p["weight_ranges"]:
+            key = f"{short_tensor(r['layer'])} / {stats.variant_name(p)}"
+            assert metrics[("weight-ranges-table.minmax_max_abs", key)] == pytest.approx(
+                max(r["minmax_abs"]))
+            assert metrics[("weight-ranges-table.chosen_max_abs", key)] == pytest.approx(
+                max(r["chosen_abs"]))
+            assert metrics[("weight-ranges-table.channel_spread", key)] == pytest.approx(
+                max(r["channel_max_abs"]) / float(np.median(r["channel_max_abs"])))
+            ratio = [c / m for c, m in zip(r["chosen_abs"], r["minmax_abs"])]
+            if p["method"] in ("minmax", "aeq-minmax"):
+                assert ratio == [1.0] * len(ratio) and not r["clipped"]
+            assert all(x <= 1.0 + 1e-12 for x in ratio)
+            shown += 1
+    assert shown >= 4 * len(METHODS)
+    pct = next(p for p in doc["points"] if p["method"] == "percentile:99.9")
+    assert any(r["clipped"] for r in pct["weight_ranges"])
+    png = built.out_dir / "figures" / "weight_ranges.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_robustness_table_is_the_documents_numbers(

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from edgeq.device.errors import UsageError
+from edgeq.device.errors import EdgeqError, UsageError
 from edgeq.host import report
 from edgeq.host.sweep import SweepError, load_sweep, parse_granularities, sweep
 from report_html import parse_html_metrics  # tests/report_html.py
@@ -101,6 +101,14 @@ def test_bad_sweep_options(tmp_path: Path) -> None:
         parse_granularities("per-layer")
     with pytest.raises(SweepError, match="no trained model"):
         sweep(tmp_path, calibration_sizes=(10,))
+    (tmp_path / "model.keras").write_bytes(b"not read: the options are checked first")
+    for extra in [("minmax", "per-layer", 10, 0, "int8"), ("minmax", "per-tensor", 10, 0, "int4"),
+                  ("minmax", "per-tensor", 0, 0, "int8")]:
+        with pytest.raises(UsageError, match="bad extra variant"):
+            sweep(tmp_path, calibration_sizes=(10,), extras=[extra])
+    with pytest.raises(EdgeqError, match="unknown calibration method"):
+        sweep(tmp_path, calibration_sizes=(10,), extras=[("nope", "per-tensor", 10, 0, "int8")])
+    assert not (tmp_path / "sweep").exists()
     bad = subprocess.run([sys.executable, "-m", "edgeq.host", "sweep", str(tmp_path),
                           "--calibration-sizes", "10,ten"], capture_output=True, text=True,
                          timeout=120)
@@ -116,11 +124,18 @@ def test_sweep_of_methods_and_fallback(tiny_artifacts: Path,
     copy = tmp_path_factory.mktemp("sweep-methods") / "artifacts"
     shutil.copytree(tiny_artifacts, copy)
     doc = sweep(copy, calibration_sizes=(40,), granularities=("per-tensor",),
-                methods=("minmax", "percentile:99.9"), fallbacks=(0, 1), eval_limit=200)
+                methods=("minmax", "percentile:99.9"), fallbacks=(0, 1), eval_limit=200,
+                extras=[("minmax", "per-tensor", 40, 0, "int16")])
     assert doc["methods"] == ["minmax", "percentile:99.9"] and doc["fallbacks"] == [0, 1]
-    got = {(p["method"], p["float_fallback"]): p for p in doc["points"]}
+    sixteen = doc["points"][-1]  # the extra variant: 16x8 of the converter's Min-Max settings
+    assert sixteen["activations"] == "int16" and sixteen["method"] == "aeq-minmax"
+    assert sixteen["dir"] == "sweep/minmax-16x8-per-tensor-cal40"
+    m16 = json.loads((copy / sixteen["dir"] / "manifest.json").read_text())
+    assert m16["precision"]["activations"] == "int16"
+    got = {(p["method"], p["float_fallback"]): p for p in doc["points"][:-1]}
     assert set(got) == {("minmax", 0), ("percentile:99.9", 0), ("aeq-minmax", 1),
                         ("percentile:99.9", 1)}
+    assert all(p["activations"] == "int8" for p in got.values())
     assert got[("minmax", 0)]["dir"] == "sweep/per-tensor-cal40"  # the old name
     assert got[("percentile:99.9", 1)]["dir"] == "sweep/percentile99.9-per-tensor-cal40-fb1"
     assert got[("minmax", 0)]["quantizer"] == "tflite-converter"
