@@ -11,6 +11,7 @@ measurements and one-shot ones take a lock: edgeq.host.bench_remote.locked_argv)
 
 On top of it:
 - `deploy_fleet(...)` -> `edgeq.fleet_deploy/1`: edgeq.host.deploy.deploy per board;
+- `compare_fleets(a, b)`: two fleet runs side by side, per board and setting;
 - `bench_fleet(...)` -> `edgeq.fleet/1`: per board, every cell of an edgeq.host.matrix.Matrix in
   that board's seeded random order, each cell one edgeq.host.bench_remote.bench_remote run
   (float32/int8 ABBA inside it) stored in the history, the whole stored as one fleet run.
@@ -24,6 +25,7 @@ deploy and history lazily).
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
     from edgeq.host.link import Connection
 
 __all__ = ["DEFAULT_FORKS", "BoardResult", "FleetEvents", "FleetFailedError", "run_boards",
-           "deploy_fleet", "bench_fleet", "error_dict", "is_fleet"]
+           "deploy_fleet", "bench_fleet", "compare_fleets", "error_dict", "is_fleet"]
 
 logger = logging.getLogger(__name__)
 
@@ -265,3 +267,39 @@ def _board_entry(target: Target, result: Optional[BoardResult],
                                                                                  target.name)],
         "runs": runs,
     }
+
+
+def _cell_figures(run: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The few figures of one measured cell that a comparison shows (None: not measured)."""
+    doc = (run or {}).get("compare")
+    if not doc:
+        return None
+    models = doc.get("models") or {}
+    f32, i8 = models.get("float32") or {}, models.get("int8") or {}
+    p50 = (f32.get("latency_ms_p50"), i8.get("latency_ms_p50"))
+    return {"run_id": doc.get("run_id"), "float32_latency_ms_p50": p50[0],
+            "int8_latency_ms_p50": p50[1],
+            "int8_speedup": p50[0] / p50[1] if None not in p50 and p50[1] else None,
+            "float32_top1": f32.get("accuracy"), "int8_top1": i8.get("accuracy")}
+
+
+def compare_fleets(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """Two `edgeq.fleet/1` documents side by side: one row per board and setting measured in
+    either, {"board", "cell", "a", "b", "int8_p50_b_over_a"} (a side is None where that run
+    did not measure it); boards in A's order, then those only B has; cells by threads,
+    XNNPACK on first, runtime."""
+    def cells(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(board["board"], json.dumps(run["cell"], sort_keys=True)): run
+                for board in doc.get("boards") or [] for run in board.get("runs") or []}
+
+    in_a, in_b = cells(a), cells(b)
+    rows = []
+    for key in list(in_a) + [k for k in in_b if k not in in_a]:
+        fa, fb = _cell_figures(in_a.get(key)), _cell_figures(in_b.get(key))
+        pa = fa["int8_latency_ms_p50"] if fa else None
+        pb = fb["int8_latency_ms_p50"] if fb else None
+        rows.append({"board": key[0], "cell": json.loads(key[1]), "a": fa, "b": fb,
+                     "int8_p50_b_over_a": pb / pa if pa and pb is not None else None})
+    boards = list(dict.fromkeys(k[0] for k in list(in_a) + list(in_b)))
+    return sorted(rows, key=lambda r: (boards.index(r["board"]), r["cell"]["threads"],
+                                       not r["cell"]["xnnpack"], str(r["cell"]["runtime"])))

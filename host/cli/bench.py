@@ -223,6 +223,25 @@ def history_fleet(ctx: typer.Context,
     ui.print_json(doc) if as_json else render.fleet(doc)
 
 
+@history_app.command("fleet-compare")
+def history_fleet_compare(
+    ctx: typer.Context,
+    fleet_a: str = typer.Argument(..., help="The first fleet id (the baseline), or latest."),
+    fleet_b: str = typer.Argument(..., help="The second fleet id, or latest."),
+    as_json: JsonOption = False,
+) -> None:
+    """Show two fleet runs side by side: per board and setting, p50s, int8 speed-up, B/A."""
+    from edgeq.host.fleet import compare_fleets
+    from edgeq.host.history import fleet_doc
+
+    a, b = fleet_doc(ctx.obj, fleet_a), fleet_doc(ctx.obj, fleet_b)
+    rows = compare_fleets(a, b)
+    if as_json:
+        ui.print_json({"fleet_a": a["fleet_id"], "fleet_b": b["fleet_id"], "rows": rows})
+    else:
+        render.fleet_delta(a, b, rows)
+
+
 # ------------------------------------------------------------------ run (the main command)
 
 OutOption = Annotated[Path, typer.Option("--out", help="Artifacts directory.")]

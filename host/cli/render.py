@@ -643,3 +643,26 @@ def fleets(rows: list[dict[str, Any]], path: Path) -> None:
                       escape(",".join(x or "default" for x in m["runtime"])), str(r["runs"]),
                       str(r["seed"]))
     console.print(table)
+
+
+def fleet_delta(a: dict[str, Any], b: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Two fleet runs side by side (edgeq.host.fleet.compare_fleets)."""
+    fa, fb = a["fleet_id"], b["fleet_id"]
+    table = _table(f"fleet run {fa} vs fleet run {fb}",
+                   (("board", "left"), ("setting", "left"), ("p50 f32 ms A / B", "right"),
+                    ("p50 int8 ms A / B", "right"), ("int8 B/A", "right"),
+                    ("int8 speed-up A / B", "right"), ("runs A / B", "right")))
+    table.columns[1].no_wrap = True
+
+    def both(key: str, spec: str, row: dict[str, Any]) -> str:
+        return " / ".join(_opt((row[side] or {}).get(key), spec) for side in ("a", "b"))
+
+    for row in rows:
+        ratio = row["int8_p50_b_over_a"]
+        table.add_row(escape(row["board"]), escape(_cell_text(row["cell"])),
+                      both("float32_latency_ms_p50", ".3f", row),
+                      both("int8_latency_ms_p50", ".3f", row),
+                      "n/a" if ratio is None else f"{ratio:.2f}x",
+                      both("int8_speedup", ".2f", row),
+                      " / ".join(str((row[s] or {}).get("run_id") or "-") for s in ("a", "b")))
+    console.print(table)

@@ -170,3 +170,34 @@ def test_fleet_list(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monk
     out = capsys.readouterr().out
     assert "2026-12-02 08:00:00" in out and "2/3" in out and "1,4" in out
     assert "on,off" in out and "ai-edge-litert,default" in out and " 16 " in out
+
+
+def test_history_fleet_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """history fleets / fleet / fleet-compare on a real history file, table and JSON."""
+    import json
+
+    from edgeq.host.history import History
+
+    h = History(tmp_path / "h.sqlite3")
+    doc = _fleet_doc()
+    for board in doc["boards"]:
+        for run in board["runs"]:
+            compare = dict(run["compare"], schema="edgeq.compare/1", host=board["board"],
+                           time_utc="2026-12-02T08:00:00Z", settings=run["cell"])
+            run["run_id"] = h.add(compare)
+    first, second = h.store_fleet(doc), h.store_fleet(doc)
+    db = ["history", "--db", str(h.path)]
+    main([*db, "fleets", "--json"])
+    assert [r["fleet_id"] for r in json.loads(capsys.readouterr().out)] == [second, first]
+    main([*db, "fleet", "latest", "--json"])
+    assert json.loads(capsys.readouterr().out)["fleet_id"] == second
+    main([*db, "fleet-compare", str(first), "latest", "--json"])
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert len(rows) == 2 and all(r["int8_p50_b_over_a"] == 1.0 for r in rows)
+    main([*db, "fleet-compare", str(first), str(second)])
+    out = capsys.readouterr().out
+    assert f"fleet run {first} vs fleet run {second}" in out and "1.00x" in out
+    with pytest.raises(SystemExit) as info:
+        main([*db, "fleet", "nine"])
+    assert info.value.code == 2 and "fleet must be a number or 'latest'" in \
+        capsys.readouterr().err

@@ -384,3 +384,23 @@ def test_store_get_and_list_fleets(tmp_path: Path) -> None:
         h.get_fleet(99)
     with pytest.raises(HistoryError, match="only edgeq.fleet"):
         h.store_fleet(_doc(1.0, 1.0))
+
+
+def test_two_fleet_runs_compare_per_board_and_setting(tmp_path: Path) -> None:
+    from edgeq.host.fleet import compare_fleets
+
+    h = History(tmp_path / "h.sqlite3")
+    a_docs = [dict(_doc(2.0, 1.0), run_id=h.add(_doc(2.0, 1.0))),
+              dict(_doc(3.0, 1.5), run_id=h.add(_doc(3.0, 1.5)))]
+    b_docs = [dict(_doc(2.0, 0.5), run_id=h.add(_doc(2.0, 0.5)))]
+    a = h.get_fleet(h.store_fleet(_fleet([d["run_id"] for d in a_docs], a_docs)))
+    b = h.get_fleet(h.store_fleet(_fleet([b_docs[0]["run_id"]], b_docs)))
+    rows = compare_fleets(a, b)
+    # order: board, then threads (A ran threads 2 first)
+    assert [(r["board"], r["cell"]["threads"]) for r in rows] == [("pi4a", 1), ("pi4a", 2)]
+    one, two = rows
+    # fleet A ran the cells 2-threads first: 2.0/1.0 at 2 threads, 3.0/1.5 at 1 thread
+    assert two["a"]["int8_latency_ms_p50"] == 1.0 and two["b"]["int8_latency_ms_p50"] == 0.5
+    assert two["int8_p50_b_over_a"] == 0.5 and two["b"]["int8_speedup"] == 4.0
+    assert one["b"] is None and one["int8_p50_b_over_a"] is None
+    assert one["a"]["int8_speedup"] == 2.0 and one["a"]["run_id"] == a_docs[1]["run_id"]
