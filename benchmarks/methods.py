@@ -1,16 +1,17 @@
-"""The calibration-method table for the hard zoo model (mnist-gated-dsconv), from real runs.
+"""The calibration-method table for the hard zoo model (mnist-skip-dsconv), from real runs.
 
 Trains the model once if DIR has no model.keras (edgeq.host.train, --train-limit images), runs
-`edgeq sweep` as a library call over the methods x weight granularities (one calibration size,
-no fallback; DIR/sweep.json, the report's input), adds two mixed-precision variants of the
-converter's Min-Max settings (--float-fallback 2 and --activations int16, per-channel), and
-prints per variant: method, granularity, float32 and int8 top-1 (edgeq's host evaluation,
-LiteRT), the drop in points, the int8 size, and an independent top-1 (a plain
-ai_edge_litert Interpreter loop over eval.npz, no edgeq runtime code) that must agree. With
---robustness it also runs edgeq.host.robustness over every variant and adds the mean
-top-1 over all corruptions and severities. It compares the converter's Min-Max file with
-ai-edge-quantizer's Min-Max file tensor by tensor and saves a bar chart of the drop per method
-(--figure, default docs/methods.png).
+`edgeq sweep` as a library call over the methods x weight granularities plus three single
+mixed-precision variants of the converter's Min-Max settings (--float-fallback 2 per-tensor,
+16x8 per-tensor and per-channel; one calibration size; DIR/sweep.json, the report's input), and
+prints per variant: int8 top-1, the drop vs float32 in points with its paired 95% interval
+(edgeq.host.stats, the report's numbers), McNemar's p against float32, against the per-tensor
+converter Min-Max and against the converter Min-Max of the same granularity, the int8 size,
+and an independent top-1 (a plain ai_edge_litert Interpreter loop over eval.npz, no edgeq
+runtime code) that must agree. With --robustness it also runs edgeq.host.robustness over every
+variant and adds the mean top-1 over all corruptions and severities. It compares the
+converter's Min-Max file with ai-edge-quantizer's Min-Max file tensor by tensor and saves the
+report's drop figure (--figure, default docs/methods.png).
 
     .venv/bin/python benchmarks/methods.py [--dir runs/methods] [--robustness]
 """
@@ -25,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-MODEL = "mnist-gated-dsconv"
-METHODS = ("minmax", "aeq-minmax", "percentile:99.9", "percentile:99.99", "mse", "moving-average")
+MODEL = "mnist-skip-dsconv"
+METHODS = ("minmax", "aeq-minmax", "percentile:99.9", "mse")
 
 
 def independent_top1(path: Path, eval_npz: Path) -> float:
@@ -75,31 +76,11 @@ def converter_vs_aeq(a: Path, b: Path) -> list[str]:
     return lines
 
 
-def figure(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [f"{r['method']}\n{r['granularity']}" for r in rows]
-    drops = [r["drop_points"] for r in rows]
-    colors = ["#d62728" if r["method"] == "minmax" else "#1f77b4" for r in rows]
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.62 * len(rows)), 4.2))
-    ax.bar(range(len(rows)), drops, color=colors)
-    ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("top-1 drop vs float32 (points)")
-    ax.set_title(f"{MODEL}: int8 accuracy drop per calibration method (red: converter Min-Max)")
-    ax.axhline(0, color="black", linewidth=0.6)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", type=Path, default=Path("runs/methods"))
-    ap.add_argument("--train-limit", type=int, default=20000)
+    ap.add_argument("--model", default=MODEL)
+    ap.add_argument("--train-limit", type=int, default=None)
     ap.add_argument("--calibration-size", type=int, default=500)
     ap.add_argument("--eval-limit", type=int, default=None)
     ap.add_argument("--robustness", action="store_true")
@@ -107,75 +88,89 @@ def main() -> int:
     ap.add_argument("--figure", type=Path, default=Path("docs/methods.png"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from edgeq.host.evaluate import evaluate
+    from edgeq.host import plots, stats
     from edgeq.host.quantize import quantize
-    from edgeq.host.sweep import SWEEP_DIR, sweep
+    from edgeq.host.sweep import sweep
     from edgeq.host.train import train
 
     d: Path = args.dir
+    n_cal = args.calibration_size
     if not (d / "model.keras").is_file():
         t0 = time.perf_counter()
-        rec = train(d, model_name=MODEL, seed=0, train_limit=args.train_limit)
-        print(f"trained {MODEL} on {args.train_limit} images in {time.perf_counter() - t0:.0f} s:"
-              f" float32 top-1 {rec['float32_test_top1'] * 100:.2f} %", flush=True)
+        rec = train(d, model_name=args.model, seed=0, train_limit=args.train_limit)
+        print(f"trained {args.model} on {rec['train_count']} images in "
+              f"{time.perf_counter() - t0:.0f} s: float32 top-1 "
+              f"{rec['float32_test_top1'] * 100:.2f} %", flush=True)
     if not (d / "manifest.json").is_file():  # DIR itself: the converter's Min-Max, per-channel
-        quantize(d, calibration_size=args.calibration_size, eval_limit=args.eval_limit)
+        quantize(d, calibration_size=n_cal, eval_limit=args.eval_limit)
     t0 = time.perf_counter()
-    doc = sweep(d, calibration_sizes=(args.calibration_size,),
-                granularities=("per-tensor", "per-channel"), methods=METHODS,
-                eval_limit=args.eval_limit)
-    rows = [dict(p) for p in doc["points"]]
-    for extra, kw in (("minmax+fallback2", {"float_fallback": 2}),
-                      ("minmax+int16", {"activations": "int16"})):
-        out = d / SWEEP_DIR / f"{extra}-per-channel-cal{args.calibration_size}"
-        m = quantize(d, out_dir=out, calibration_size=args.calibration_size,
-                     eval_limit=args.eval_limit, **kw)
-        r = evaluate(out, limit=args.eval_limit)
-        rows.append({"method": extra, "granularity": "per-channel", "dir": str(out.relative_to(d)),
-                     "float32_top1": r["models"]["float32"]["top1"],
-                     "int8_top1": r["models"]["int8"]["top1"],
-                     "drop_points": r["drop_points"],
-                     "int8_size_bytes": m["models"]["int8"]["size_bytes"],
-                     "float_layers": m["precision"]["float_layers"]})
+    extras = [("minmax", "per-tensor", n_cal, 2, "int8"),
+              ("minmax", "per-tensor", n_cal, 0, "int16"),
+              ("minmax", "per-channel", n_cal, 0, "int16")]
+    doc = sweep(d, calibration_sizes=(n_cal,), granularities=("per-tensor", "per-channel"),
+                methods=METHODS, extras=extras, eval_limit=args.eval_limit)
+    points = doc["points"]
+    rows = stats.method_comparison(doc)
     print(f"{len(rows)} variants quantized and evaluated in {time.perf_counter() - t0:.0f} s")
-    for r in rows:
-        r["independent_top1"] = independent_top1(d / r["dir"] / "model_int8.tflite",
-                                                 d / r["dir"] / "eval.npz")
-    mean_corrupted: dict[str, Any] = {}
+    labels = np.asarray(doc["labels"], dtype=np.int64)
+    pf = np.asarray(doc["float32_predictions"], dtype=np.int64)
+    ref = next(p for p in points if p["method"] == "minmax" and p["granularity"] == "per-tensor"
+               and not p["float_fallback"] and p.get("activations", "int8") == "int8")
+    pref = np.asarray(ref["int8_predictions"], dtype=np.int64)
+    for p, r in zip(points, rows):
+        pq = np.asarray(p["int8_predictions"], dtype=np.int64)
+        r["p_vs_float32"] = stats.mcnemar(pf, pq, labels).p_value
+        r["p_vs_pt_minmax"] = None if p is ref else stats.mcnemar(pref, pq, labels).p_value
+        r["size_kb"] = p["int8_size_bytes"] / 1024
+        r["independent_top1"] = independent_top1(d / p["dir"] / "model_int8.tflite",
+                                                 d / p["dir"] / "eval.npz")
+        r["int8_top1"] = p["int8_top1"]
     if args.robustness:
         from edgeq.host.robustness import robustness
 
-        rb = robustness(d, variants=[d / r["dir"] for r in rows], limit=args.robustness_limit)
-        f32 = rb["models"][0]
-        mean_corrupted["float32"] = f32["mean_corrupted_top1"]
+        rb = robustness(d, variants=[d / p["dir"] for p in points], limit=args.robustness_limit)
         for r, m in zip(rows, rb["models"][2:]):
             r["mean_corrupted_top1"], r["mean_gap_points"] = (m["mean_corrupted_top1"],
                                                               m["mean_gap_points"])
-    head = ("| method | weights | float32 top-1 % | int8 top-1 % | drop (points) | int8 KB "
-            "| independent LiteRT top-1 % |" + (" mean corrupted int8 top-1 % | gap vs "
-                                                "float32 (points) |" if args.robustness else ""))
-    print()
+        print(f"float32 mean corrupted top-1: {rb['models'][0]['mean_corrupted_top1'] * 100:.2f}"
+              f" % ({args.robustness_limit} images x {len(rb['corruptions'])} corruptions x "
+              f"{len(rb['severities'])} severities)")
+
+    def fmt_p(v: Any) -> str:
+        return "-" if v is None else f"{v:.2g}"
+
+    print(f"\n{args.model}: float32 top-1 {points[0]['float32_top1'] * 100:.2f} % on "
+          f"{labels.size} test images, {n_cal} calibration images")
+    head = ("| variant | int8 top-1 % | drop (points) [95% CI] | McNemar p vs float32 | p vs "
+            "per-tensor Min-Max | p vs Min-Max (same weights) | int8 KB | independent LiteRT "
+            "top-1 % |" + (" mean corrupted top-1 % | gap vs float32 (points) |"
+                           if args.robustness else ""))
     print(head)
-    print("|" + "---|" * (head.count("|") - 1))
+    print("|---|" + "---:|" * (head.count("|") - 2))
     for r in rows:
-        line = (f"| {r['method']} | {r['granularity']} | {r['float32_top1'] * 100:.2f} | "
-                f"{r['int8_top1'] * 100:.2f} | {r['drop_points']:.2f} | "
-                f"{r['int8_size_bytes'] / 1024:.1f} | {r['independent_top1'] * 100:.2f} |")
+        line = (f"| {r['variant']} | {r['int8_top1_pct']:.2f} | {r['drop_pp']:.2f} "
+                f"[{r['drop_ci_low_pp']:.2f}, {r['drop_ci_high_pp']:.2f}] | "
+                f"{fmt_p(r['p_vs_float32'])} | {fmt_p(r['p_vs_pt_minmax'])} | "
+                f"{fmt_p(r['mcnemar_p'])} | {r['size_kb']:.1f} | "
+                f"{r['independent_top1'] * 100:.2f} |")
         if args.robustness:
             line += f" {r['mean_corrupted_top1'] * 100:.2f} | {r['mean_gap_points']:.2f} |"
         print(line)
-    if mean_corrupted:
-        print(f"\nfloat32 mean corrupted top-1: {mean_corrupted['float32'] * 100:.2f} % "
-              f"({args.robustness_limit} images x 5 corruptions x 3 severities)")
-    bad = [r["method"] for r in rows if abs(r["independent_top1"] - r["int8_top1"]) > 1e-9]
-    print(f"independent LiteRT evaluation agrees with edgeq's: {'yes' if not bad else bad}")
-    conv = next(r for r in rows if r["method"] == "minmax" and r["granularity"] == "per-channel")
-    aeq = next(r for r in rows if r["method"] == "aeq-minmax" and r["granularity"] == "per-channel")
-    print("\nconverter Min-Max vs ai-edge-quantizer Min-Max (per-channel):")
-    for line in converter_vs_aeq(d / conv["dir"] / "model_int8.tflite",
-                                 d / aeq["dir"] / "model_int8.tflite"):
-        print("  " + line)
-    figure(rows, args.figure)
+    bad = [r["variant"] for r in rows if abs(r["independent_top1"] - r["int8_top1"]) > 1e-9]
+    print(f"independent LiteRT evaluation agrees with edgeq's on every variant: "
+          f"{'yes' if not bad else 'NO: ' + ', '.join(bad)}")
+    for gran in ("per-tensor", "per-channel"):
+        conv = next(p for p in points if p["method"] == "minmax" and p["granularity"] == gran
+                    and not p["float_fallback"] and p.get("activations", "int8") == "int8")
+        aeq = next(p for p in points if p["method"] == "aeq-minmax" and p["granularity"] == gran
+                   and p.get("activations", "int8") == "int8")
+        print(f"\nconverter Min-Max ({conv['int8_top1'] * 100:.2f} %) vs ai-edge-quantizer "
+              f"Min-Max ({aeq['int8_top1'] * 100:.2f} %), {gran}:")
+        for line in converter_vs_aeq(d / conv["dir"] / "model_int8.tflite",
+                                     d / aeq["dir"] / "model_int8.tflite"):
+            print("  " + line)
+    args.figure.parent.mkdir(parents=True, exist_ok=True)
+    args.figure.write_bytes(plots.method_drops(rows))
     print(f"\nfigure: {args.figure}")
     return 0 if not bad else 1
 
