@@ -54,8 +54,10 @@ MINMAX_NOTE = (
     "min/max the converter keeps: its default update is a moving average over the "
     "calibration samples, m_k = 0.95 m_(k-1) + 0.05 min(sample k) (the same for max), so on "
     "activations with outliers it gives narrower ranges, i.e. other scales, than the "
-    "converter (see edgeq.host.calibration; benchmarks/methods.py compares the two files "
-    "tensor by tensor).")
+    "converter. Where a CONCATENATION joins tensors of different ranges, the converter gives "
+    "every input the concatenation's scale while ai-edge-quantizer keeps an input at its own "
+    "scale and adds a QUANTIZE op that rescales it (see edgeq.host.calibration; "
+    "benchmarks/methods.py compares the two files tensor by tensor).")
 
 
 @dataclass
@@ -151,7 +153,8 @@ def _converter_vs_aeq(sweep: dict[str, Any], rows: list[dict[str, Any]]
             continue
         for q, s in zip(points, rows):
             same = all(q.get(k) == p.get(k) for k in ("granularity", "calibration_size"))
-            if q.get("method") == "aeq-minmax" and same and not q.get("float_fallback"):
+            if q.get("method") == "aeq-minmax" and same and not q.get("float_fallback") \
+                    and q.get("activations", "int8") == "int8":  # not its 16x8 variants
                 pa = np.asarray(p.get("int8_predictions") or [], dtype=np.int64)
                 pb = np.asarray(q.get("int8_predictions") or [], dtype=np.int64)
                 ok = labels.size and pa.size == pb.size == labels.size
