@@ -35,9 +35,12 @@ KINDS = ("float32", "int8")
 MIN_AGREEMENT = 0.999
 #: small timing settings: the emulated board is 50-400x slower than native
 BENCH_FAST = ["--rounds", "1", "--runs-min", "10", "--run-s-min", "0.2"]
-#: images evaluated on the board (of tiny_artifacts' 2000): emulated float32 without XNNPACK
-#: (tflite-runtime) costs ~80 ms an image
-EVAL_LIMIT = 1000
+#: images evaluated on the board (of tiny_artifacts' 2000): emulated float32 costs 80-175 ms
+#: an image (tflite-runtime without XNNPACK; ai-edge-litert's XNNPACK under QEMU), most of
+#: this test's time. 400 keeps CI well under 30 min with the two-board tests; at 400 the
+#: >= 99.9 % agreement rule allows no mismatch (the same kernels give the same predictions:
+#: 0 of 100 differed on the board in this session's check)
+EVAL_LIMIT = 400
 DEPLOY_TIMEOUT_S = 1200.0
 BENCH_TIMEOUT_S = 900.0
 

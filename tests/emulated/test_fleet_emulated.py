@@ -28,8 +28,8 @@ from emulated_helpers import FLEET_DEVICE_DIR, FleetDeploy, FleetInventory, json
 pytestmark = [pytest.mark.emulated, pytest.mark.timeout(2400)]
 
 #: tiny measurement settings: the emulated boards are 50-400x slower than native
-BENCH_TINY = ["--rounds", "1", "--runs-min", "5", "--run-s-min", "0.05", "--eval-limit", "50"]
-PROFILE_TINY = ["--runs", "30", "--rounds", "2"]
+BENCH_TINY = ["--rounds", "1", "--runs-min", "5", "--run-s-min", "0.05", "--eval-limit", "20"]
+PROFILE_TINY = ["--runs", "10", "--rounds", "2"]
 TIMEOUT_S = 1200.0
 
 
