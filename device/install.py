@@ -42,6 +42,7 @@ import json
 import os
 import posixpath
 import shutil
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -50,11 +51,14 @@ from edgeq.device.errors import EdgeqError, IntegrityError, ModelNotFoundError, 
 from edgeq.device.fileutil import sha256_bytes, sha256_file
 from edgeq.device.store import (
     MODEL_KINDS,
+    STORE_MARKER,
     Store,
     atomic_write_bytes,
     atomic_write_file,
     claim_home,
     fsync_dir,
+    home_facts,
+    home_problem,
 )
 
 #: what an upload in flight is called: `.NAME.RANDOM.part` in the directory it goes to
@@ -206,7 +210,8 @@ def check(store: Store, spec: dict[str, Any]) -> dict[str, Any]:
     (the agent release id) and "agent" ({file name: sha256} of its files), "deploy_script"
     (sha256), "current" (the current.json fields the deploy would write, but "deployed_utc",
     with "manifest_sha256" for the manifest) and "settings" (the deploy's options, as the
-    stamp records them). Unchanged when: the agent link points at that release and its files
+    stamp records them). Unchanged when: the directory is edgeq's, this user's, marked and
+    0700 (nothing for claim_home to do), the agent link points at that release and its files
     hash as given, deploy.sh hashes as given, current.json names the same models, data,
     manifest and release, every model and data set it names re-hashes to its name (a damaged
     file is a change), the deploy stamp belongs to this current.json and has the same
@@ -214,6 +219,14 @@ def check(store: Store, spec: dict[str, Any]) -> dict[str, Any]:
     Reads only; never raises for what it finds (each difference is a line in "changed")."""
     lay = store.layout
     changed: list[str] = []
+    facts = home_facts(lay.home)  # what claim_home would change: edgeq's, ours, marked, 0700
+    problem = home_problem(facts)
+    if problem is not None:
+        changed.append(problem.message)
+    elif facts["marker_format"] is None:
+        changed.append(f"{lay.home} has no {STORE_MARKER} marker")
+    elif stat.S_IMODE(os.stat(lay.home).st_mode) != 0o700:
+        changed.append(f"{lay.home} is not mode 0700")
     release = str(spec.get("release") or "")
     if os.path.basename(os.readlink(lay.agent) if os.path.islink(lay.agent) else "") != release:
         changed.append(f"the agent link does not point at release {release}")

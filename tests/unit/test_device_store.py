@@ -257,7 +257,15 @@ def test_install_check_compares_what_the_host_would_send_with_the_device(tmp_pat
             "current": {**record, "manifest_sha256": sha(b'{"k": 1}').hexdigest()}}
     out = check(store, spec)
     assert out["home"] == lay.home and out["unchanged"] is False
+    assert out["changed"] == [f"{lay.home} has no .edgeq-store marker"] + out["changed"][1:]
+    from edgeq.device.store import claim_home
+
+    claim_home(lay.home)  # marked and 0700, as deploy leaves it
+    out = check(store, spec)
     assert len(out["changed"]) == 1 and out["changed"][0].startswith("the daemon does not answer")
+    os.chmod(lay.home, 0o755)
+    assert f"{lay.home} is not mode 0700" in check(store, spec)["changed"]
+    os.chmod(lay.home, 0o700)
     # each difference is named
     os.chmod(lay.model(b), 0o644)
     Path(lay.model(b)).write_bytes(b"tampered")
