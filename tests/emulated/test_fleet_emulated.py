@@ -5,7 +5,8 @@ its own network namespace, root filesystem and host key) are in one Ansible inve
 third, unreachable entry ("ghost", a closed loopback port). Checked here:
 - the inventory deploy reaches both boards at once and the ghost fails alone, with a one-line
   error, and the exit code says not every board succeeded; a repeated deploy to the two boards
-  is "unchanged" on both (one command each);
+  is "unchanged" on both (one command each); a changed host key on one board refuses that
+  board alone, before anything is sent to it;
 - a settings matrix (--threads 1,2) on both boards: each board ran every cell, in the order
   the seed and its name give (recorded in the edgeq.fleet/1 document and in the history), and
   the CPU each board's agent recorded is that board's own (the two differ);
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,36 @@ def test_repeated_inventory_deploy_is_unchanged_on_both(
     print("repeated fleet deploy: " + ", ".join(
         f"{b['board']} {b['deploy']['seconds']:.2f} s" for b in doc["boards"])
         + f"; {doc['elapsed_s']:.2f} s wall")
+
+
+def test_a_changed_host_key_on_one_board_is_refused_and_the_other_deploys(
+        fleet_deployed: FleetDeploy, fleet_inventory: FleetInventory, tiny_artifacts: Path,
+        tmp_path: Path) -> None:
+    """pi3 presents a host key other than the one known_hosts holds for it (here: known_hosts
+    holds another key): pi3 alone is refused, before anything is sent; pi4 deploys."""
+    pi3 = fleet_inventory.boards["pi3"]
+    before = pi3.ssh(f"sha256sum {FLEET_DEVICE_DIR}/deployments/current.json")
+    assert before.returncode == 0, before.stderr
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)],
+                   check=True)
+    wrong = tmp_path / "known_hosts_pi3"
+    key = " ".join(Path(f"{other}.pub").read_text().split()[:2])
+    wrong.write_text(f"{pi3.alias},{pi3.address} {key}\n")
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(fleet_inventory.ssh_config.read_text().replace(str(pi3.known_hosts),
+                                                                  str(wrong)))
+    proc = run_edgeq(["deploy", str(tiny_artifacts), "--inventory", str(fleet_inventory.path),
+                      "--limit", "boards", "--ssh-config", str(cfg), "--offline-wheels",
+                      "--runtime", "litert", "--json"], timeout_s=TIMEOUT_S, check=False)
+    doc = json_doc(proc)
+    assert proc.returncode == 1 and doc["ok"] is False, proc.stderr[-2000:]
+    by_name = {b["board"]: b for b in doc["boards"]}
+    assert by_name["pi3"]["ok"] is False and by_name["pi3"]["deploy"] is None
+    assert by_name["pi3"]["error"]["code"] == "HostKeyMismatchError", by_name["pi3"]["error"]
+    assert by_name["pi4"]["ok"] is True and by_name["pi4"]["deploy"]["unchanged"] is True
+    after = pi3.ssh(f"sha256sum {FLEET_DEVICE_DIR}/deployments/current.json")
+    assert after.stdout == before.stdout  # nothing was done on pi3
 
 
 def _seed_with_distinct_orders(names: list[str]) -> int:
