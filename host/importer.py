@@ -23,13 +23,17 @@ from typing import Any, Optional, Union
 
 from edgeq.device.errors import EdgeqError
 from edgeq.device.fileutil import sha256_bytes, utc_now
-from edgeq.host.artifacts import EVAL_FILE, model_file_name, write_artifacts
+from edgeq.host.artifacts import (
+    EVAL_FILE,
+    eval_data_entry,
+    eval_file_bytes,
+    model_file_name,
+    write_artifacts,
+)
 from edgeq.host.preprocess import ModelInput, Preprocessing, class_names_for, prepare_data
 from edgeq.host.quantize import (
     MANIFEST_SCHEMA,
     classifier_input,
-    eval_data_entry,
-    eval_npz_bytes,
     model_entry,
 )
 from edgeq.host.tflite_file import TfliteFileError, full_integer_problems, parse_tflite
@@ -125,7 +129,7 @@ def import_pair(
     pre = preprocessing or Preprocessing()
     evalset = prepare_data(eval_file, float_in, pre, purpose="evaluation", data_dir=data_dir,
                            limit=eval_limit)
-    eval_bytes = eval_npz_bytes(evalset, float_in.num_classes)
+    eval_bytes = eval_file_bytes(evalset, float_in.num_classes)
     problems = full_integer_problems(i8)
     out = Path(out_dir)
     float_dst, int8_dst = out / model_file_name("float32"), out / model_file_name("int8")

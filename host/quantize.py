@@ -43,6 +43,8 @@ from edgeq.host.artifacts import (
     EVAL_FILE,
     KERAS_FILE,
     TRAIN_JSON,
+    eval_data_entry,
+    eval_file_bytes,
     model_file_name,
     write_artifacts,
 )
@@ -463,7 +465,7 @@ def quantize(
     else:
         _verify_int8(int8_bytes, int8_path, per_channel)
     full_integer = full_integer_problems(parse_tflite(int8_bytes, int8_path))
-    eval_bytes = eval_npz_bytes(evalset, model_in.num_classes)
+    eval_bytes = eval_file_bytes(evalset, model_in.num_classes)
 
     name = model_name or _model_name(src, source_path, source.keras_model)
     manifest: dict[str, Any] = {
@@ -527,30 +529,6 @@ def quantize(
         100.0 * len(int8_bytes) / len(float_bytes),
     )
     return manifest
-
-
-def eval_npz_bytes(evalset: PreparedData, num_classes: int) -> bytes:
-    """eval.npz: `images` exactly as the float32 model takes them, `labels` (uint8 when the
-    classes fit a byte, as MNIST's always have, else int64)."""
-    labels = evalset.labels if evalset.labels is not None else np.zeros(0, np.int64)
-    labels = labels.astype(np.uint8 if num_classes <= 256 else np.int64)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, images=evalset.images, labels=labels)
-    return buf.getvalue()
-
-
-def eval_data_entry(evalset: PreparedData, eval_bytes: bytes) -> dict[str, Any]:
-    """The manifest's `eval_data` (docs/SCHEMA.md)."""
-    return {
-        "file": EVAL_FILE,
-        "sha256": sha256_bytes(eval_bytes),
-        "size_bytes": len(eval_bytes),
-        "count": len(evalset.images),
-        "source": evalset.source,
-        "dtype": str(evalset.images.dtype),
-        "shape": [int(d) for d in evalset.images.shape[1:]],
-        "resized": evalset.resized,
-    }
 
 
 def _train_record(src: Path, source_path: Path) -> dict[str, Any]:

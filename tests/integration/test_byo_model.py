@@ -35,6 +35,7 @@ from byo_data import (
     write_folder,
     write_npz,
 )
+from edgeq.device.evaldata import load_eval_data
 
 SCALE = 1.0 / 255.0  # the digits model takes pixels scaled to 0..1
 EVAL_LIMIT = 200
@@ -114,9 +115,11 @@ def test_digits_quantize_evaluate_deploy_bench_report(
     # edgeq stored them (each stored image matched to one of ours with the same values)
     raw, labels = read_folder(digits_files["eval_folder"], DIGIT_NAMES)
     inputs = raw.astype(np.float32) * np.float32(SCALE)
-    with np.load(art / "eval.npz") as npz:  # what edgeq stored: the same model-ready values
-        assert npz["images"].dtype == np.float32
-        order = stored_order(npz["images"], npz["labels"], inputs, labels)
+    with np.load(art / "eval.npz") as npz:  # what edgeq stored: uint8 pixels + the map
+        assert npz["pixels"].dtype == np.uint8 and "images" not in npz.files
+    stored, stored_labels = load_eval_data(art / "eval.npz")  # the same model-ready values
+    assert stored.dtype == np.float32
+    order = stored_order(stored, stored_labels, inputs, labels)
     inputs, labels = inputs[order], labels[order]
     want = {k: litert_evaluate(art / f"model_{k}.tflite", inputs, labels)
             for k in ("float32", "int8")}

@@ -94,6 +94,7 @@ def test_keras_model_with_image_folders_and_a_scale(colour: dict[str, Any],
     m = _q(colour, tmp_path / "a")
     assert m["class_names"] == list(CLASSES) and m["num_classes"] == 3
     assert m["preprocessing"]["scale"] == SCALE and m["preprocessing"]["identity"] is False
+    assert m["calibration"].pop("weight_ranges")  # edgeq.host.quantize.weight_ranges
     assert m["calibration"] == {"size": 24, "seed": 0, "source": "folder:calib",
                                 "per_channel": True, "method": "minmax",
                                 "parameters": {}, "ranges": None}
@@ -106,8 +107,9 @@ def test_keras_model_with_image_folders_and_a_scale(colour: dict[str, Any],
     # eval.npz holds exactly what the float32 model takes: the PNGs resized, then scaled
     png = Image.open(colour["base"] / "eval" / "blue" / "00.png").resize((24, 24),
                                                                          Image.BILINEAR)
-    with np.load(tmp_path / "a" / "eval.npz") as npz:
-        images, labels = npz["images"], npz["labels"]
+    from edgeq.device.evaldata import load_eval_data  # uint8 pixels + the map, applied
+
+    images, labels = load_eval_data(tmp_path / "a" / "eval.npz")
     assert np.allclose(images[0], np.asarray(png, np.float32) * np.float32(SCALE))
     assert labels.tolist()[:6] == [0, 1, 2, 0, 1, 2]
     # edgeq's numbers equal an independent LiteRT run on the same files and data

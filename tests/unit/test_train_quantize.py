@@ -81,6 +81,8 @@ def test_manifest(tiny_artifacts: Path) -> None:
     m = json.loads((tiny_artifacts / "manifest.json").read_text())
     assert m["schema"] == "edgeq.manifest/1" and m["model_name"] == "mnist-cnn"
     assert m["tensorflow_version"] and m["converter"]["supported_ops"] == ["TFLITE_BUILTINS_INT8"]
+    weight_ranges = m["calibration"].pop("weight_ranges")  # Min-Max weights: max|w| per channel
+    assert weight_ranges and all(w["chosen_abs"] == w["minmax_abs"] for w in weight_ranges)
     assert m["calibration"] == {
         "size": 100,
         "seed": 0,
