@@ -23,6 +23,7 @@ from edgeq.host.cli.common import (
     IdentityFileOption,
     InventoryOption,
     LimitOption,
+    MlperfMinSOption,
     OrderSeedOption,
     RoundsOption,
     RunSMinOption,
@@ -67,11 +68,11 @@ def bench_remote_command(
     xnnpack: XnnpackListOption = None, no_xnnpack: NoXnnpackOption = False,
     runtime: RuntimeListOption = None, seed: OrderSeedOption = None, rounds: RoundsOption = 2,
     eval_limit: EvalLimitOption = None, runs_min: RunsMinOption = None,
-    run_s_min: RunSMinOption = None, device_dir: DeviceDirOption = DEFAULT_HOME,
-    no_daemon: NoDaemonOption = False, accept_new_host_key: AcceptNewHostKeyOption = False,
-    ssh_config: SSHConfigOption = None, identity_file: IdentityFileOption = None,
-    connect_timeout_s: ConnectTimeoutOption = 10.0, as_json: JsonOption = False,
-    no_history: NoHistoryOption = False,
+    run_s_min: RunSMinOption = None, mlperf_min_s: MlperfMinSOption = None,
+    device_dir: DeviceDirOption = DEFAULT_HOME, no_daemon: NoDaemonOption = False,
+    accept_new_host_key: AcceptNewHostKeyOption = False, ssh_config: SSHConfigOption = None,
+    identity_file: IdentityFileOption = None, connect_timeout_s: ConnectTimeoutOption = 10.0,
+    as_json: JsonOption = False, no_history: NoHistoryOption = False,
 ) -> None:
     """Measure the deployed float32 and int8 models on the device, side by side.
 
@@ -90,7 +91,8 @@ def bench_remote_command(
     matrix = Matrix.parse(threads, xnnpack, runtime, no_xnnpack=no_xnnpack)
     link = connect_options(accept_new_host_key, ssh_config, identity_file, connect_timeout_s)
     options = {"rounds": rounds, "eval_limit": eval_limit, "runs_min": runs_min,
-               "run_s_min": run_s_min, "use_daemon": not no_daemon}
+               "run_s_min": run_s_min, "mlperf_min_s": mlperf_min_s,
+               "use_daemon": not no_daemon}
     run = _bench_fleet if is_fleet(targets, matrix) else _bench_one
     run(targets, matrix, artifacts_dir, device_dir=device_dir, link=link, options=options,
         history=None if no_history else History(), as_json=as_json, forks=forks, seed=seed)

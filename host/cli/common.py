@@ -57,6 +57,7 @@ ThreadsOption = Annotated[int, _setting_option(
 EvalLimitOption = Annotated[Optional[int], _setting_option("eval_limit")]
 RunsMinOption = Annotated[Optional[int], _setting_option("runs_min", " per round")]
 RunSMinOption = Annotated[Optional[float], _setting_option("run_s_min", " per round")]
+MlperfMinSOption = Annotated[Optional[float], _setting_option("mlperf_min_s", " per round")]
 # several boards (edgeq.host.inventory, edgeq.host.fleet) and the settings matrix
 # (edgeq.host.matrix): a comma list in --threads/--xnnpack/--runtime makes a matrix
 HostsOption = Annotated[Optional[list[str]], typer.Option(
