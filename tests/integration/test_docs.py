@@ -276,7 +276,7 @@ def printed(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[dict[str, Any]]:
     """What the commands print, from one local deploy and one bench-remote through the daemon."""
     base = tmp_path_factory.mktemp("docs")
-    home = base / "edgeq"
+    home, home2 = base / "edgeq", base / "edgeq-b"
     env = dict(os.environ, EDGEQ_HISTORY_DB=str(base / "history.sqlite3"), COLUMNS="160")
     out: dict[str, Any] = {}
     deployed = json.loads(_edgeq("deploy", str(tiny_artifacts), "--host", "local",
@@ -286,6 +286,19 @@ def printed(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory
         out["compare"] = json.loads(_edgeq(
             "bench-remote", str(tiny_artifacts), "--host", "local", "--device-dir", str(home),
             "--eval-limit", str(EVAL_LIMIT), "--rounds", "2", *FAST, "--json", env=env))
+        out["profile"] = json.loads(_edgeq(
+            "profile", str(tiny_artifacts), "--host", "local", "--device-dir", str(home),
+            "--runs", "20", "--rounds", "2", "--json", env=env))
+        # a fleet: the board above and a second device dir, from an Ansible inventory
+        inventory = base / "lab.ini"
+        inventory.write_text(f"[lab]\na ansible_connection=local edgeq_device_dir={home}\n"
+                             f"b ansible_connection=local edgeq_device_dir={home2}\n")
+        out["fleet_deploy"] = json.loads(_edgeq(
+            "deploy", str(tiny_artifacts), "--inventory", str(inventory), "--json", env=env))
+        out["fleet"] = json.loads(_edgeq(
+            "bench-remote", str(tiny_artifacts), "--inventory", str(inventory),
+            "--threads", "1", "--eval-limit", str(EVAL_LIMIT), "--rounds", "1", *FAST,
+            "--json", env=env))
         current = json.loads((home / "deployments" / "current.json").read_text())
         out["current"] = current
         model = home / "models" / f"{current['int8']}.tflite"
@@ -307,6 +320,8 @@ def printed(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory
         yield out
     finally:
         _agent(home, "stop", env=env)
+        if home2.exists():
+            _agent(home2, "stop", env=env)
 
 
 def test_printed_setup(printed: dict[str, Any]) -> None:
@@ -396,3 +411,22 @@ def test_schema_daemon_ops_and_their_args(schema: dict, printed: dict[str, Any])
     diff = key_diff(documented_keys(schema, "ops"), real, set())
     assert not diff, "docs/SCHEMA.md's daemon ops disagree with the daemon:\n  " + \
         "\n  ".join(diff)
+
+
+def test_schema_profile(schema: dict, printed: dict[str, Any]) -> None:
+    doc = printed["profile"]
+    assert doc["schema"] == "edgeq.profile/1" and doc["layers"]
+    assert_keys("docs/SCHEMA.md edgeq.profile/1", documented(schema, "edgeq.profile/1",
+                                                              fragments=schema), doc)
+
+
+def test_schema_fleet_documents(schema: dict, printed: dict[str, Any]) -> None:
+    deployed, fleet = printed["fleet_deploy"], printed["fleet"]
+    assert deployed["ok"] and [b["board"] for b in deployed["boards"]] == ["a", "b"]
+    assert fleet["ok"] and {b["board"] for b in fleet["boards"]} == {"a", "b"}
+    assert_keys("docs/SCHEMA.md edgeq.fleet_deploy/1",
+                documented(schema, "edgeq.fleet_deploy/1"), deployed,
+                stop=frozenset({"boards.deploy"}))  # each board's own deploy summary
+    assert_keys("docs/SCHEMA.md edgeq.fleet/1", documented(schema, "edgeq.fleet/1",
+                                                            fragments=schema), fleet,
+                stop=frozenset({"boards.runs.compare"}))  # edgeq.compare/1, tested above
