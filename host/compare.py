@@ -202,6 +202,14 @@ def ratios(float32: dict[str, Any], int8: dict[str, Any]) -> dict[str, Optional[
     return out
 
 
+def int8_speedup_p50(doc: Optional[dict[str, Any]]) -> Optional[float]:
+    """float32 p50 / int8 p50 of a compare document (> 1: int8 is faster); None if unknown."""
+    models = (doc or {}).get("models") or {}
+    f32 = (models.get("float32") or {}).get("latency_ms_p50")
+    i8 = (models.get("int8") or {}).get("latency_ms_p50")
+    return None if f32 is None or not i8 else float(f32) / float(i8)
+
+
 def build_compare(
     float32_rounds: Sequence[dict[str, Any]],
     int8_rounds: Sequence[dict[str, Any]],

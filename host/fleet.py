@@ -20,8 +20,8 @@ On top of it:
 Progress: `events(board, name, details)` from the worker threads: "board_queued",
 "board_connecting", "cell" {"index", "total", "cell"}, "cell_failed", the library's own events
 (deploy's, bench_remote's, by their names) and "board_done" {"ok", "error", "elapsed_s"}.
-Imports: standard library, edgeq.device, edgeq.host (inventory, matrix, link, bench_remote;
-deploy and history lazily).
+Imports: standard library, edgeq.device, edgeq.host (inventory, matrix, compare, link,
+bench_remote; deploy and history lazily).
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 from edgeq.device.errors import EdgeqError
 from edgeq.device.fileutil import utc_now
 from edgeq.device.store import DEFAULT_HOME
+from edgeq.host.compare import int8_speedup_p50
 from edgeq.host.inventory import Target
 from edgeq.host.matrix import Matrix
 
@@ -279,7 +280,7 @@ def _cell_figures(run: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
     p50 = (f32.get("latency_ms_p50"), i8.get("latency_ms_p50"))
     return {"run_id": doc.get("run_id"), "float32_latency_ms_p50": p50[0],
             "int8_latency_ms_p50": p50[1],
-            "int8_speedup": p50[0] / p50[1] if None not in p50 and p50[1] else None,
+            "int8_speedup": int8_speedup_p50(doc),
             "float32_top1": f32.get("accuracy"), "int8_top1": i8.get("accuracy")}
 
 

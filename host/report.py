@@ -296,7 +296,7 @@ def _model_io_rows(manifest: dict[str, Any]) -> list[tuple[str, str]]:
 
 # ------------------------------------------------------------------ rendering
 
-_CSS = """
+CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;
 max-width:1100px;color:#222;line-height:1.45;padding:0 1em}
 h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd}
@@ -346,7 +346,7 @@ def render_html(run: dict[str, Any], summary: dict[str, Any], manifest: Optional
     out: list[str] = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{e(_title(run, manifest))}</title><style>{_CSS}</style></head><body>",
+        f"<title>{e(_title(run, manifest))}</title><style>{CSS}</style></head><body>",
         f"<h1>{e(_title(run, manifest))}</h1>",
         f'<p class="note">measured {e(str(run.get("time_utc", "?")))}; report generated '
         f'{e(summary["generated_utc"])} by edgeq {e(__version__)}</p>',
@@ -407,7 +407,7 @@ def render_html(run: dict[str, Any], summary: dict[str, Any], manifest: Optional
             out.append("<h3>Per-layer quantization error</h3>")
             out.append(dict_table("layer-errors", layers.error_rows))
     for sec in sections:
-        out.extend(_section_html(sec))
+        out.extend(section_html(sec))
     if sweep:
         out.append('<h2 id="sweep">Sweep: calibration-set size and granularity</h2>')
         out.append('<table id="sweep-table"><thead><tr>'
@@ -470,7 +470,7 @@ def render_markdown(run: dict[str, Any], summary: dict[str, Any],
         if layers.note:
             out += [layers.note, ""]
     for sec in sections:
-        out += _section_markdown(sec)
+        out += section_markdown(sec)
     if sweep:
         out += ["## Sweep: calibration-set size and granularity", "",
                 "| " + " | ".join(SWEEP_HEADER) + " |", "|---|" + "---:|" * (len(SWEEP_HEADER) - 1)]
@@ -505,7 +505,7 @@ def _embedded(run: dict[str, Any], summary: dict[str, Any], sweep: Optional[dict
                if sections else {})}
 
 
-def _section_html(sec: Section) -> list[str]:
+def section_html(sec: Section) -> list[str]:
     """A Section (edgeq.host.report_sections) as HTML: title, notes, tables, figures."""
     e = html.escape
     out = [f'<h2 id="{e(sec.id)}">{e(sec.title)}</h2>']
@@ -515,7 +515,7 @@ def _section_html(sec: Section) -> list[str]:
     return out + [_img(f) for f in sec.figures]
 
 
-def _section_markdown(sec: Section) -> list[str]:
+def section_markdown(sec: Section) -> list[str]:
     out = [f"## {sec.title}", ""]
     for par in sec.paragraphs:
         out += [par, ""]

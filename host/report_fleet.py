@@ -40,8 +40,9 @@ from edgeq.device import __version__
 from edgeq.device.errors import EdgeqError, UsageError
 from edgeq.device.fileutil import utc_now
 from edgeq.device.store import atomic_write_bytes
+from edgeq.host.compare import int8_speedup_p50
 from edgeq.host.matrix import Cell, Matrix
-from edgeq.host.report import _CSS, ReportPaths, _section_html, _section_markdown
+from edgeq.host.report import CSS, ReportPaths, section_html, section_markdown
 from edgeq.host.report_figures import Figure
 from edgeq.host.report_sections import Section, Table
 from edgeq.host.report_tables import get_path
@@ -119,13 +120,6 @@ def error_text(error: Any) -> str:
     return text + (f" (hint: {hint})" if hint else "")
 
 
-def speedup(compare: Optional[dict[str, Any]]) -> Optional[float]:
-    """float32 p50 / int8 p50 of a compare document (> 1: int8 is faster), None if unknown."""
-    f32 = get_path(compare, "models", "float32", "latency_ms_p50")
-    i8 = get_path(compare, "models", "int8", "latency_ms_p50")
-    return None if f32 is None or not i8 else float(f32) / float(i8)
-
-
 def _pct(value: Optional[float]) -> Optional[float]:
     return None if value is None else float(value) * 100.0
 
@@ -162,7 +156,7 @@ LATENCY_COLUMNS = (("float32_latency_ms_p50", "float32", "latency_ms_p50"),
 def _row(board: dict[str, Any], setting: str, run: Optional[dict[str, Any]]) -> dict[str, Any]:
     comp = (run or {}).get("compare")
     row: dict[str, Any] = {"board": board["board"], "setting": setting,
-                           "int8_speedup_p50": speedup(comp)}
+                           "int8_speedup_p50": int8_speedup_p50(comp)}
     for col, model, key in LATENCY_COLUMNS:
         row[col] = get_path(comp, "models", model, key)
     f32 = _pct(get_path(comp, "models", "float32", "accuracy"))
@@ -252,7 +246,7 @@ def fleet_grid(doc: dict[str, Any]) -> Grid:
         for j, label in enumerate(labels):
             comp = (runs.get(label) or {}).get("compare")
             p50 = get_path(comp, "models", "int8", "latency_ms_p50")
-            s = speedup(comp)
+            s = int8_speedup_p50(comp)
             lat[i, j] = np.nan if p50 is None else float(p50)
             spd[i, j] = np.nan if s is None else s
     return Grid(tuple(boards), tuple(labels), lat, spd)
@@ -387,7 +381,7 @@ def render_html(doc: dict[str, Any], sections: Sequence[Section], generated: str
     e = html.escape
     out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{e(_title(doc))}</title><style>{_CSS}"
+           f"<title>{e(_title(doc))}</title><style>{CSS}"
            "#fleet-table td,#speedup-table td{white-space:nowrap;overflow-wrap:normal}"
            "#boards-table td{overflow-wrap:normal}</style>"
            "</head><body>", f"<h1>{e(_title(doc))}</h1>",
@@ -398,7 +392,7 @@ def render_html(doc: dict[str, Any], sections: Sequence[Section], generated: str
                    "an emulator, not real boards. Their latencies and speed-ups are NOT the "
                    "hardware's; sizes and accuracy are.</div>")
     for sec in sections:
-        out.extend(_section_html(sec))
+        out.extend(section_html(sec))
     out.append('<h2 id="reproduce">Reproduce</h2><pre>' + e(reproduce_text(doc)) + "</pre>")
     data = json.dumps(embedded, sort_keys=True).replace("</", "<\\/")
     out.append(f'<script type="application/json" id="edgeq-report-data">{data}</script>')
@@ -413,7 +407,7 @@ def render_markdown(doc: dict[str, Any], sections: Sequence[Section], generated:
         out += [f"> **EMULATED: {', '.join(emu)} ran on an emulator; their latencies are NOT "
                 "the hardware's.**", ""]
     for sec in sections:
-        out += _section_markdown(sec)
+        out += section_markdown(sec)
     out += ["## Reproduce", "", "```", reproduce_text(doc), "```", ""]
     return "\n".join(out)
 

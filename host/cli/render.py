@@ -585,8 +585,10 @@ def _fleet_row(board: dict[str, Any], run: dict[str, Any]) -> list[str]:
     doc = run.get("compare") or {}
     f32 = (doc.get("models") or {}).get("float32") or {}
     i8 = (doc.get("models") or {}).get("int8") or {}
+    from edgeq.host.compare import int8_speedup_p50
+
     p50 = (f32.get("latency_ms_p50"), i8.get("latency_ms_p50"))
-    speedup = p50[0] / p50[1] if None not in p50 and p50[1] else None
+    speedup = int8_speedup_p50(doc)
     status = "[green]ok[/]" if run.get("error") is None else "[red]failed[/]"
     return [escape(board["board"]), escape(_cell_text(run["cell"])), _opt(p50[0], ".3f"),
             _opt(p50[1], ".3f"), "n/a" if speedup is None else f"{speedup:.2f}x",
