@@ -17,7 +17,6 @@ MNIST_DATA_DIR = Path(__file__).resolve().parent / "mnist" / "data"
 # model name -> module (relative to this package)
 _MODULES: dict[str, str] = {
     "mnist-cnn": ".mnist_cnn",
-    "mnist-gated-dsconv": ".mnist_gated_dsconv",
     "mnist-skip-dsconv": ".mnist_skip_dsconv",
 }
 
