@@ -3,7 +3,7 @@
 The LiteRT Python interpreter has no op profiler, so the host (edgeq.host.profile) cuts small
 models from the .tflite under test (prefix models: its first k+1 ops; single-op models; a
 zero-op model that only measures the harness) and pushes them, named by content, to
-`profile_dir(layout)` on the device. This module times them; the host turns the times into
+`Layout.profiles_dir` (edgeq.device.store) on the device. This module times them; the host turns the times into
 per-layer figures.
 
 A plan (`edgeq.profile_plan/1`, JSON; `read_plan` checks it) names the models and the timing:
@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import posixpath
 import random
 import re
 import time
@@ -53,24 +52,25 @@ from edgeq.device.errors import UsageError
 from edgeq.device.fileutil import utc_now
 from edgeq.device.protocol import MAX_PROFILE_MODELS, MAX_PROFILE_ROUNDS
 from edgeq.device.settings import BenchSettings
+from edgeq.device.store import Layout
 
 PLAN_SCHEMA = "edgeq.profile_plan/1"
 RESULT_SCHEMA = "edgeq.profile_run/1"
 #: the directory of the store that holds cut models and plans (content-named, disposable)
-PROFILE_DIR_NAME = "profiles"
 #: untimed runs at the start of each model's turn in a round
 RETOUCH_RUNS = 2
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 def profile_dir(home: str) -> str:
-    """The profile directory of the device store whose (absolute, POSIX) home is `home`."""
-    return posixpath.join(home, PROFILE_DIR_NAME)
+    """The profile directory of the device store whose (absolute, POSIX) home is `home`
+    (edgeq.device.store.Layout, the store layout's one owner)."""
+    return Layout(home).profiles_dir
 
 
 def profile_model_path(home: str, sha256: str) -> str:
     """Where a cut model named by its sha256 lives on the device."""
-    return posixpath.join(profile_dir(home), f"{sha256}.tflite")
+    return Layout(home).profile_model(sha256)
 
 
 def _bad_plan(what: str) -> UsageError:

@@ -84,6 +84,14 @@ class Layout:
         return self._join("models")
 
     @property
+    def profiles_dir(self) -> str:
+        """edgeq profile's cut models and plans, named by content (disposable)."""
+        return self._join("profiles")
+
+    def profile_model(self, sha256: str) -> str:
+        return self._join("profiles", f"{sha256}.tflite")
+
+    @property
     def data_dir(self) -> str:
         return self._join("data")
 
