@@ -3,8 +3,8 @@
 The LiteRT Python interpreter has no op profiler, so the host (edgeq.host.profile) cuts small
 models from the .tflite under test (prefix models: its first k+1 ops; single-op models; a
 zero-op model that only measures the harness) and pushes them, named by content, to
-`Layout.profiles_dir` (edgeq.device.store) on the device. This module times them; the host turns the times into
-per-layer figures.
+`Layout.profiles_dir` (edgeq.device.store) on the device. This module times them; the host
+turns the times into per-layer figures.
 
 A plan (`edgeq.profile_plan/1`, JSON; `read_plan` checks it) names the models and the timing:
     {"schema": "edgeq.profile_plan/1", "models": [{"sha256": str, "path": str}, ...],
