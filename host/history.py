@@ -205,6 +205,19 @@ class History:
         finally:
             db.close()
 
+    @staticmethod
+    @contextmanager
+    def _write(db: sqlite3.Connection) -> Iterator[None]:
+        """One write transaction: BEGIN IMMEDIATE, COMMIT, or ROLLBACK on any exception."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
     def check_writable(self) -> None:
         """HistoryError unless a run can be stored now: the file opens, its schema is one
         this code knows, and it takes a write lock (waiting CHECK_BUSY_TIMEOUT_S at most)."""
@@ -218,8 +231,7 @@ class History:
         self._check_version(db)  # before anything writes (a newer file is left as it is)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA foreign_keys=ON")
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write(db):
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if "schema_version" in tables:
                 row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
@@ -246,11 +258,6 @@ class History:
                 for script in (_SCHEMA, *_MIGRATIONS.values()):
                     _execute_all(db, script)
                 db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         self._ready = True
 
     def _migrate(self, db: sqlite3.Connection, version: int) -> None:
@@ -314,8 +321,7 @@ class History:
             json.dumps(environment, sort_keys=True),
         )
         with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._write(db):
                 cur = db.execute(
                     "INSERT INTO runs (time_utc, host, model_name, machine, emulated, runtime, "
                     "threads, xnnpack, float32_sha256, int8_sha256, float32_accuracy, "
@@ -328,11 +334,6 @@ class History:
                 stored = dict(doc, run_id=run_id)
                 db.execute("UPDATE runs SET document_json = ? WHERE id = ?",
                            (json.dumps(stored), run_id))
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
         logger.info("history: stored run %d in %s", run_id, self.path)
         return run_id
 
@@ -401,8 +402,7 @@ class History:
         links = [(b.get("board"), i, json.dumps(r.get("cell"), sort_keys=True), r.get("run_id"))
                  for b in boards for i, r in enumerate(b.get("runs") or [])]
         with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._write(db):
                 cur = db.execute(
                     "INSERT INTO fleets (created_utc, seed, matrix_json, ok, boards, boards_ok, "
                     "artifacts, document_json) VALUES (?, ?, ?, ?, ?, ?, ?, '')",
@@ -415,11 +415,6 @@ class History:
                 db.executemany("INSERT INTO fleet_runs (fleet_id, board, position, cell_json, "
                                "run_id) VALUES (?, ?, ?, ?, ?)",
                                [(fleet_id, *link) for link in links])
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
         logger.info("history: stored fleet run %d in %s", fleet_id, self.path)
         return fleet_id
 
