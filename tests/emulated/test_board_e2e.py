@@ -17,19 +17,15 @@ nothing for a real Pi.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from emulated_helpers import FLEET_DEVICE_DIR
+from emulated_helpers import FLEET_DEVICE_DIR, json_doc, run_edgeq
 
 pytestmark = [pytest.mark.emulated, pytest.mark.timeout(2400)]
 
-EDGEQ = [sys.executable, "-m", "edgeq.host"]
 KINDS = ("float32", "int8")
 #: device predictions must equal the host's on at least this fraction of the images
 MIN_AGREEMENT = 0.999
@@ -43,31 +39,6 @@ BENCH_FAST = ["--rounds", "1", "--runs-min", "10", "--run-s-min", "0.2"]
 EVAL_LIMIT = 400
 DEPLOY_TIMEOUT_S = 1200.0
 BENCH_TIMEOUT_S = 900.0
-
-
-def _edgeq(args: list[str], timeout_s: float) -> subprocess.CompletedProcess:
-    """Run the real edgeq CLI; fail with its output when it fails."""
-    t0 = time.monotonic()
-    proc = subprocess.run(
-        [*EDGEQ, *args], capture_output=True, text=True, timeout=timeout_s, check=False
-    )
-    took_s = time.monotonic() - t0
-    print(f"edgeq {' '.join(args[:1])}: exit {proc.returncode} in {took_s:.1f} s")
-    if proc.returncode != 0:
-        pytest.fail(
-            f"edgeq {' '.join(args)} exited {proc.returncode}\n"
-            f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
-        )
-    return proc
-
-
-def _json_doc(proc: subprocess.CompletedProcess) -> dict[str, Any]:
-    try:
-        doc = json.loads(proc.stdout)
-    except json.JSONDecodeError as exc:
-        pytest.fail(f"not one JSON document on stdout ({exc}):\n{proc.stdout[-2000:]}")
-    assert isinstance(doc, dict)
-    return doc
 
 
 def _host_predictions(artifacts: Path, kind: str, xnnpack: bool) -> np.ndarray:
@@ -84,8 +55,8 @@ def _host_predictions(artifacts: Path, kind: str, xnnpack: bool) -> np.ndarray:
 
 
 def _deploy(board: Any, artifacts: Path, device_dir: str, runtime: str) -> dict[str, Any]:
-    return _json_doc(
-        _edgeq(
+    return json_doc(
+        run_edgeq(
             [
                 "deploy",
                 str(artifacts),
@@ -145,8 +116,8 @@ def test_deploy_and_bench_remote_on_emulated_board(
     second = _deploy(board, artifacts, device_dir, runtime_option)
     assert _model_bytes_sent(second) == 0, f"the second deploy sent model bytes again: {second}"
 
-    doc = _json_doc(
-        _edgeq(
+    doc = json_doc(
+        run_edgeq(
             [
                 "bench-remote",
                 str(artifacts),
