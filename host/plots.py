@@ -393,6 +393,23 @@ def method_drops(rows: Sequence[Mapping[str, Any]]) -> bytes:
     return to_png(fig)
 
 
+def _no_data(fig: Any, ax: Any, text: str) -> bytes:
+    """The figure with only `text` in it (nothing recorded to draw)."""
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    ax.set_axis_off()
+    return to_png(fig)
+
+
+def _flagged_rows(ax: Any, y: np.ndarray, names: Sequence[str], flags: Sequence[bool]) -> None:
+    """Row labels at `y`; a flagged row is marked '* ' and drawn in the outlier colour."""
+    ax.set_yticks(y)
+    ax.set_yticklabels([("* " if f else "") + _short(t, 36) for t, f in zip(names, flags)],
+                       fontsize=7)
+    for lab, f in zip(ax.get_yticklabels(), flags):
+        if f:
+            lab.set_color(OUTLIER_COLOR)
+
+
 def clipped_ranges(tensors: Sequence[str], outliers: Sequence[bool],
                    minmax: Sequence[tuple[float, float]],
                    chosen: Mapping[str, Sequence[Optional[tuple[float, float]]]]) -> bytes:
@@ -404,9 +421,7 @@ def clipped_ranges(tensors: Sequence[str], outliers: Sequence[bool],
     fig = new_figure(9.0, max(2.4, 0.42 * n + 1.4))
     ax = fig.subplots()
     if n == 0:
-        ax.text(0.5, 0.5, "no recorded ranges", ha="center", va="center")
-        ax.set_axis_off()
-        return to_png(fig)
+        return _no_data(fig, ax, "no recorded ranges")
     colors = _method_colors(methods)
     y = np.arange(n)[::-1].astype(float)
     k = max(1, len(methods))
@@ -422,12 +437,7 @@ def clipped_ranges(tensors: Sequence[str], outliers: Sequence[bool],
             ax.plot([r[0] / m, r[1] / m], [yi + off, yi + off], color=colors[meth],
                     lw=max(1.5, 6.0 / k), solid_capstyle="butt")
     ax.axvline(0, color="k", lw=0.6)
-    ax.set_yticks(y)
-    ax.set_yticklabels([("* " if o else "") + _short(t, 36) for t, o in zip(tensors, outliers)],
-                       fontsize=7)
-    for lab, o in zip(ax.get_yticklabels(), outliers):
-        if o:
-            lab.set_color(OUTLIER_COLOR)
+    _flagged_rows(ax, y, tensors, outliers)
     ax.set_xlabel("range / Min-Max max|x| (grey: Min-Max; bars: the method's clipped range)")
     ax.grid(axis="x", alpha=0.3)
     from matplotlib.patches import Patch
@@ -453,9 +463,7 @@ def weight_ranges(layers: Sequence[str], flagged: Sequence[bool],
     fig = new_figure(9.0, max(2.4, 0.5 * n + 1.4))
     ax = fig.subplots()
     if n == 0:
-        ax.text(0.5, 0.5, "no recorded weight ranges", ha="center", va="center")
-        ax.set_axis_off()
-        return to_png(fig)
+        return _no_data(fig, ax, "no recorded weight ranges")
     colors = _method_colors(variants)
     y = np.arange(n)[::-1].astype(float)
     k = max(1, len(variants))
@@ -478,12 +486,7 @@ def weight_ranges(layers: Sequence[str], flagged: Sequence[bool],
                 ax.plot([vals.min(), vals.max()], [yi + off] * 2, color=colors[v],
                         lw=max(1.5, 5.0 / k), solid_capstyle="butt")
     ax.set_xscale("log")
-    ax.set_yticks(y)
-    ax.set_yticklabels([("* " if f else "") + _short(t, 36) for t, f in zip(layers, flagged)],
-                       fontsize=7)
-    for lab, f in zip(ax.get_yticklabels(), flagged):
-        if f:
-            lab.set_color(OUTLIER_COLOR)
+    _flagged_rows(ax, y, layers, flagged)
     ax.set_xlabel("|w| threshold (log; grey dots: each channel's max|w|, black: the tensor's "
                   "max|w|; scale = threshold / 127)", fontsize=8)
     ax.grid(axis="x", alpha=0.3, which="both")
