@@ -33,11 +33,11 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from edgeq.device import __version__
-from edgeq.device.errors import EdgeqError, UsageError
+from edgeq.device.errors import EdgeqError
 from edgeq.device.fileutil import utc_now
 from edgeq.device.store import atomic_write_bytes
 from edgeq.host.compare import int8_speedup_p50
@@ -46,9 +46,6 @@ from edgeq.host.report import CSS, ReportPaths, section_html, section_markdown
 from edgeq.host.report_figures import Figure
 from edgeq.host.report_sections import Section, Table
 from edgeq.host.report_tables import get_path
-
-if TYPE_CHECKING:  # pragma: no cover
-    from edgeq.host.history import History
 
 logger = logging.getLogger(__name__)
 
@@ -82,25 +79,6 @@ def check_fleet(doc: Any) -> None:
             isinstance(b, dict) and b.get("board") for b in doc["boards"]):
         raise FleetReportError("the fleet document has no list of named boards",
                                hint="pass the edgeq.fleet/1 document unchanged")
-
-
-def fleet_from_history(history: "History", ref: str) -> dict[str, Any]:
-    """The stored fleet run `ref` (a fleet id, or `latest`)."""
-    if ref == "latest":
-        fleet_id = history.latest_fleet_id()
-        if fleet_id is None:
-            raise UsageError(f"no fleet runs yet in {history.path}",
-                             hint="run `edgeq bench-remote` on several boards or settings first")
-    else:
-        try:
-            fleet_id = int(ref)
-        except ValueError:
-            raise UsageError(f"--fleet takes a fleet id or 'latest', not {ref!r}",
-                             hint="`edgeq history fleets` lists the fleet runs") from None
-    return history.get_fleet(fleet_id)
-
-
-# ------------------------------------------------------------------ what the page shows
 
 
 def cell_label(cell: dict[str, Any]) -> str:

@@ -63,10 +63,9 @@ def _artifacts_of(doc: dict[str, Any], artifacts: Optional[Path]) -> Path:
 
 def _the_fleet(fleet: str, db: Optional[Path]) -> tuple[dict[str, Any], Path]:
     """The stored fleet run `fleet` (an id or latest) and its default output directory."""
-    from edgeq.host.history import History
-    from edgeq.host.report_fleet import fleet_from_history
+    from edgeq.host.history import History, fleet_doc
 
-    doc = fleet_from_history(History(db), fleet)
+    doc = fleet_doc(History(db), fleet)
     return doc, Path("reports") / f"fleet-{doc.get('fleet_id')}"
 
 
