@@ -53,10 +53,18 @@ def _procs_with(marker: str) -> list[psutil.Process]:
     return [p for p in found if p.pid != os.getpid()]
 
 
+def _running(proc: psutil.Process) -> bool:
+    """Still there and not a zombie (a process that exits while we look is gone)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _gone(marker: str, within_s: float = 10.0) -> bool:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        if not [p for p in _procs_with(marker) if p.status() != psutil.STATUS_ZOMBIE]:
+        if not [p for p in _procs_with(marker) if _running(p)]:
             return True
         time.sleep(0.1)
     return False
